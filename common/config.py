@@ -1,0 +1,179 @@
+"""Node data configuration: how a warehouse's raw file maps onto demand series.
+
+A node is described by ``node.toml`` in its folder; paths in it are relative to that folder::
+
+    [node]
+    name = "wh-01"
+    secret_context = "keys/secret.ctx"
+    key_fingerprint = "…"            # optional: refuse any other key
+
+    [data]
+    path = "raw/orders.csv"         # CSV or Parquet
+    kind = "orders"                 # "orders" (order lines) or "periods" (per-period sales)
+    frequency = "D"                 # "D", "W" or "W-FRI" style anchored weeks
+    timestamp = "order_ts"
+    quantity = "quantity"
+    series_keys = ["sku"]
+    price = "unit_price"            # optional
+    promo = "promo"                 # optional, 0/1 or promotion intensity
+    holiday = ""                    # optional holiday flag column in the data itself
+    static = ["category"]           # optional static categorical columns
+    drop_columns = ["customer_name"]
+    calendar = "raw/calendar.csv"   # optional: date, holiday — must cover the forecast horizon
+    future = "raw/future.csv"       # optional: planned promo / price per series and date
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+
+class ConfigError(ValueError):
+    """A node configuration that cannot be used."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    path: Path
+    kind: str
+    frequency: str
+    timestamp: str
+    quantity: str
+    series_keys: tuple[str, ...]
+    price: str | None = None
+    promo: str | None = None
+    holiday: str | None = None
+    static: tuple[str, ...] = ()
+    drop_columns: tuple[str, ...] = ()
+    calendar: Path | None = None
+    future: Path | None = None
+
+    @property
+    def used_columns(self) -> list[str]:
+        cols = [self.timestamp, self.quantity, *self.series_keys, *self.static]
+        cols += [c for c in (self.price, self.promo, self.holiday) if c]
+        return list(dict.fromkeys(cols))
+
+    @property
+    def period_freq(self) -> str:
+        return "W-SUN" if self.frequency == "W" else self.frequency
+
+    @property
+    def season(self) -> int:
+        """Season length used by seasonal-naive and outlier windows."""
+        return 7 if self.frequency == "D" else 52
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    name: str
+    folder: Path
+    data: DataConfig
+    secret_context: Path
+    key_fingerprint: str | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def private_dir(self) -> Path:
+        """Everything derived from raw data lives here and never leaves the node."""
+        return self.folder / "private"
+
+    @property
+    def out_dir(self) -> Path:
+        return self.folder / "out"
+
+
+def _frequency(value: str) -> str:
+    if value in ("D", "W"):
+        return value
+    if value.startswith("W-"):
+        try:
+            pd.Period("2020-01-01", freq=value)
+        except ValueError:
+            raise ConfigError(f"unknown weekly anchor in frequency {value!r}") from None
+        return value
+    raise ConfigError(f"frequency must be 'D', 'W' or 'W-<DAY>', got {value!r}")
+
+
+def _str_list(section: dict, key: str) -> tuple[str, ...]:
+    value = section.get(key, [])
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"[data] {key} must be a list of column names")
+    return tuple(value)
+
+
+def _optional_path(folder: Path, value: object) -> Path | None:
+    return (folder / str(value)) if value else None
+
+
+def parse_data_config(section: dict, folder: Path) -> DataConfig:
+    for key in ("path", "timestamp", "quantity", "series_keys"):
+        if not section.get(key):
+            raise ConfigError(f"[data] is missing the required key {key!r}")
+    kind = section.get("kind", "orders")
+    if kind not in ("orders", "periods"):
+        raise ConfigError(f"[data] kind must be 'orders' or 'periods', got {kind!r}")
+    known = {
+        "path",
+        "kind",
+        "frequency",
+        "timestamp",
+        "quantity",
+        "series_keys",
+        "price",
+        "promo",
+        "holiday",
+        "static",
+        "drop_columns",
+        "calendar",
+        "future",
+    }
+    unknown = sorted(set(section) - known)
+    if unknown:
+        raise ConfigError(f"[data] has unknown keys: {', '.join(unknown)}")
+    return DataConfig(
+        path=folder / section["path"],
+        kind=kind,
+        frequency=_frequency(str(section.get("frequency", "D"))),
+        timestamp=section["timestamp"],
+        quantity=section["quantity"],
+        series_keys=_str_list(section, "series_keys"),
+        price=section.get("price") or None,
+        promo=section.get("promo") or None,
+        holiday=section.get("holiday") or None,
+        static=_str_list(section, "static"),
+        drop_columns=_str_list(section, "drop_columns"),
+        calendar=_optional_path(folder, section.get("calendar")),
+        future=_optional_path(folder, section.get("future")),
+    )
+
+
+def load_node_config(path: str | Path) -> NodeConfig:
+    """Read node.toml (or the node.toml inside a folder)."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / "node.toml"
+    if not p.is_file():
+        raise ConfigError(f"node config not found: {p}")
+    try:
+        raw = tomllib.loads(p.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p} is not valid TOML: {exc}") from None
+    folder = p.parent.resolve()
+    node = raw.get("node", {})
+    if "data" not in raw:
+        raise ConfigError(f"{p} has no [data] section")
+    return NodeConfig(
+        name=str(node.get("name", folder.name)),
+        folder=folder,
+        data=parse_data_config(raw["data"], folder),
+        secret_context=folder / node.get("secret_context", "keys/secret.ctx"),
+        key_fingerprint=node.get("key_fingerprint") or None,
+        extra={k: v for k, v in raw.items() if k not in ("node", "data")},
+    )

@@ -1,0 +1,244 @@
+"""From a node's raw file to a clean demand panel: one row per series per period.
+
+Documented rules (every row they touch is written to the quarantine file with its reason):
+
+* rows without a series key, a readable timestamp or a numeric quantity are dropped;
+* unreadable prices are set to unknown (repaired);
+* returns: a negative order line is a return, not negative demand — it is excluded from demand;
+  a negative per-period value (``kind = "periods"``) is clipped to 0;
+* duplicate rows of one series and period in per-period data are summed;
+* calendar: each series runs from its first observed period to the node's last period; missing
+  periods inside that span are demand 0 (for per-period data each filled period is quarantined as a
+  repair). A series with no observation in its last ``ended_after`` periods has ended: it is kept for
+  training up to its last observation but is not forecast;
+* outliers: demand above a robust local level + 3σ (rolling median, σ = 1.4826·MAD floored at
+  √level) is capped to that bound — except in holiday or promotion periods, whose spikes the model
+  explains through its covariates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from common.config import ConfigError, DataConfig
+from common.deid import DeidReport, deidentify
+
+QUARANTINE_COLUMNS = ["series", "date", "value", "repaired_to", "reason"]
+OUTLIER_SIGMAS = 3.0
+
+
+@dataclass
+class Prepared:
+    panel: pd.DataFrame  # series, date, demand, price, promo, holiday, static...
+    key_map: pd.DataFrame  # series (pseudonym) -> sku + original keys: PRIVATE
+    quarantine: pd.DataFrame
+    deid: DeidReport
+    ended: list[str] = field(default_factory=list)
+
+    def counts(self) -> dict[str, int]:
+        by_reason = self.quarantine["reason"].str.split(":").str[0].value_counts()
+        return {str(k): int(v) for k, v in by_reason.items()}
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """Read CSV or Parquet, with a one-line error for anything unreadable."""
+    if not path.is_file():
+        raise ConfigError(f"data file not found: {path}")
+    try:
+        if path.suffix.lower() in (".parquet", ".pq"):
+            return pd.read_parquet(path)
+        return pd.read_csv(path, dtype=str, keep_default_na=True)
+    except Exception as exc:
+        raise ConfigError(f"cannot read {path}: {exc}".splitlines()[0]) from None
+
+
+def _quarantine(
+    rows: pd.DataFrame, reason: str, value: str | None = None, repaired: pd.Series | float | None = None
+) -> pd.DataFrame:
+    out = pd.DataFrame(
+        {
+            "series": rows["series"].astype("string"),
+            "date": rows["date"].astype(str) if "date" in rows else rows.get("_ts_raw", pd.NA),
+            "value": rows[value].astype(str) if value else pd.NA,
+            "repaired_to": repaired if repaired is not None else np.nan,
+            "reason": reason,
+        }
+    )
+    return out[QUARANTINE_COLUMNS]
+
+
+def _parse(frame: pd.DataFrame, cfg: DataConfig, bad: list[pd.DataFrame]) -> pd.DataFrame:
+    frame = frame.rename(columns={cfg.timestamp: "_ts_raw", cfg.quantity: "_qty_raw"})
+    frame["timestamp"] = pd.to_datetime(frame["_ts_raw"], errors="coerce", format="mixed")
+    frame["quantity"] = pd.to_numeric(frame["_qty_raw"], errors="coerce")
+    checks = [
+        (frame["series"].isna(), "missing series key", "_qty_raw"),
+        (frame["timestamp"].isna(), "unreadable timestamp", "_ts_raw"),
+        (~np.isfinite(frame["quantity"].astype(float)), "missing or non-numeric quantity", "_qty_raw"),
+    ]
+    keep = pd.Series(True, index=frame.index)
+    for mask, reason, col in checks:
+        mask = mask & keep
+        if mask.any():
+            bad.append(_quarantine(frame[mask], reason, col))
+        keep &= ~mask
+    frame = frame[keep].copy()
+    frame["timestamp"] = (
+        frame["timestamp"].dt.tz_localize(None) if frame["timestamp"].dt.tz else frame["timestamp"]
+    )
+    frame["date"] = frame["timestamp"].dt.to_period(cfg.period_freq).dt.end_time.dt.normalize()
+    for src, dst in ((cfg.price, "price"), (cfg.promo, "promo"), (cfg.holiday, "holiday")):
+        if not src:
+            frame[dst] = np.nan if dst == "price" else 0.0
+            continue
+        raw = frame[src]
+        if dst == "holiday" and raw.dtype == object:
+            raw = raw.replace({"True": 1, "False": 0, "true": 1, "false": 0})
+        parsed = pd.to_numeric(raw, errors="coerce")
+        unreadable = parsed.isna() & raw.notna()
+        if unreadable.any():
+            bad.append(_quarantine(frame[unreadable], f"unreadable {dst}: treated as unknown", src))
+        frame[dst] = parsed if dst == "price" else parsed.fillna(0.0)
+    return frame
+
+
+def _aggregate(frame: pd.DataFrame, cfg: DataConfig, bad: list[pd.DataFrame]) -> pd.DataFrame:
+    if cfg.kind == "orders":
+        returns = frame["quantity"] < 0
+        if returns.any():
+            bad.append(
+                _quarantine(frame[returns], "return: negative order line excluded from demand", "_qty_raw")
+            )
+        frame = frame[~returns]
+    else:
+        dup = frame.duplicated(["series", "date"], keep=False)
+        if dup.any():
+            bad.append(_quarantine(frame[dup], "duplicate period row: summed", "_qty_raw"))
+    frame = frame.assign(_pq=frame["price"] * frame["quantity"].clip(lower=0))
+    static = {c: (c, "first") for c in cfg.static}
+    agg = (
+        frame.groupby(["series", "date"], sort=True)
+        .agg(
+            demand=("quantity", "sum"),
+            _pq=("_pq", "sum"),
+            _price_mean=("price", "mean"),
+            promo=("promo", "max"),
+            holiday=("holiday", "max"),
+            **static,
+        )
+        .reset_index()
+    )
+    qty_pos = frame.assign(q=frame["quantity"].clip(lower=0)).groupby(["series", "date"])["q"].sum()
+    weighted = agg["_pq"] / qty_pos.to_numpy()
+    agg["price"] = weighted.where(qty_pos.to_numpy() > 0, agg["_price_mean"])
+    agg = agg.drop(columns=["_pq", "_price_mean"])
+    negative = agg["demand"] < 0
+    if negative.any():
+        bad.append(_quarantine(agg[negative], "negative demand clipped to 0", "demand", 0.0))
+        agg.loc[negative, "demand"] = 0.0
+    return agg
+
+
+def _align(
+    agg: pd.DataFrame, cfg: DataConfig, ended_after: int, bad: list[pd.DataFrame]
+) -> tuple[pd.DataFrame, list[str]]:
+    freq = cfg.period_freq
+    last = agg["date"].max()
+    all_dates = pd.period_range(agg["date"].min(), last, freq=freq).end_time.normalize()
+    pieces, ended = [], []
+    for series, grp in agg.groupby("series", sort=True):
+        start, stop = grp["date"].min(), grp["date"].max()
+        gap = len(all_dates[(all_dates > stop) & (all_dates <= last)])
+        if gap >= ended_after:
+            ended.append(series)
+            bad.append(
+                pd.DataFrame(
+                    [
+                        {
+                            "series": series,
+                            "date": str(stop.date()),
+                            "value": pd.NA,
+                            "repaired_to": np.nan,
+                            "reason": f"series ended: no demand in last {gap} periods; not forecast",
+                        }
+                    ]
+                )
+            )
+        else:
+            stop = last
+        idx = all_dates[(all_dates >= start) & (all_dates <= stop)]
+        full = grp.set_index("date").reindex(idx)
+        full.index.name = "date"
+        missing = full["demand"].isna()
+        if cfg.kind == "periods" and missing.any():
+            filled = pd.DataFrame({"series": series, "date": full.index[missing]})
+            bad.append(_quarantine(filled, "missing period filled with 0", None, 0.0))
+        full["series"] = series
+        full["demand"] = full["demand"].fillna(0.0)
+        full[["promo", "holiday"]] = full[["promo", "holiday"]].fillna(0.0)
+        full["price"] = full["price"].ffill().bfill()
+        for col in cfg.static:
+            full[col] = full[col].ffill().bfill()
+        pieces.append(full.reset_index())
+    return pd.concat(pieces, ignore_index=True), ended
+
+
+def cap_outliers(panel: pd.DataFrame, cfg: DataConfig, bad: list[pd.DataFrame]) -> pd.DataFrame:
+    """Cap demand above robust local level + 3σ, outside holiday and promotion periods."""
+    window = 15 if cfg.frequency == "D" else 9
+    grouped = panel.groupby("series", sort=False)["demand"]
+    level = grouped.transform(lambda s: s.rolling(window, center=True, min_periods=3).median())
+    mad = (
+        (panel["demand"] - level)
+        .abs()
+        .groupby(panel["series"], sort=False)
+        .transform(lambda s: s.rolling(window, center=True, min_periods=3).median())
+    )
+    sigma = np.maximum(1.4826 * mad, np.sqrt(level.clip(lower=1.0)))
+    bound = level + OUTLIER_SIGMAS * sigma
+    explained = (panel["promo"] > 0) | (panel["holiday"] > 0)
+    over = (panel["demand"] > bound) & bound.notna() & ~explained
+    if over.any():
+        rows = panel[over].assign(date=panel.loc[over, "date"].dt.date)
+        bad.append(
+            _quarantine(
+                rows,
+                f"outlier capped at level + {OUTLIER_SIGMAS:g} sigma",
+                "demand",
+                bound[over].round(4).to_numpy(),
+            )
+        )
+        panel.loc[over, "demand"] = bound[over]
+    return panel
+
+
+def holiday_periods(cfg: DataConfig) -> set[pd.Timestamp]:
+    """Period end dates that contain a date of the node's holiday calendar file."""
+    if cfg.calendar is None:
+        return set()
+    cal = read_table(cfg.calendar)
+    if "date" not in cal.columns:
+        raise ConfigError(f"calendar {cfg.calendar} needs a 'date' column")
+    days = pd.to_datetime(cal["date"], errors="coerce").dropna()
+    return set(days.dt.to_period(cfg.period_freq).dt.end_time.dt.normalize())
+
+
+def prepare(raw: pd.DataFrame, cfg: DataConfig, secret: bytes, ended_after: int | None = None) -> Prepared:
+    """De-identify FIRST, then parse, aggregate, align, cap. Nothing raw survives in the result."""
+    frame, key_map, report = deidentify(raw, cfg, secret)
+    del raw
+    bad: list[pd.DataFrame] = []
+    frame = _parse(frame, cfg, bad)
+    if frame.empty:
+        raise ConfigError("no usable rows after parsing: check the column mapping")
+    agg = _aggregate(frame, cfg, bad)
+    panel, ended = _align(agg, cfg, ended_after or (28 if cfg.frequency == "D" else 8), bad)
+    panel["holiday"] = np.maximum(panel["holiday"], panel["date"].isin(holiday_periods(cfg)).astype(float))
+    panel = cap_outliers(panel, cfg, bad)
+    quarantine = pd.concat(bad, ignore_index=True) if bad else pd.DataFrame(columns=QUARANTINE_COLUMNS)
+    cols = ["series", "date", "demand", "price", "promo", "holiday", *cfg.static]
+    return Prepared(panel[cols], key_map, quarantine, report, ended)

@@ -1,0 +1,127 @@
+"""LSTM + attention quantile demand model (pure torch; knows nothing of Flower or encryption).
+
+Shaped like a small Temporal Fusion Transformer:
+
+* static context: embeddings of static categorical buckets (summed) and the series' log scale;
+  it initialises both LSTMs' states and is added to every time step;
+* an LSTM encoder over the lookback window (scaled demand, observed mask, known covariates);
+* an LSTM decoder over the horizon's known-future covariates, continuing the encoder state;
+* multi-head attention from every horizon step to the encoder states, gated residual + layer norm;
+* a quantile head whose outputs cannot cross: the median plus cumulative softplus steps up and down.
+
+Everything is in per-series scaled units (demand / series mean), so warehouses of very different
+volume train one shared model; callers multiply by the scale.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from common.windows import KNOWN_FEATURES, MAX_STATIC, STATIC_BUCKETS
+
+DEFAULT_QUANTILES = (0.02, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.98)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    lookback: int = 28
+    horizon: int = 14
+    hidden: int = 32
+    heads: int = 4
+    dropout: float = 0.1
+    quantiles: tuple[float, ...] = DEFAULT_QUANTILES
+
+    def __post_init__(self) -> None:
+        qs = tuple(float(q) for q in self.quantiles)
+        if list(qs) != sorted(qs) or not all(0 < q < 1 for q in qs) or 0.5 not in qs:
+            raise ValueError(f"quantiles must be increasing in (0, 1) and include 0.5, got {qs}")
+        if self.hidden % self.heads:
+            raise ValueError("hidden must be a multiple of heads")
+        object.__setattr__(self, "quantiles", qs)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class DemandForecaster(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        h, k = cfg.hidden, len(KNOWN_FEATURES)
+        self.static_embedding = nn.Embedding(STATIC_BUCKETS, h, padding_idx=0)
+        self.scale_proj = nn.Linear(1, h)
+        self.init_h = nn.Linear(h, h)
+        self.init_c = nn.Linear(h, h)
+        self.past_proj = nn.Linear(2 + k, h)
+        self.future_proj = nn.Linear(k, h)
+        self.encoder = nn.LSTM(h, h, batch_first=True)
+        self.decoder = nn.LSTM(h, h, batch_first=True)
+        self.attention = nn.MultiheadAttention(h, cfg.heads, dropout=cfg.dropout, batch_first=True)
+        self.gate = nn.Linear(h, 2 * h)
+        self.norm1 = nn.LayerNorm(h)
+        self.feed_forward = nn.Sequential(nn.Linear(h, 2 * h), nn.GELU(), nn.Linear(2 * h, h))
+        self.norm2 = nn.LayerNorm(h)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.head = nn.Linear(h, len(cfg.quantiles))
+        self.median_index = cfg.quantiles.index(0.5)
+
+    def forward(
+        self,
+        past: torch.Tensor,
+        future: torch.Tensor,
+        static_ids: torch.Tensor,
+        log_scale: torch.Tensor,
+        return_attention: bool = False,
+    ):
+        """past [B,L,2+K], future [B,H,K], static_ids [B,S], log_scale [B] -> quantiles [B,H,Q]."""
+        static = self.static_embedding(static_ids).sum(1) + self.scale_proj(log_scale[:, None])
+        state = (torch.tanh(self.init_h(static))[None], torch.tanh(self.init_c(static))[None])
+        encoded, state = self.encoder(self.past_proj(past) + static[:, None], state)
+        decoded, _ = self.decoder(self.future_proj(future) + static[:, None], state)
+        attended, weights = self.attention(decoded, encoded, encoded, need_weights=return_attention)
+        z = self.norm1(decoded + F.glu(self.gate(self.dropout(attended)), dim=-1))
+        z = self.norm2(z + self.dropout(self.feed_forward(z)))
+        quantiles = self._monotone(self.head(z))
+        return (quantiles, weights) if return_attention else quantiles
+
+    def _monotone(self, raw: torch.Tensor) -> torch.Tensor:
+        m = self.median_index
+        median = raw[..., m : m + 1]
+        up = median + torch.cumsum(F.softplus(raw[..., m + 1 :]), dim=-1)
+        down = median - torch.cumsum(F.softplus(raw[..., :m].flip(-1)), dim=-1).flip(-1)
+        return torch.cat([down, median, up], dim=-1)
+
+
+def pinball_loss(pred: torch.Tensor, target: torch.Tensor, quantiles: tuple[float, ...]) -> torch.Tensor:
+    """Mean quantile (pinball) loss; pred [B,H,Q], target [B,H]."""
+    q = torch.tensor(quantiles, dtype=pred.dtype, device=pred.device)
+    diff = target[..., None] - pred
+    return torch.maximum(q * diff, (q - 1) * diff).mean()
+
+
+def build_model(cfg: ModelConfig, seed: int) -> DemandForecaster:
+    """Same seed, same initial weights on every node: the coordinator never holds a plaintext model."""
+    gen_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    model = DemandForecaster(cfg)
+    torch.random.set_rng_state(gen_state)
+    return model
+
+
+def model_vector(model: nn.Module):
+    return torch.nn.utils.parameters_to_vector(model.parameters()).detach().cpu().double().numpy()
+
+
+def load_vector(model: nn.Module, vector) -> None:
+    expected = sum(p.numel() for p in model.parameters())
+    if len(vector) != expected:
+        raise ValueError(f"parameter vector has {len(vector)} values, the model needs {expected}")
+    flat = torch.as_tensor(vector, dtype=torch.float32)
+    torch.nn.utils.vector_to_parameters(flat, model.parameters())
+
+
+__all__ = ["MAX_STATIC", "DemandForecaster", "ModelConfig", "build_model", "pinball_loss"]

@@ -1,0 +1,41 @@
+"""How encrypted vectors travel in Flower messages (shared by the ClientApp and the ServerApp).
+
+An EncryptedVector's bytes go into an ``Array(dtype="bytes", stype=CIPHERTEXT_STYPE)``; Flower
+ships such arrays in chunks, so large models need no size tuning. No plaintext derived from node
+data is ever put into a message: weights, sample counts and metrics are all inside ciphertexts.
+"""
+
+from __future__ import annotations
+
+from flwr.app import Array, ArrayRecord
+
+from common.crypto import CryptoError, EncryptedVector
+
+CIPHERTEXT_STYPE = "fedstock.ckks"
+STATE, METRICS = "state", "metrics"  # keys inside the ArrayRecord
+GLOBAL, UPDATE, CONFIG = "global", "update", "config"  # keys inside the RecordDict
+
+# Order of the values in the encrypted metric vectors (each ends with its weight).
+TRAIN_METRICS = ("n_x_train_pinball", "n_windows")
+EVAL_METRICS = ("abs_err_model", "abs_err_naive", "pinball_scaled", "covered_80", "points", "nodes")
+
+
+def to_array(vec: EncryptedVector) -> Array:
+    blob = vec.to_bytes()
+    return Array(dtype="bytes", shape=(len(blob),), stype=CIPHERTEXT_STYPE, data=blob)
+
+
+def from_array(array: Array) -> EncryptedVector:
+    if array.stype != CIPHERTEXT_STYPE:
+        raise CryptoError(f"expected a {CIPHERTEXT_STYPE} array, got stype {array.stype!r}")
+    return EncryptedVector.from_bytes(array.data)
+
+
+def encrypted_record(**vectors: EncryptedVector) -> ArrayRecord:
+    return ArrayRecord({name: to_array(vec) for name, vec in vectors.items()})
+
+
+def read_encrypted(record: ArrayRecord, name: str) -> EncryptedVector:
+    if name not in record:
+        raise CryptoError(f"message carries no encrypted {name!r}")
+    return from_array(record[name])

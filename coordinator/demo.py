@@ -1,0 +1,161 @@
+"""The demo federation: synthetic warehouses -> keys -> encrypted rounds -> forecasts -> decisions.
+
+Layout of ``OUT``::
+
+    keys/                 secret.ctx (0600), public.ctx, keys.json
+    nodes/warehouse-NN/   one folder per node: node.toml, raw/, keys/, private/, out/
+    checkpoints/          the coordinator's encrypted state and metrics, every round
+    deployment/           SuperLink / SuperNode / flwr run logs
+    forecasts.parquet, decisions.csv, strategy.csv, rounds.csv   (all nodes, with a node column)
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from common import crypto
+from common.config import load_node_config
+from common.synthetic import SyntheticSpec, write_warehouse
+from coordinator.planner import progress, round_metrics
+from warehouse_node.pipeline import forecast, prepare_node
+from warehouse_node.replenish import run_replenish
+
+Report = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    nodes: int = 3
+    rounds: int = 3
+    local_epochs: int = 2
+    seed: int = 7
+    items: int = 16
+    days: int = 730
+    engine: str = "deployment"  # or "inprocess"
+
+
+def provision_node(node_dir: Path, keys_dir: Path, fingerprint: str) -> None:
+    """Give a node the shared secret context (0600) and pin the key fingerprint in node.toml."""
+    target = node_dir / "keys" / crypto.SECRET_CONTEXT_FILE
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(keys_dir / crypto.SECRET_CONTEXT_FILE, target)
+    target.chmod(0o600)
+    toml = node_dir / "node.toml"
+    toml.write_text(
+        toml.read_text().replace(
+            'secret_context = "keys/secret.ctx"',
+            f'secret_context = "keys/secret.ctx"\nkey_fingerprint = "{fingerprint}"',
+        )
+    )
+
+
+def run_config(out: Path, s: DemoSettings) -> dict:
+    return {
+        "num-rounds": s.rounds,
+        "min-nodes": s.nodes,
+        "local-epochs": s.local_epochs,
+        "seed": s.seed,
+        "public-context": str((out / "keys" / crypto.PUBLIC_CONTEXT_FILE).resolve()),
+        "checkpoint-dir": str((out / "checkpoints").resolve()),
+    }
+
+
+def _toml_value(v: object) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return f'"{v}"' if isinstance(v, str) else str(v)
+
+
+def federate(out: Path, node_dirs: list[Path], s: DemoSettings, report: Report) -> None:
+    rc = run_config(out, s)
+    if s.engine == "inprocess":
+        from coordinator.inprocess import run_inprocess
+        from coordinator.server_app import app as server_app
+        from warehouse_node.client_app import app as client_app
+
+        run_inprocess(server_app, client_app, node_dirs, rc, progress=report)
+        return
+    from coordinator.deployment import LocalDeployment
+
+    rc_file = out / "run_config.toml"
+    rc_file.write_text("".join(f"{k} = {_toml_value(v)}\n" for k, v in rc.items()))
+    seen = {"n": 0}
+
+    def poll() -> None:
+        history = progress(out / "checkpoints").get("history", [])
+        for h in history[seen["n"] :]:
+            report(
+                f"round {h['round']} {h['phase']}: {h['replies']} nodes aggregated, "
+                f"{len(h['refused'])} refused"
+            )
+        seen["n"] = len(history)
+
+    with LocalDeployment(out / "deployment", node_dirs) as dep:
+        report(f"SuperLink on 127.0.0.1:{dep.superlink_port}, {len(node_dirs)} SuperNodes started")
+        dep.run(rc_file, on_poll=poll)
+        poll()
+
+
+def check_rounds(out: Path, rounds: int) -> None:
+    """flwr run exits 0 even when the run failed: trust only what the ServerApp wrote."""
+    done = progress(out / "checkpoints").get("last_round", 0)
+    if done < rounds:
+        raise RuntimeError(
+            f"federation finished {done} of {rounds} rounds; see {out / 'deployment' / 'logs'}"
+        )
+
+
+def run_demo(out: Path, s: DemoSettings, report: Report) -> dict[str, pd.DataFrame]:
+    out = out.resolve()
+    if out.exists() and any(out.iterdir()):
+        raise FileExistsError(f"{out} is not empty: choose another --out or remove it")
+    keys = out / "keys"
+    fingerprint = crypto.keygen(keys)
+    report(f"keys generated, fingerprint {fingerprint}")
+    node_dirs = []
+    spec = SyntheticSpec(items=s.items, days=s.days)
+    for i in range(s.nodes):
+        node_dir = out / "nodes" / f"warehouse-{i:02d}"
+        write_warehouse(node_dir, i, spec, seed=s.seed)
+        provision_node(node_dir, keys, fingerprint)
+        counts = prepare_node(load_node_config(node_dir))
+        report(
+            f"{node_dir.name}: prepared {counts.pop('series')} series, "
+            f"{counts.pop('periods')} periods; quarantined {counts}"
+        )
+        node_dirs.append(node_dir)
+    federate(out, node_dirs, s, report)
+    check_rounds(out, s.rounds)
+    forecasts, decisions, strategies = [], [], []
+    for node_dir in node_dirs:
+        cfg = load_node_config(node_dir)
+        fc = forecast(cfg)
+        cfg.out_dir.mkdir(parents=True, exist_ok=True)
+        fc.to_parquet(cfg.out_dir / "forecasts.parquet", index=False)
+        result = run_replenish(cfg.out_dir / "forecasts.parquet", node_dir / "stock.csv", cfg.out_dir)
+        if len(result.rejected):
+            raise RuntimeError(f"{cfg.name}: {len(result.rejected)} stock rows rejected")
+        forecasts.append(fc)
+        decisions.append(result.decisions.assign(node=cfg.name))
+        strategies.append(result.strategy.assign(node=cfg.name))
+        report(f"{cfg.name}: forecast {fc['sku'].nunique()} skus, decided {len(result.decisions)}")
+    outputs = {
+        "forecasts": pd.concat(forecasts, ignore_index=True),
+        "decisions": _node_first(pd.concat(decisions, ignore_index=True)),
+        "strategy": _node_first(pd.concat(strategies, ignore_index=True)),
+        "rounds": round_metrics(out / "checkpoints", crypto.load_context(keys / crypto.SECRET_CONTEXT_FILE)),
+    }
+    outputs["forecasts"].to_parquet(out / "forecasts.parquet", index=False)
+    outputs["decisions"].to_csv(out / "decisions.csv", index=False)
+    outputs["strategy"].to_csv(out / "strategy.csv", index=False)
+    outputs["rounds"].to_csv(out / "rounds.csv", index=False)
+    return outputs
+
+
+def _node_first(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame[["node", *[c for c in frame.columns if c != "node"]]]

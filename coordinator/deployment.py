@@ -1,0 +1,190 @@
+"""Start a real Flower deployment on loopback: SuperLink, SuperNodes, ``flwr run``; stop by PID.
+
+Used by ``fedstock-planner demo`` and the Deployment Engine smoke test. Every process is started in
+its own session, so stopping it by its PID's process group also stops the SuperExec and the
+ServerApp/ClientApp processes it spawned — and nothing else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+APP_DIR = Path(__file__).resolve().parent.parent  # the Flower app: pyproject.toml + packages
+FEDERATION = "fedstock-local"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float = 60.0, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process {proc.pid} exited with code {proc.returncode} before listening")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+            return
+        time.sleep(0.3)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout:.0f}s")
+
+
+def _env(flwr_home: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    bin_dir = str(Path(sys.executable).parent)
+    env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
+    env.update(
+        {
+            "FLWR_HOME": str(flwr_home),
+            "FLWR_TELEMETRY_ENABLED": "0",
+            "FLWR_DISABLE_UPDATE_CHECK": "1",
+            "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    return env
+
+
+def _tool(name: str) -> str:
+    return str(Path(sys.executable).parent / name)
+
+
+@dataclass
+class LocalDeployment:
+    """A SuperLink and N SuperNodes on free loopback ports; use as a context manager."""
+
+    workdir: Path
+    node_dirs: list[Path]
+    torch_threads: int = 1
+    procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+    superlink_port: int = 0
+    _logs: list = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.workdir = Path(self.workdir).resolve()
+        self.flwr_home = self.workdir / "flwr-home"
+        self.log_dir = self.workdir / "logs"
+
+    def _spawn(self, name: str, args: list[str]) -> subprocess.Popen:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_dir / f"{name}.log", "wb")  # noqa: SIM115 - closed in stop()
+        self._logs.append(log)
+        proc = subprocess.Popen(
+            args,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=_env(self.flwr_home),
+            cwd=self.workdir,
+            start_new_session=True,
+        )
+        self.procs[name] = proc
+        return proc
+
+    def start(self) -> LocalDeployment:
+        self.flwr_home.mkdir(parents=True, exist_ok=True)
+        self.superlink_port = free_port()
+        (self.flwr_home / "config.toml").write_text(
+            f'[superlink.{FEDERATION}]\naddress = "127.0.0.1:{self.superlink_port}"\ninsecure = true\n'
+        )
+        link = self._spawn(
+            "superlink",
+            [
+                _tool("flower-superlink"),
+                "--insecure",
+                "--disable-runtime-dependency-installation",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.superlink_port),
+            ],
+        )
+        wait_for_port(self.superlink_port, proc=link)
+        for i, node_dir in enumerate(self.node_dirs):
+            cfg = f"node-dir='{Path(node_dir).resolve()}' torch-threads={self.torch_threads}"
+            self._spawn(
+                f"supernode-{i}",
+                [
+                    _tool("flower-supernode"),
+                    "--insecure",
+                    "--superlink",
+                    f"127.0.0.1:{self.superlink_port}",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(free_port()),
+                    "--node-config",
+                    cfg,
+                ],
+            )
+        return self
+
+    def run(
+        self, run_config: Path, timeout: float = 1200.0, on_poll: Callable[[], None] | None = None
+    ) -> int:
+        """``flwr run APP fedstock-local --stream`` with a run-config TOML file; return its exit code.
+
+        Note: flwr run exits 0 even when the run failed; callers check what the ServerApp wrote."""
+        args = [_tool("flwr"), "run", str(APP_DIR), FEDERATION, "--stream", "--run-config", str(run_config)]
+        with open(self.log_dir / "flwr-run.log", "wb") as log:
+            proc = subprocess.Popen(
+                args,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=_env(self.flwr_home),
+                cwd=self.workdir,
+                start_new_session=True,
+            )
+            self.procs["flwr-run"] = proc
+            deadline = time.monotonic() + timeout
+            while proc.poll() is None:
+                if time.monotonic() > deadline:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
+                    raise TimeoutError(f"flwr run did not finish within {timeout:.0f}s")
+                if on_poll:
+                    on_poll()
+                time.sleep(1.0)
+        return proc.returncode
+
+    def alive(self) -> dict[str, bool]:
+        return {name: p.poll() is None for name, p in self.procs.items()}
+
+    def stop(self, grace: float = 10.0) -> None:
+        """Stop every process we started, by its PID's process group: TERM, then KILL."""
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=5)
+        for proc in self.procs.values():  # reap leftovers in the groups (superexec children)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+        for log in self._logs:
+            log.close()
+
+    def __enter__(self) -> LocalDeployment:
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

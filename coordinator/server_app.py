@@ -1,0 +1,64 @@
+"""Coordinator ServerApp: runs EncryptedFedAvg with the public context only.
+
+Run config (pyproject ``[tool.flwr.app.config]``, overridable with ``flwr run --run-config``):
+``public-context`` (path to public.ctx), ``checkpoint-dir``, ``num-rounds``, ``min-nodes``,
+``round-timeout``, ``resume`` and the federation-wide model settings forwarded to every node.
+"""
+
+from __future__ import annotations
+
+from logging import INFO
+from pathlib import Path
+
+from flwr.app import ArrayRecord, ConfigRecord, Context
+from flwr.common.logger import log
+from flwr.serverapp import Grid, ServerApp
+
+from common import crypto
+from coordinator.strategy import EncryptedFedAvg, latest_checkpoint, load_state
+
+# Settings the nodes need; everything else in the run config stays with the coordinator.
+NODE_SETTINGS = (
+    "local-epochs",
+    "lookback",
+    "horizon",
+    "hidden",
+    "heads",
+    "max-batches",
+    "learning-rate",
+    "seed",
+)
+
+app = ServerApp()
+
+
+def node_config_record(run_config: dict) -> ConfigRecord:
+    return ConfigRecord({k: run_config[k] for k in NODE_SETTINGS if k in run_config})
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    rc = context.run_config
+    if not rc.get("public-context"):
+        raise ValueError("run config 'public-context' is not set: pass the coordinator's public.ctx")
+    key = crypto.load_context(str(rc["public-context"]))
+    checkpoint_dir = Path(str(rc.get("checkpoint-dir") or "checkpoints")).resolve()
+    strategy = EncryptedFedAvg(key, checkpoint_dir, min_nodes=int(rc.get("min-nodes", 2)))
+    initial, done = ArrayRecord(), 0
+    if rc.get("resume") and (found := latest_checkpoint(checkpoint_dir)):
+        done, path = found
+        initial = load_state(key, path)
+        log(INFO, "resuming after round %d from %s", done, path)
+    rounds = int(rc.get("num-rounds", 3)) - done
+    if rounds <= 0:
+        log(INFO, "all %d rounds already done", done)
+        return
+    strategy.round_offset = done
+    strategy.start(
+        grid,
+        initial_arrays=initial,
+        num_rounds=rounds,
+        timeout=float(rc.get("round-timeout", 900.0)),
+        train_config=node_config_record(rc),
+        evaluate_config=node_config_record(rc),
+    )

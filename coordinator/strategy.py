@@ -1,0 +1,199 @@
+"""Encrypted FedAvg: sum ciphertexts, never decrypt, checkpoint the encrypted state every round.
+
+The coordinator holds a context without secret key. Each node replies Enc([n·w, n]); the sum is
+Enc([Σn·w, Σn]), which only key holders can turn into w = Σn·w / Σn. A reply made under another
+key, of another length, or not decodable is refused and the round goes on with the others, as long
+as ``min_nodes`` valid replies arrived.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from collections.abc import Iterable
+from logging import INFO, WARNING
+from pathlib import Path
+
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.common.logger import log
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Strategy
+
+from common import crypto
+from common.records import (
+    CONFIG,
+    EVAL_METRICS,
+    GLOBAL,
+    METRICS,
+    STATE,
+    TRAIN_METRICS,
+    UPDATE,
+    encrypted_record,
+    read_encrypted,
+)
+
+PROGRESS_FILE = "progress.json"
+
+
+class RoundFailed(RuntimeError):
+    """Fewer valid replies than the configured minimum."""
+
+
+class EncryptedFedAvg(Strategy):
+    def __init__(
+        self,
+        key: crypto.KeyContext,
+        checkpoint_dir: Path,
+        min_nodes: int = 2,
+        evaluate_every_round: bool = True,
+    ) -> None:
+        if key.has_secret_key:
+            raise crypto.CryptoError("the coordinator must not hold a secret key; give it public.ctx")
+        self.key = key
+        self.checkpoint_dir = Path(checkpoint_dir)
+        self.min_nodes = min_nodes
+        self.evaluate_every_round = evaluate_every_round
+        self.state_length: int | None = None
+        self.history: list[dict] = []
+        self.round_offset = 0  # rounds already done before a resume
+
+    def summary(self) -> None:
+        log(INFO, "\t├── EncryptedFedAvg: key %s, min nodes %d", self.key.fingerprint, self.min_nodes)
+        log(INFO, "\t└── checkpoints in %s", self.checkpoint_dir)
+
+    # ---- messages out -------------------------------------------------------------------------
+    def _messages(
+        self, arrays: ArrayRecord, config: ConfigRecord, grid: Grid, kind: str, server_round: int
+    ) -> list[Message]:
+        nodes = self._wait_for_nodes(grid)
+        server_round += self.round_offset
+        config["server-round"] = server_round
+        config["fingerprint"] = self.key.fingerprint
+        content = (
+            RecordDict({GLOBAL: arrays, CONFIG: config}) if len(arrays) else RecordDict({CONFIG: config})
+        )
+        return [
+            Message(content=content, message_type=kind, dst_node_id=n, group_id=str(server_round))
+            for n in nodes
+        ]
+
+    def _wait_for_nodes(self, grid: Grid, poll: float = 1.0) -> list[int]:
+        while len(nodes := sorted(grid.get_node_ids())) < self.min_nodes:
+            log(INFO, "waiting for nodes: %d connected, %d required", len(nodes), self.min_nodes)
+            time.sleep(poll)
+        return nodes
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        return self._messages(arrays, config, grid, MessageType.TRAIN, server_round)
+
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        if not self.evaluate_every_round or not len(arrays):
+            return []
+        return self._messages(arrays, config, grid, MessageType.EVALUATE, server_round)
+
+    # ---- replies in ---------------------------------------------------------------------------
+    def _valid(self, replies: Iterable[Message], names: tuple[str, ...]) -> tuple[list[dict], list[str]]:
+        """Decode replies; return the usable ones and one line per refused reply."""
+        decoded, refused = [], []
+        for msg in replies:
+            node = msg.metadata.src_node_id
+            if msg.has_error():
+                refused.append(f"node {node}: error reply: {msg.error.reason}")
+                continue
+            try:
+                vecs = {n: read_encrypted(msg.content[UPDATE], n) for n in names}
+                for vec in vecs.values():
+                    if vec.fingerprint != self.key.fingerprint:
+                        raise crypto.KeyMismatchError(f"encrypted under key {vec.fingerprint}")
+                decoded.append({"node": node, **vecs})
+            except (crypto.CryptoError, KeyError) as exc:
+                refused.append(f"node {node}: refused: {exc}")
+        return decoded, refused
+
+    def _sum(
+        self, decoded: list[dict], name: str, expected: int, refused: list[str]
+    ) -> tuple[crypto.EncryptedVector, list[dict]]:
+        good = []
+        for d in decoded:
+            if d[name].length == expected:
+                good.append(d)
+            else:
+                refused.append(
+                    f"node {d['node']}: refused: {name} has {d[name].length} values, expected {expected}"
+                )
+        if len(good) < self.min_nodes:
+            raise RoundFailed(f"{len(good)} valid {name} replies, the minimum is {self.min_nodes}")
+        return crypto.add(self.key, [d[name] for d in good]), good
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        server_round += self.round_offset
+        decoded, refused = self._valid(replies, (STATE, METRICS))
+        if not decoded:
+            raise RoundFailed(f"round {server_round}: no valid replies ({'; '.join(refused)})")
+        expected = self.state_length or Counter(d[STATE].length for d in decoded).most_common(1)[0][0]
+        state, good = self._sum(decoded, STATE, expected, refused)
+        metrics, good = self._sum(good, METRICS, len(TRAIN_METRICS), refused)
+        for line in refused:
+            log(WARNING, "round %d: %s", server_round, line)
+        self.state_length = state.length
+        self._checkpoint(server_round, "state", state)
+        self._checkpoint(server_round, "train_metrics", metrics)
+        self._progress(server_round, "train", len(good), refused)
+        return encrypted_record(**{STATE: state}), MetricRecord(
+            {"replies": len(good), "refused": len(refused)}
+        )
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        server_round += self.round_offset
+        decoded, refused = self._valid(replies, (METRICS,))
+        if not decoded:
+            log(WARNING, "round %d evaluate: no valid replies", server_round)
+            return None
+        metrics, good = self._sum(decoded, METRICS, len(EVAL_METRICS), refused)
+        for line in refused:
+            log(WARNING, "round %d evaluate: %s", server_round, line)
+        self._checkpoint(server_round, "eval_metrics", metrics)
+        self._progress(server_round, "evaluate", len(good), refused)
+        return MetricRecord({"replies": len(good), "refused": len(refused)})
+
+    # ---- checkpoints --------------------------------------------------------------------------
+    def _checkpoint(self, server_round: int, name: str, vec: crypto.EncryptedVector) -> None:
+        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        path = self.checkpoint_dir / f"round_{server_round:04d}.{name}.ckks"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(vec.to_bytes())
+        tmp.replace(path)  # atomic: a crash never leaves a half-written checkpoint
+
+    def _progress(self, server_round: int, phase: str, used: int, refused: list[str]) -> None:
+        self.history.append(
+            {"round": server_round, "phase": phase, "replies": used, "refused": refused, "time": time.time()}
+        )
+        (self.checkpoint_dir / PROGRESS_FILE).write_text(
+            json.dumps(
+                {"fingerprint": self.key.fingerprint, "last_round": server_round, "history": self.history},
+                indent=2,
+            )
+            + "\n"
+        )
+
+
+def latest_checkpoint(checkpoint_dir: Path) -> tuple[int, Path] | None:
+    """The newest round with an encrypted global state, if any."""
+    states = sorted(Path(checkpoint_dir).glob("round_*.state.ckks"))
+    if not states:
+        return None
+    return int(states[-1].name.split("_")[1].split(".")[0]), states[-1]
+
+
+def load_state(key: crypto.KeyContext, path: Path) -> ArrayRecord:
+    vec = crypto.EncryptedVector.from_bytes(path.read_bytes())
+    if vec.fingerprint != key.fingerprint:
+        raise crypto.KeyMismatchError(f"checkpoint {path} was made under key {vec.fingerprint}")
+    return encrypted_record(**{STATE: vec})

@@ -1,0 +1,133 @@
+"""Stock file + forecasts -> decisions.csv, strategy.csv (and rejected.csv for rows that cannot be decided).
+
+Stock file columns: ``sku``, ``on_hand``, ``lead_time`` (required); ``on_order`` (0),
+``review_period`` (1), ``service_level`` (0.95), ``moq`` (0), ``pack_size`` (1), ``unit_cost``
+(optional). Each row that cannot be decided is listed with its reason; the others are decided.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from common.config import ConfigError
+from common.demand import read_table
+from common.inventory import StrategyConfig, decide, sample_paths
+
+REQUIRED = ("sku", "on_hand", "lead_time")
+DEFAULTS = {"on_order": 0.0, "review_period": 1, "service_level": 0.95, "moq": 0.0, "pack_size": 1.0}
+NUMERIC = ("on_hand", "on_order", "lead_time", "review_period", "service_level", "moq", "pack_size")
+_QUANTILE_COL = re.compile(r"^q(\d{2})$")
+
+
+@dataclass
+class ReplenishResult:
+    decisions: pd.DataFrame
+    strategy: pd.DataFrame
+    rejected: pd.DataFrame
+
+
+def forecast_quantiles(forecasts: pd.DataFrame) -> tuple[tuple[float, ...], list[str]]:
+    cols = sorted((c for c in forecasts.columns if _QUANTILE_COL.match(c)), key=lambda c: int(c[1:]))
+    if len(cols) < 3:
+        raise ConfigError("forecasts file needs at least three quantile columns named qNN")
+    return tuple(int(c[1:]) / 100 for c in cols), cols
+
+
+def validate_stock(stock: pd.DataFrame, horizon: int, known: set[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split stock rows into (decidable rows with defaults filled, rejected rows with a reason)."""
+    missing = [c for c in REQUIRED if c not in stock.columns]
+    if missing:
+        raise ConfigError(f"stock file is missing required columns: {', '.join(missing)}")
+    stock = stock.copy()
+    stock["sku"] = stock["sku"].astype("string").str.strip()
+    for col, default in DEFAULTS.items():
+        if col not in stock.columns:
+            stock[col] = default
+        stock[col] = stock[col].where(stock[col].notna() & (stock[col].astype(str) != ""), default)
+    reasons = pd.Series("", index=stock.index)
+
+    def reject(mask: pd.Series, why: str) -> None:
+        reasons[mask & (reasons == "")] = why
+
+    reject(stock["sku"].isna() | (stock["sku"] == ""), "missing sku")
+    reject(stock["sku"].duplicated(keep=False), "duplicate sku in stock file")
+    values = {c: pd.to_numeric(stock[c], errors="coerce") for c in NUMERIC}
+    for col in NUMERIC:
+        reject(values[col].isna() | ~np.isfinite(values[col]), f"{col} is missing or not a number")
+    reject(values["on_hand"] < 0, "on_hand is negative")
+    reject(values["on_order"] < 0, "on_order is negative")
+    for col in ("lead_time", "review_period"):
+        reject((values[col] < 1) | (values[col] % 1 != 0), f"{col} must be a whole number of periods >= 1")
+    reject((values["service_level"] <= 0) | (values["service_level"] >= 1), "service_level must be in (0, 1)")
+    reject((values["moq"] < 0) | (values["pack_size"] <= 0), "moq must be >= 0 and pack_size > 0")
+    reject(
+        values["lead_time"] + values["review_period"] > horizon,
+        f"lead_time + review_period exceeds the forecast horizon of {horizon} periods",
+    )
+    reject(~stock["sku"].isin(known), "unknown sku: no forecast for it")
+    for col in NUMERIC:
+        stock[col] = values[col]
+    bad = reasons != ""
+    rejected = stock[bad].assign(reason=reasons[bad])
+    return stock[~bad], rejected
+
+
+def replenish(
+    forecasts: pd.DataFrame, stock: pd.DataFrame, freq: str, cfg: StrategyConfig | None = None
+) -> ReplenishResult:
+    cfg = cfg or StrategyConfig()
+    for col in ("sku", "date", "mean"):
+        if col not in forecasts.columns:
+            raise ConfigError(f"forecasts file is missing column {col!r}")
+    levels, qcols = forecast_quantiles(forecasts)
+    forecasts = forecasts.sort_values(["sku", "date"])
+    groups = dict(tuple(forecasts.groupby("sku", sort=False)))
+    horizon = min(len(g) for g in groups.values())
+    good, rejected = validate_stock(stock, horizon, set(groups))
+    rng = np.random.default_rng(cfg.seed)
+    decisions, strategies = [], []
+    for _, row in good.iterrows():
+        fc = groups[row["sku"]]
+        rho = float(fc["path_corr"].iloc[0]) if "path_corr" in fc else 0.5
+        paths = sample_paths(fc[qcols].to_numpy(dtype=float), levels, rho, cfg.paths, rng)
+        origin = pd.Timestamp(fc["date"].iloc[0]) - pd.tseries.frequencies.to_offset(freq)
+        decision, strategy = decide(row, paths, origin, freq, cfg)
+        decisions.append(decision)
+        strategies.append(strategy)
+    cols_d = ["sku", "status", "order_qty", "reorder_point", "order_up_to", "safety_stock", "reason"]
+    cols_s = ["sku", "availability", "restock_date", "promotion", "reason"]
+    return ReplenishResult(
+        pd.DataFrame(decisions, columns=cols_d), pd.DataFrame(strategies, columns=cols_s), rejected
+    )
+
+
+def infer_frequency(forecasts: pd.DataFrame) -> str:
+    dates = pd.DatetimeIndex(sorted(pd.to_datetime(forecasts["date"]).unique()))
+    if len(dates) < 2:
+        raise ConfigError("forecasts file has fewer than two dates: cannot tell the period length")
+    step = (dates[1] - dates[0]).days
+    if step == 1:
+        return "D"
+    if step == 7:
+        return f"W-{dates[0].day_name()[:3].upper()}"
+    raise ConfigError(f"forecast dates are {step} days apart: only daily or weekly periods are supported")
+
+
+def run_replenish(
+    forecasts_path: Path, stock_path: Path, out_dir: Path, node: str | None = None
+) -> ReplenishResult:
+    forecasts = read_table(forecasts_path)
+    if node is not None and "node" in forecasts.columns:
+        forecasts = forecasts[forecasts["node"] == node]
+    stock = read_table(stock_path)
+    result = replenish(forecasts, stock, infer_frequency(forecasts))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    result.decisions.to_csv(out_dir / "decisions.csv", index=False)
+    result.strategy.to_csv(out_dir / "strategy.csv", index=False)
+    result.rejected.to_csv(out_dir / "rejected.csv", index=False)
+    return result
