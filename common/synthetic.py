@@ -35,7 +35,7 @@ def holiday_calendar(start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
     rows = []
     for year in range(start.year, end.year + 1):
         nov = pd.date_range(f"{year}-11-01", f"{year}-11-30")
-        thanksgiving = nov[nov.dayofweek == 3][3]
+        thanksgiving = nov[nov.day_of_week == 3][3]
         for day, name in (
             (f"{year}-01-01", "new_year"),
             (f"{year}-07-04", "independence_day"),
@@ -63,8 +63,8 @@ def _daily_demand(
     promo: np.ndarray,
     holidays: set[pd.Timestamp],
 ) -> np.ndarray:
-    weekday = np.array([0.85, 0.9, 0.95, 1.0, 1.15, 1.3, 0.85])[dates.dayofweek]
-    yearly = 1 + 0.25 * np.sin(2 * np.pi * (dates.dayofyear - 80) / 365.25)
+    weekday = np.array([0.85, 0.9, 0.95, 1.0, 1.15, 1.3, 0.85])[dates.day_of_week]
+    yearly = 1 + 0.25 * np.sin(2 * np.pi * (dates.day_of_year - 80) / 365.25)
     near_holiday = np.array(
         [
             1.8

@@ -32,8 +32,8 @@ def static_bucket(column: str, value: object) -> int:
 def known_covariates(frame: pd.DataFrame, median_price: pd.Series) -> np.ndarray:
     """Covariate matrix [rows, len(KNOWN_FEATURES)] for rows with series, date, holiday, promo, price."""
     dates = pd.DatetimeIndex(frame["date"])
-    year = 2 * np.pi * (dates.dayofyear.to_numpy() - 1) / 365.25
-    week = 2 * np.pi * dates.dayofweek.to_numpy() / 7
+    year = 2 * np.pi * (dates.day_of_year.to_numpy() - 1) / 365.25
+    week = 2 * np.pi * dates.day_of_week.to_numpy() / 7
     ref = frame["series"].map(median_price).to_numpy(dtype=float)
     price = frame["price"].to_numpy(dtype=float)
     log_price = np.where(

@@ -124,9 +124,10 @@ def run_demo(out: Path, s: DemoSettings, report: Report) -> dict[str, pd.DataFra
         write_warehouse(node_dir, i, spec, seed=s.seed)
         provision_node(node_dir, keys, fingerprint)
         counts = prepare_node(load_node_config(node_dir))
+        dropped = counts.pop("dropped_columns")
         report(
             f"{node_dir.name}: prepared {counts.pop('series')} series, "
-            f"{counts.pop('periods')} periods; quarantined {counts}"
+            f"{counts.pop('periods')} periods; {dropped} raw columns dropped; quarantined rows {counts}"
         )
         node_dirs.append(node_dir)
     federate(out, node_dirs, s, report)

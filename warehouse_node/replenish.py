@@ -31,6 +31,14 @@ class ReplenishResult:
     rejected: pd.DataFrame
 
 
+def require_forecast_columns(forecasts: pd.DataFrame) -> None:
+    for col in ("sku", "date", "mean"):
+        if col not in forecasts.columns:
+            raise ConfigError(f"forecasts file is missing column {col!r}")
+    if forecasts.empty:
+        raise ConfigError("forecasts file has no rows")
+
+
 def forecast_quantiles(forecasts: pd.DataFrame) -> tuple[tuple[float, ...], list[str]]:
     cols = sorted((c for c in forecasts.columns if _QUANTILE_COL.match(c)), key=lambda c: int(c[1:]))
     if len(cols) < 3:
@@ -81,9 +89,7 @@ def replenish(
     forecasts: pd.DataFrame, stock: pd.DataFrame, freq: str, cfg: StrategyConfig | None = None
 ) -> ReplenishResult:
     cfg = cfg or StrategyConfig()
-    for col in ("sku", "date", "mean"):
-        if col not in forecasts.columns:
-            raise ConfigError(f"forecasts file is missing column {col!r}")
+    require_forecast_columns(forecasts)
     levels, qcols = forecast_quantiles(forecasts)
     forecasts = forecasts.sort_values(["sku", "date"])
     groups = dict(tuple(forecasts.groupby("sku", sort=False)))
@@ -124,6 +130,7 @@ def run_replenish(
     forecasts = read_table(forecasts_path)
     if node is not None and "node" in forecasts.columns:
         forecasts = forecasts[forecasts["node"] == node]
+    require_forecast_columns(forecasts)
     stock = read_table(stock_path)
     result = replenish(forecasts, stock, infer_frequency(forecasts))
     out_dir.mkdir(parents=True, exist_ok=True)

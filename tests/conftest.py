@@ -1,0 +1,57 @@
+"""Shared fixtures: small synthetic warehouses provisioned with one key pair."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from common import crypto
+from common.synthetic import SyntheticSpec, write_warehouse
+from coordinator.demo import provision_node
+
+SMALL = SyntheticSpec(items=5, days=300, horizon_days=28, customers=40)
+FAST_RUN = {"local-epochs": 1, "max-batches": 8, "lookback": 21, "horizon": 14, "hidden": 16, "seed": 3}
+
+
+@pytest.fixture(scope="session")
+def keys(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("keys")
+    crypto.keygen(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def secret_key(keys) -> crypto.KeyContext:
+    return crypto.load_context(keys / crypto.SECRET_CONTEXT_FILE)
+
+
+@pytest.fixture(scope="session")
+def public_key(keys) -> crypto.KeyContext:
+    return crypto.load_context(keys / crypto.PUBLIC_CONTEXT_FILE)
+
+
+def make_nodes(root: Path, keys: Path, n: int = 3) -> tuple[list[Path], list[dict[str, list[str]]]]:
+    fingerprint = crypto.load_context(keys / crypto.PUBLIC_CONTEXT_FILE).fingerprint
+    dirs, canaries = [], []
+    for i in range(n):
+        d = root / f"warehouse-{i:02d}"
+        canaries.append(write_warehouse(d, i, SMALL, seed=11))
+        provision_node(d, keys, fingerprint)
+        dirs.append(d)
+    return dirs, canaries
+
+
+@pytest.fixture
+def nodes(tmp_path, keys) -> tuple[list[Path], list[dict[str, list[str]]]]:
+    return make_nodes(tmp_path / "nodes", keys)
+
+
+def run_config(keys: Path, checkpoints: Path, rounds: int = 2, min_nodes: int = 3) -> dict:
+    return {
+        **FAST_RUN,
+        "num-rounds": rounds,
+        "min-nodes": min_nodes,
+        "public-context": str(keys / crypto.PUBLIC_CONTEXT_FILE),
+        "checkpoint-dir": str(checkpoints),
+    }

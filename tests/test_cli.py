@@ -1,0 +1,108 @@
+"""The operators' and planner's command lines: contracts, one-line errors, exit codes."""
+
+import os
+import stat
+
+import pandas as pd
+from click.testing import CliRunner
+
+from common import crypto
+from coordinator.planner_cli import cli as planner
+from warehouse_node.cli import EXIT_PARTIAL
+from warehouse_node.cli import cli as node
+
+
+def test_keygen_writes_private_secret_and_public_context(tmp_path):
+    result = CliRunner().invoke(planner, ["keygen", "--out", str(tmp_path / "k")])
+    assert result.exit_code == 0, result.output
+    assert stat.S_IMODE(os.stat(tmp_path / "k" / crypto.SECRET_CONTEXT_FILE).st_mode) == 0o600
+    assert not crypto.load_context(tmp_path / "k" / crypto.PUBLIC_CONTEXT_FILE).has_secret_key
+    again = CliRunner().invoke(planner, ["keygen", "--out", str(tmp_path / "k")])
+    assert again.exit_code != 0 and "refusing to overwrite" in again.output
+
+
+def test_prepare_forecast_replenish_on_a_node(nodes, tmp_path):
+    from common.config import load_node_config
+    from common.model import ModelConfig, build_model, model_vector
+    from warehouse_node.pipeline import save_global_model
+
+    node_dir = nodes[0][0]
+    runner = CliRunner()
+    result = runner.invoke(node, ["prepare", "--node", str(node_dir)])
+    assert result.exit_code == 0, result.output
+    assert "return" in result.output and "quarantine" in result.output
+    m = ModelConfig(lookback=21, horizon=14, hidden=16)
+    save_global_model(load_node_config(node_dir), model_vector(build_model(m, 0)), m, 1)
+    result = runner.invoke(node, ["forecast", "--node", str(node_dir)])
+    assert result.exit_code == 0, result.output
+    fc = pd.read_parquet(node_dir / "out" / "forecasts.parquet")
+    assert list(fc.columns[:8]) == ["node", "sku", "date", "mean", "q02", "q05", "q10", "q25"]
+    assert {"q50", "q90"} <= set(fc.columns) and fc["sku"].str.startswith("SKU-").all()
+    assert (fc.filter(regex=r"^q\d\d$").diff(axis=1).iloc[:, 1:] >= -1e-6).all().all()
+    out = tmp_path / "decide"
+    result = runner.invoke(
+        node,
+        [
+            "replenish",
+            "--forecasts",
+            str(node_dir / "out" / "forecasts.parquet"),
+            "--stock",
+            str(node_dir / "stock.csv"),
+            "--out",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    decisions = pd.read_csv(out / "decisions.csv")
+    assert set(decisions["sku"]) == set(pd.read_csv(node_dir / "stock.csv")["sku"])
+    assert set(decisions["status"]) <= {"REPLENISH_NOW", "WARNING", "OBSERVE"}
+    # a bad stock file: decided rows written, bad rows listed, non-zero exit
+    stock = pd.read_csv(node_dir / "stock.csv")
+    stock.loc[0, "on_hand"] = -5
+    stock.to_csv(tmp_path / "bad.csv", index=False)
+    result = runner.invoke(
+        node,
+        [
+            "replenish",
+            "--forecasts",
+            str(node_dir / "out" / "forecasts.parquet"),
+            "--stock",
+            str(tmp_path / "bad.csv"),
+            "--out",
+            str(out),
+        ],
+    )
+    assert result.exit_code == EXIT_PARTIAL
+    assert (
+        len(pd.read_csv(out / "rejected.csv")) == 1
+        and len(pd.read_csv(out / "decisions.csv")) == len(stock) - 1
+    )
+
+
+def test_bad_inputs_give_one_line_errors_and_non_zero_exit(nodes, tmp_path):
+    runner = CliRunner()
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "node.toml").write_text("[data]\npath = 'x.csv'\n")
+    result = runner.invoke(node, ["prepare", "--node", str(broken)])
+    assert result.exit_code != 0 and "missing the required key" in result.output
+    (broken / "node.toml").write_text("[data\n")
+    result = runner.invoke(node, ["prepare", "--node", str(broken)])
+    assert result.exit_code != 0 and "not valid TOML" in result.output
+    result = runner.invoke(node, ["forecast", "--node", str(nodes[0][1])])
+    assert result.exit_code != 0 and "global model" in result.output
+    (tmp_path / "f.csv").write_text("sku,date\n")
+    result = runner.invoke(
+        node,
+        [
+            "replenish",
+            "--forecasts",
+            str(tmp_path / "f.csv"),
+            "--stock",
+            str(nodes[0][0] / "stock.csv"),
+            "--out",
+            str(tmp_path / "o"),
+        ],
+    )
+    assert result.exit_code != 0 and "mean" in result.output
+    assert len(result.output.strip().splitlines()) == 1

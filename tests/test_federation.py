@@ -1,0 +1,99 @@
+"""The real ServerApp and ClientApp, in one process (3 nodes, 2 rounds)."""
+
+import numpy as np
+import pytest
+from flwr.app import ConfigRecord, Message, RecordDict
+
+from common import crypto
+from common.records import CONFIG, METRICS, STATE, UPDATE, encrypted_record, read_encrypted
+from coordinator.inprocess import run_inprocess
+from coordinator.planner import round_metrics
+from coordinator.server_app import app as server_app
+from coordinator.strategy import RoundFailed
+from tests.conftest import run_config
+from warehouse_node import client_app as client_module
+from warehouse_node.pipeline import MODEL_FILE
+
+
+def test_three_nodes_two_rounds_aggregate_is_the_weighted_average(nodes, keys, secret_key, tmp_path):
+    dirs, _ = nodes
+    replies: list[Message] = []
+    rc = run_config(keys, tmp_path / "ckpt")
+    run_inprocess(server_app, client_module.app, dirs, rc, observer=lambda m, _b: replies.append(m))
+    train = [m for m in replies if m.metadata.message_type == "train"]
+    assert len(train) == 6 and all(not m.has_error() for m in replies)
+    # round 2: the checkpoint is the sum of the three encrypted [n·w, n] replies
+    round2 = [read_encrypted(m.content[UPDATE], STATE) for m in train if m.metadata.group_id == "2"]
+    per_node = [crypto.decrypt(secret_key, v) for v in round2]
+    expected = sum(v[:-1] for v in per_node) / sum(v[-1] for v in per_node)
+    state = crypto.decrypt(
+        secret_key,
+        crypto.EncryptedVector.from_bytes((tmp_path / "ckpt" / "round_0002.state.ckks").read_bytes()),
+    )
+    assert np.allclose(state[:-1] / state[-1], expected, rtol=1e-6, atol=1e-7)
+    # every node kept the decrypted global model privately
+    assert all((d / "private" / MODEL_FILE).is_file() for d in dirs)
+    metrics = round_metrics(tmp_path / "ckpt", secret_key)
+    assert list(metrics["round"]) == [1, 2] and (metrics["nodes"] == 3).all()
+    assert metrics["holdout_mae"].gt(0).all() and metrics["coverage_80"].between(0, 1).all()
+
+
+def test_replies_carry_no_plaintext_metrics(nodes, keys, tmp_path):
+    replies: list[Message] = []
+    run_inprocess(
+        server_app,
+        client_module.app,
+        nodes[0],
+        run_config(keys, tmp_path / "c", rounds=1),
+        observer=lambda m, _b: replies.append(m),
+    )
+    for m in replies:
+        assert len(m.content.metric_records) == 0
+        assert set(m.content.config_records[CONFIG].keys()) == {"fingerprint"}
+        assert all(a.stype == "fedstock.ckks" for a in m.content.array_records[UPDATE].values())
+
+
+def test_update_under_a_foreign_key_is_refused_and_the_round_goes_on(nodes, keys, tmp_path, monkeypatch):
+    crypto.keygen(tmp_path / "rogue")
+    rogue = crypto.load_context(tmp_path / "rogue" / crypto.SECRET_CONTEXT_FILE)
+    original = client_module.train
+    rogue_node = nodes[0][2].resolve()
+
+    def train(msg, context):
+        reply = original(msg, context)
+        if str(context.node_config["node-dir"]) == str(rogue_node):
+            bad = crypto.encrypt(rogue, np.ones(read_encrypted(reply.content[UPDATE], STATE).length))
+            content = RecordDict(
+                {
+                    UPDATE: encrypted_record(**{STATE: bad, METRICS: crypto.encrypt(rogue, np.ones(2))}),
+                    CONFIG: ConfigRecord({"fingerprint": rogue.fingerprint}),
+                }
+            )
+            return Message(content, reply_to=msg)
+        return reply
+
+    monkeypatch.setitem(client_module.app._registered_funcs, "train.default", train)
+    rc = run_config(keys, tmp_path / "ckpt", rounds=1, min_nodes=2)
+    run_inprocess(server_app, client_module.app, nodes[0], rc)
+    progress = (tmp_path / "ckpt" / "progress.json").read_text()
+    assert '"replies": 2' in progress and "encrypted under key" in progress
+    rc["min-nodes"] = 3
+    with pytest.raises(RoundFailed):
+        run_inprocess(server_app, client_module.app, nodes[0], {**rc, "checkpoint-dir": str(tmp_path / "c2")})
+
+
+def test_node_refuses_a_coordinator_announcing_another_key(nodes, keys, tmp_path):
+    crypto.keygen(tmp_path / "other")
+    rc = run_config(keys, tmp_path / "ckpt", rounds=1)
+    rc["public-context"] = str(tmp_path / "other" / crypto.PUBLIC_CONTEXT_FILE)
+    replies: list[Message] = []
+    with pytest.raises(RoundFailed):
+        run_inprocess(server_app, client_module.app, nodes[0], rc, observer=lambda m, _b: replies.append(m))
+    assert replies and all(m.has_error() and "KeyMismatchError" in m.error.reason for m in replies)
+
+
+def test_coordinator_refuses_to_start_with_a_secret_key(nodes, keys, tmp_path):
+    rc = run_config(keys, tmp_path / "ckpt", rounds=1)
+    rc["public-context"] = str(keys / crypto.SECRET_CONTEXT_FILE)
+    with pytest.raises(crypto.CryptoError, match="must not hold a secret key"):
+        run_inprocess(server_app, client_module.app, nodes[0], rc)

@@ -1,0 +1,117 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from common.inventory import (
+    OBSERVE,
+    OUT_OF_STOCK,
+    REPLENISH_NOW,
+    SUPPRESS,
+    WARNING,
+    StrategyConfig,
+    decide,
+    order_quantity,
+    sample_paths,
+)
+
+LEVELS = (0.1, 0.5, 0.9)
+ORIGIN = pd.Timestamp("2025-01-10")
+
+
+def _row(**kw) -> pd.Series:
+    base = {
+        "sku": "A",
+        "on_hand": 15.0,
+        "on_order": 0.0,
+        "lead_time": 2,
+        "review_period": 1,
+        "service_level": 0.95,
+        "moq": 0.0,
+        "pack_size": 1.0,
+    }
+    return pd.Series({**base, **kw})
+
+
+def _constant_paths(value: float = 10.0, horizon: int = 7) -> np.ndarray:
+    return np.full((1000, horizon), value)
+
+
+@pytest.mark.parametrize(
+    ("need", "moq", "pack", "expected"),
+    [
+        (0.0, 10, 4, 0),
+        (-3.0, 10, 1, 0),
+        (7.0, 10, 4, 12),
+        (13.0, 0, 6, 18),
+        (12.0, 0, 6, 12),
+        (2.2, 0, 1, 3),
+        (30.0, 24, 10, 30),
+        (5.0, 24, 10, 30),
+    ],
+)
+def test_order_quantity_respects_moq_and_pack(need, moq, pack, expected):
+    assert order_quantity(need, moq, pack) == expected
+
+
+def test_replenish_now_at_or_below_reorder_point():
+    # demand 10/period, L=2, R=1: reorder point 20, order-up-to 30; position 15 -> need 15,
+    # MOQ 24 -> 24, packs of 10 -> 30
+    d, _ = decide(_row(moq=24.0, pack_size=10.0), _constant_paths(), ORIGIN, "D", StrategyConfig())
+    assert d["status"] == REPLENISH_NOW
+    assert d["reorder_point"] == pytest.approx(20) and d["order_up_to"] == pytest.approx(30)
+    assert d["safety_stock"] == pytest.approx(0)
+    assert d["order_qty"] == 30
+    assert "20.0" in d["reason"] and "30.0" in d["reason"]
+
+
+def test_warning_when_position_reaches_reorder_point_before_next_review():
+    d, _ = decide(_row(on_hand=20.0, on_order=5.0), _constant_paths(), ORIGIN, "D", StrategyConfig())
+    assert d["status"] == WARNING  # 25 - 10 = 15 <= 20
+    assert d["order_qty"] == 5
+
+
+def test_observe_when_position_covers_the_next_review():
+    d, _ = decide(_row(on_hand=40.0), _constant_paths(), ORIGIN, "D", StrategyConfig())
+    assert (d["status"], d["order_qty"]) == (OBSERVE, 0)
+
+
+def test_boundary_position_equal_to_reorder_point_replenishes():
+    d, _ = decide(_row(on_hand=20.0), _constant_paths(), ORIGIN, "D", StrategyConfig())
+    assert d["status"] == REPLENISH_NOW
+
+
+def test_out_of_stock_gets_restock_date_after_lead_time_and_promotion_suppressed():
+    _, s = decide(_row(on_hand=0.0, lead_time=3), _constant_paths(), ORIGIN, "D", StrategyConfig())
+    assert s["availability"] == OUT_OF_STOCK
+    assert s["restock_date"] == "2025-01-13"
+    assert s["promotion"] == SUPPRESS
+    assert "100%" in s["reason"]
+
+
+def test_promote_only_with_large_cover_and_low_stockout_risk():
+    _, s = decide(_row(on_hand=500.0), _constant_paths(), ORIGIN, "D", StrategyConfig())
+    assert s["promotion"] == "PROMOTE" and s["availability"] == "IN_STOCK" and s["restock_date"] == ""
+    _, s = decide(_row(on_hand=90.0), _constant_paths(), ORIGIN, "D", StrategyConfig())
+    assert s["promotion"] == "NEUTRAL"  # (90 - 70) / 10 = 2 periods of cover after the horizon
+
+
+def test_quantile_of_sum_is_not_sum_of_quantiles():
+    rng = np.random.default_rng(0)
+    q = np.tile([5.0, 10.0, 15.0], (7, 1))  # each period: P10=5, P50=10, P90=15
+    independent = sample_paths(q, LEVELS, 0.0, 20000, rng).sum(1)
+    comonotone = sample_paths(q, LEVELS, 0.99, 20000, rng).sum(1)
+    sum_of_p90 = 7 * 15.0
+    assert np.quantile(independent, 0.9) < 0.9 * sum_of_p90
+    assert np.quantile(comonotone, 0.9) == pytest.approx(sum_of_p90, rel=0.05)
+    assert independent.mean() == pytest.approx(70, rel=0.02)
+
+
+def test_weekly_restock_date_follows_period_ends():
+    _, s = decide(
+        _row(on_hand=0.0, lead_time=2),
+        _constant_paths(),
+        pd.Timestamp("2012-07-27"),
+        "W-FRI",
+        StrategyConfig(),
+    )
+    assert s["restock_date"] == "2012-08-10"

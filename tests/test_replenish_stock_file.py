@@ -1,0 +1,61 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from common.config import ConfigError
+from warehouse_node.replenish import replenish
+
+
+def _forecasts(skus=("A", "B", "C"), horizon=7) -> pd.DataFrame:
+    dates = pd.date_range("2025-01-11", periods=horizon, freq="D")
+    rows = [
+        {"node": "n", "sku": s, "date": d, "mean": 10.0, "q10": 6.0, "q50": 10.0, "q90": 14.0}
+        for s in skus
+        for d in dates
+    ]
+    return pd.DataFrame(rows)
+
+
+def test_valid_rows_are_decided_and_bad_rows_rejected_with_reasons():
+    stock = pd.DataFrame(
+        {
+            "sku": ["A", "B", "C", "ZZZ", "A2", "B2", "C2", "D2", "E2", "F2"],
+            "on_hand": ["5", "50", "x", "1", "-3", "4", "4", "4", "4", "4"],
+            "lead_time": ["2", "1", "1", "1", "1", "0", "1.5", "1", "8", "1"],
+            "service_level": ["0.9", "", "0.9", "0.9", "0.9", "0.9", "0.9", "1.5", "0.9", "0.9"],
+        }
+    )
+    forecasts = _forecasts(("A", "B", "C", "A2", "B2", "C2", "D2", "E2", "F2"))
+    result = replenish(forecasts, pd.concat([stock, stock.iloc[[9]]], ignore_index=True), "D")
+    assert sorted(result.decisions["sku"]) == ["A", "B"]
+    assert list(result.decisions.columns) == [
+        "sku",
+        "status",
+        "order_qty",
+        "reorder_point",
+        "order_up_to",
+        "safety_stock",
+        "reason",
+    ]
+    assert list(result.strategy.columns) == ["sku", "availability", "restock_date", "promotion", "reason"]
+    reasons = dict(zip(result.rejected["sku"], result.rejected["reason"], strict=False))
+    assert "not a number" in reasons["C"]
+    assert "unknown sku" in reasons["ZZZ"]
+    assert "negative" in reasons["A2"]
+    assert "whole number" in reasons["B2"] and "whole number" in reasons["C2"]
+    assert "(0, 1)" in reasons["D2"]
+    assert "horizon" in reasons["E2"]
+    assert "duplicate" in reasons["F2"]
+    assert len(result.rejected) == 9  # both F2 rows
+
+
+def test_missing_required_column_is_a_clear_error():
+    with pytest.raises(ConfigError, match="lead_time"):
+        replenish(_forecasts(), pd.DataFrame({"sku": ["A"], "on_hand": [1]}), "D")
+
+
+def test_defaults_fill_optional_columns():
+    result = replenish(_forecasts(), pd.DataFrame({"sku": ["A"], "on_hand": [0], "lead_time": [1]}), "D")
+    assert len(result.decisions) == 1 and len(result.rejected) == 0
+    assert result.decisions["status"].iloc[0] == "REPLENISH_NOW"
+    assert np.isfinite(result.decisions["order_up_to"].iloc[0])
