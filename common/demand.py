@@ -29,6 +29,7 @@ from common.deid import DeidReport, deidentify
 
 QUARANTINE_COLUMNS = ["series", "date", "value", "repaired_to", "reason"]
 OUTLIER_SIGMAS = 3.0
+_FLAGS = {"true": 1, "false": 0, "yes": 1, "no": 0}
 
 
 @dataclass
@@ -96,8 +97,8 @@ def _parse(frame: pd.DataFrame, cfg: DataConfig, bad: list[pd.DataFrame]) -> pd.
             frame[dst] = np.nan if dst == "price" else 0.0
             continue
         raw = frame[src]
-        if dst == "holiday" and raw.dtype == object:
-            raw = raw.replace({"True": 1, "False": 0, "true": 1, "false": 0})
+        if not pd.api.types.is_numeric_dtype(raw):  # "True"/"false"/"yes" flags
+            raw = raw.map(lambda v: _FLAGS.get(str(v).strip().lower(), v) if pd.notna(v) else v)
         parsed = pd.to_numeric(raw, errors="coerce")
         unreadable = parsed.isna() & raw.notna()
         if unreadable.any():

@@ -86,7 +86,13 @@ def _summary(outputs: dict, out: Path, seconds: float) -> None:
 @click.option("--nodes", default=3, show_default=True, type=click.IntRange(2, 64))
 @click.option("--rounds", default=3, show_default=True, type=click.IntRange(1, 100))
 @click.option("--local-epochs", default=2, show_default=True, type=click.IntRange(1, 50))
-@click.option("--out", "out_dir", default="demo-out", show_default=True, type=click.Path(file_okay=False))
+@click.option(
+    "--out",
+    "out_dir",
+    default=None,
+    type=click.Path(file_okay=False),
+    help="Empty or new folder for all outputs [default: runs/demo-<time>].",
+)
 @click.option(
     "--engine",
     default="deployment",
@@ -99,6 +105,7 @@ def _summary(outputs: dict, out: Path, seconds: float) -> None:
 def demo(nodes: int, rounds: int, local_epochs: int, out_dir: str, engine: str, seed: int) -> None:
     """Run a demo federation on built-in synthetic warehouses, end to end."""
     start = time.monotonic()
+    out_dir = out_dir or f"runs/demo-{time.strftime('%Y%m%d-%H%M%S')}"
     settings = DemoSettings(nodes=nodes, rounds=rounds, local_epochs=local_epochs, engine=engine, seed=seed)
 
     def report(line: str) -> None:

@@ -1,0 +1,110 @@
+"""The documented data rules: every dropped, capped or repaired row is quarantined with its reason."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from common.config import ConfigError, parse_data_config
+from common.demand import prepare
+
+SECRET = b"s" * 32
+
+
+def _periods_cfg(tmp_path: Path):
+    return parse_data_config(
+        {
+            "path": "x.csv",
+            "kind": "periods",
+            "frequency": "W-FRI",
+            "timestamp": "Date",
+            "quantity": "Weekly_Sales",
+            "series_keys": ["Dept"],
+            "holiday": "IsHoliday",
+        },
+        tmp_path,
+    )
+
+
+def _weekly(dept: str, weeks: pd.DatetimeIndex, values) -> pd.DataFrame:
+    return pd.DataFrame(
+        {"Dept": dept, "Date": weeks.strftime("%Y-%m-%d"), "Weekly_Sales": values, "IsHoliday": "False"}
+    )
+
+
+def test_periods_rules_negative_gaps_ended_and_duplicates(tmp_path):
+    weeks = pd.date_range("2011-01-07", periods=30, freq="W-FRI")
+    a = _weekly("1", weeks, np.full(30, 100.0))
+    a.loc[5, "Weekly_Sales"] = -20.0  # a return week
+    a = a.drop(index=[10, 11])  # two missing weeks
+    b = _weekly("2", weeks[:15], np.full(15, 50.0))  # ended half way
+    dup = _weekly("1", weeks[20:21], [7.0])
+    raw = pd.concat([a, b, dup], ignore_index=True)
+    out = prepare(raw, _periods_cfg(tmp_path), SECRET)
+    counts = out.counts()
+    assert counts["negative demand clipped to 0"] == 1
+    assert counts["missing period filled with 0"] == 2
+    assert counts["series ended"] == 1
+    assert counts["duplicate period row"] == 2
+    series_a = out.key_map.loc[out.key_map["Dept"] == "1", "series"].item()
+    a_panel = out.panel[out.panel["series"] == series_a]
+    assert len(a_panel) == 30 and a_panel["demand"].min() == 0.0
+    assert a_panel["demand"].sum() == pytest.approx(100 * 26 + 107)
+    assert out.ended == [out.key_map.loc[out.key_map["Dept"] == "2", "series"].item()]
+
+
+def test_outlier_capped_but_not_in_promotion_or_holiday_periods(tmp_path):
+    weeks = pd.date_range("2011-01-07", periods=40, freq="W-FRI")
+    values = 100 + np.tile([-3.0, 0.0, 3.0], 14)[:40]
+    values[10], values[20] = 1000.0, 1000.0
+    raw = _weekly("1", weeks, values)
+    raw.loc[20, "IsHoliday"] = "True"
+    out = prepare(raw, _periods_cfg(tmp_path), SECRET)
+    demand = out.panel.sort_values("date")["demand"].to_numpy()
+    assert demand[10] < 200 and demand[20] == 1000.0
+    capped = out.quarantine[out.quarantine["reason"].str.startswith("outlier")]
+    assert len(capped) == 1 and capped["value"].astype(float).item() == 1000.0
+
+
+def test_malformed_order_lines_are_quarantined_and_returns_excluded(tmp_path):
+    cfg = parse_data_config(
+        {"path": "x.csv", "timestamp": "ts", "quantity": "qty", "series_keys": ["sku"]}, tmp_path
+    )
+    raw = pd.DataFrame(
+        {
+            "ts": [
+                "2024-01-01T10:00",
+                "garbage",
+                "2024-01-01T11:00",
+                "2024-01-02T09:00",
+                "2024-01-02T09:30",
+                "2024-01-03",
+            ],
+            "qty": ["3", "2", "abc", "-2", "5", "1"],
+            "sku": ["A", "A", "A", "A", "A", None],
+        }
+    )
+    out = prepare(raw, cfg, SECRET)
+    reasons = out.quarantine["reason"].tolist()
+    assert any(r.startswith("unreadable timestamp") for r in reasons)
+    assert any(r.startswith("missing or non-numeric quantity") for r in reasons)
+    assert any(r.startswith("return") for r in reasons)
+    assert any(r.startswith("missing series key") for r in reasons)
+    assert out.panel.sort_values("date")["demand"].tolist() == [3.0, 5.0]
+
+
+def test_missing_configured_column_is_a_clear_error(tmp_path):
+    cfg = parse_data_config(
+        {"path": "x.csv", "timestamp": "ts", "quantity": "qty", "series_keys": ["sku"]}, tmp_path
+    )
+    with pytest.raises(ConfigError, match="missing configured columns: qty"):
+        prepare(pd.DataFrame({"ts": ["2024-01-01"], "sku": ["A"]}), cfg, SECRET)
+
+
+def test_unknown_config_keys_and_frequencies_are_refused(tmp_path):
+    base = {"path": "x.csv", "timestamp": "ts", "quantity": "qty", "series_keys": ["sku"]}
+    with pytest.raises(ConfigError, match="unknown keys: colour"):
+        parse_data_config({**base, "colour": "red"}, tmp_path)
+    with pytest.raises(ConfigError, match="frequency"):
+        parse_data_config({**base, "frequency": "M"}, tmp_path)

@@ -1,0 +1,28 @@
+"""No Docker engine runs here: check the compose file parses and names what a deployment needs."""
+
+from pathlib import Path
+
+import yaml
+
+COMPOSE = Path(__file__).resolve().parent.parent / "docker-compose.yml"
+
+
+def test_compose_file_defines_superlink_three_supernodes_and_the_serverapp_runner():
+    spec = yaml.safe_load(COMPOSE.read_text())
+    services = spec["services"]
+    assert services["superlink"]["image"].startswith("flwr/superlink:1.41")
+    supernodes = [s for s in services if s.startswith("supernode-")]
+    assert len(supernodes) == 3
+    mounts = set()
+    for name in supernodes:
+        svc = services[name]
+        assert svc["image"].startswith("flwr/supernode:1.41")
+        command = " ".join(svc["command"])
+        assert "--superlink superlink:8000" in command and "node-dir='/node'" in command
+        assert "torch==2.13.0" in command  # CPU wheel, never the CUDA default
+        mounts.update(v for v in svc["volumes"] if v.endswith(":/node"))
+    assert len(mounts) == 3  # each node mounts its own data folder
+    planner = " ".join(services["planner"]["command"])
+    assert "flwr run /src" in planner and "public-context='/app/keys/public.ctx'" in planner
+    superlink_mounts = " ".join(services["superlink"]["volumes"])
+    assert "public.ctx" in superlink_mounts and "secret.ctx" not in superlink_mounts
