@@ -21,6 +21,11 @@ def test_keygen_writes_private_secret_and_public_context(tmp_path):
     assert again.exit_code != 0 and "refusing to overwrite" in again.output
 
 
+def _replenish(forecasts, stock, out):
+    args = ["replenish", "--forecasts", str(forecasts), "--stock", str(stock), "--out", str(out)]
+    return CliRunner().invoke(node, args)
+
+
 def test_prepare_forecast_replenish_on_a_node(nodes, tmp_path):
     from common.config import load_node_config
     from common.model import ModelConfig, build_model, model_vector
@@ -40,18 +45,7 @@ def test_prepare_forecast_replenish_on_a_node(nodes, tmp_path):
     assert {"q50", "q90"} <= set(fc.columns) and fc["sku"].str.startswith("SKU-").all()
     assert (fc.filter(regex=r"^q\d\d$").diff(axis=1).iloc[:, 1:] >= -1e-6).all().all()
     out = tmp_path / "decide"
-    result = runner.invoke(
-        node,
-        [
-            "replenish",
-            "--forecasts",
-            str(node_dir / "out" / "forecasts.parquet"),
-            "--stock",
-            str(node_dir / "stock.csv"),
-            "--out",
-            str(out),
-        ],
-    )
+    result = _replenish(node_dir / "out" / "forecasts.parquet", node_dir / "stock.csv", out)
     assert result.exit_code == 0, result.output
     decisions = pd.read_csv(out / "decisions.csv")
     assert set(decisions["sku"]) == set(pd.read_csv(node_dir / "stock.csv")["sku"])
@@ -60,18 +54,7 @@ def test_prepare_forecast_replenish_on_a_node(nodes, tmp_path):
     stock = pd.read_csv(node_dir / "stock.csv")
     stock.loc[0, "on_hand"] = -5
     stock.to_csv(tmp_path / "bad.csv", index=False)
-    result = runner.invoke(
-        node,
-        [
-            "replenish",
-            "--forecasts",
-            str(node_dir / "out" / "forecasts.parquet"),
-            "--stock",
-            str(tmp_path / "bad.csv"),
-            "--out",
-            str(out),
-        ],
-    )
+    result = _replenish(node_dir / "out" / "forecasts.parquet", tmp_path / "bad.csv", out)
     assert result.exit_code == EXIT_PARTIAL
     assert (
         len(pd.read_csv(out / "rejected.csv")) == 1
