@@ -7,7 +7,6 @@ the quarantine file and the decrypted global model.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -240,8 +239,3 @@ def _path_correlation(model, holdout: WindowSet, m: ModelConfig) -> float:
     pred = predict_scaled(model, holdout)
     actual = holdout.batch(np.arange(len(holdout)))["target"]
     return horizon_correlation(pred, actual, m.quantiles)
-
-
-def write_json(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
