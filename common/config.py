@@ -18,6 +18,7 @@ A node is described by ``node.toml`` in its folder; paths in it are relative to 
     promo = "promo"                 # optional, 0/1 or promotion intensity
     holiday = ""                    # optional holiday flag column in the data itself
     static = ["category"]           # optional static categorical columns
+    observed = []                   # optional past-only numeric covariates (weather, CPI...)
     drop_columns = ["customer_name"]
     calendar = "raw/calendar.csv"   # optional: date, holiday — must cover the forecast horizon
     future = "raw/future.csv"       # optional: planned promo / price per series and date
@@ -30,6 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
+
+MAX_OBSERVED = 4  # past-only covariate slots of the model
 
 
 class ConfigError(ValueError):
@@ -48,13 +51,14 @@ class DataConfig:
     promo: str | None = None
     holiday: str | None = None
     static: tuple[str, ...] = ()
+    observed: tuple[str, ...] = ()
     drop_columns: tuple[str, ...] = ()
     calendar: Path | None = None
     future: Path | None = None
 
     @property
     def used_columns(self) -> list[str]:
-        cols = [self.timestamp, self.quantity, *self.series_keys, *self.static]
+        cols = [self.timestamp, self.quantity, *self.series_keys, *self.static, *self.observed]
         cols += [c for c in (self.price, self.promo, self.holiday) if c]
         return list(dict.fromkeys(cols))
 
@@ -130,6 +134,7 @@ def parse_data_config(section: dict, folder: Path) -> DataConfig:
         "promo",
         "holiday",
         "static",
+        "observed",
         "drop_columns",
         "calendar",
         "future",
@@ -137,6 +142,8 @@ def parse_data_config(section: dict, folder: Path) -> DataConfig:
     unknown = sorted(set(section) - known)
     if unknown:
         raise ConfigError(f"[data] has unknown keys: {', '.join(unknown)}")
+    if len(_str_list(section, "observed")) > MAX_OBSERVED:
+        raise ConfigError(f"[data] observed lists more than {MAX_OBSERVED} columns")
     return DataConfig(
         path=folder / section["path"],
         kind=kind,
@@ -148,6 +155,7 @@ def parse_data_config(section: dict, folder: Path) -> DataConfig:
         promo=section.get("promo") or None,
         holiday=section.get("holiday") or None,
         static=_str_list(section, "static"),
+        observed=_str_list(section, "observed"),
         drop_columns=_str_list(section, "drop_columns"),
         calendar=_optional_path(folder, section.get("calendar")),
         future=_optional_path(folder, section.get("future")),

@@ -11,9 +11,12 @@ Documented rules (every row they touch is written to the quarantine file with it
   periods inside that span are demand 0 (for per-period data each filled period is quarantined as a
   repair). A series with no observation in its last ``ended_after`` periods has ended: it is kept for
   training up to its last observation but is not forecast;
+* a promotion value that is missing is unknown (NaN), not "no promotion"; observed covariates
+  (``observed``) are averaged per period and carried forward over gaps;
 * outliers: demand above a robust local level + 3σ (rolling median, σ = 1.4826·MAD floored at
   √level) is capped to that bound — except in holiday or promotion periods, whose spikes the model
-  explains through its covariates.
+  explains through its covariates, and except seasonal peaks: a spike that recurs one season
+  earlier or later (52 weeks, 364 days) is demand, not an error.
 """
 
 from __future__ import annotations
@@ -75,7 +78,7 @@ def _quarantine(
 def _parse(frame: pd.DataFrame, cfg: DataConfig, bad: list[pd.DataFrame]) -> pd.DataFrame:
     frame = frame.rename(columns={cfg.timestamp: "_ts_raw", cfg.quantity: "_qty_raw"})
     frame["timestamp"] = pd.to_datetime(frame["_ts_raw"], errors="coerce", format="mixed")
-    frame["quantity"] = pd.to_numeric(frame["_qty_raw"], errors="coerce")
+    frame["quantity"] = pd.to_numeric(frame["_qty_raw"], errors="coerce").astype(float)
     checks = [
         (frame["series"].isna(), "missing series key", "_qty_raw"),
         (frame["timestamp"].isna(), "unreadable timestamp", "_ts_raw"),
@@ -92,18 +95,19 @@ def _parse(frame: pd.DataFrame, cfg: DataConfig, bad: list[pd.DataFrame]) -> pd.
         frame["timestamp"].dt.tz_localize(None) if frame["timestamp"].dt.tz else frame["timestamp"]
     )
     frame["date"] = frame["timestamp"].dt.to_period(cfg.period_freq).dt.end_time.dt.normalize()
-    for src, dst in ((cfg.price, "price"), (cfg.promo, "promo"), (cfg.holiday, "holiday")):
-        if not src:
+    columns = [(cfg.price, "price"), (cfg.promo, "promo"), (cfg.holiday, "holiday")]
+    for src, dst in [*columns, *((c, c) for c in cfg.observed)]:
+        if not src:  # no price: unknown; no promotion or holiday column: none
             frame[dst] = np.nan if dst == "price" else 0.0
             continue
         raw = frame[src]
         if not pd.api.types.is_numeric_dtype(raw):  # "True"/"false"/"yes" flags
             raw = raw.map(lambda v: _FLAGS.get(str(v).strip().lower(), v) if pd.notna(v) else v)
-        parsed = pd.to_numeric(raw, errors="coerce")
+        parsed = pd.to_numeric(raw, errors="coerce").astype(float)
         unreadable = parsed.isna() & raw.notna()
         if unreadable.any():
             bad.append(_quarantine(frame[unreadable], f"unreadable {dst}: treated as unknown", src))
-        frame[dst] = parsed if dst == "price" else parsed.fillna(0.0)
+        frame[dst] = parsed.fillna(0.0) if dst == "holiday" else parsed  # NaN promotion = unknown
     return frame
 
 
@@ -121,6 +125,7 @@ def _aggregate(frame: pd.DataFrame, cfg: DataConfig, bad: list[pd.DataFrame]) ->
             bad.append(_quarantine(frame[dup], "duplicate period row: summed", "_qty_raw"))
     frame = frame.assign(_pq=frame["price"] * frame["quantity"].clip(lower=0))
     static = {c: (c, "first") for c in cfg.static}
+    static.update({c: (c, "mean") for c in cfg.observed if c not in static})
     agg = (
         frame.groupby(["series", "date"], sort=True)
         .agg(
@@ -180,16 +185,16 @@ def _align(
             bad.append(_quarantine(filled, "missing period filled with 0", None, 0.0))
         full["series"] = series
         full["demand"] = full["demand"].fillna(0.0)
-        full[["promo", "holiday"]] = full[["promo", "holiday"]].fillna(0.0)
+        full["holiday"] = full["holiday"].fillna(0.0)
         full["price"] = full["price"].ffill().bfill()
-        for col in cfg.static:
+        for col in (*cfg.static, *cfg.observed):
             full[col] = full[col].ffill().bfill()
         pieces.append(full.reset_index())
     return pd.concat(pieces, ignore_index=True), ended
 
 
 def cap_outliers(panel: pd.DataFrame, cfg: DataConfig, bad: list[pd.DataFrame]) -> pd.DataFrame:
-    """Cap demand above robust local level + 3σ, outside holiday and promotion periods."""
+    """Cap demand above robust local level + 3σ, outside holiday, promotion and recurring peaks."""
     window = 15 if cfg.frequency == "D" else 9
     grouped = panel.groupby("series", sort=False)["demand"]
     level = grouped.transform(lambda s: s.rolling(window, center=True, min_periods=3).median())
@@ -201,8 +206,12 @@ def cap_outliers(panel: pd.DataFrame, cfg: DataConfig, bad: list[pd.DataFrame]) 
     )
     sigma = np.maximum(1.4826 * mad, np.sqrt(level.clip(lower=1.0)))
     bound = level + OUTLIER_SIGMAS * sigma
-    explained = (panel["promo"] > 0) | (panel["holiday"] > 0)
-    over = (panel["demand"] > bound) & bound.notna() & ~explained
+    high = (panel["demand"] > bound) & bound.notna()
+    lag = 364 if cfg.frequency == "D" else 52
+    by_series = high.groupby(panel["series"], sort=False)
+    recurring = by_series.shift(lag, fill_value=False) | by_series.shift(-lag, fill_value=False)
+    explained = (panel["promo"] > 0) | (panel["holiday"] > 0) | recurring
+    over = high & ~explained
     if over.any():
         rows = panel[over].assign(date=panel.loc[over, "date"].dt.date)
         bad.append(
@@ -217,15 +226,30 @@ def cap_outliers(panel: pd.DataFrame, cfg: DataConfig, bad: list[pd.DataFrame]) 
     return panel
 
 
-def holiday_periods(cfg: DataConfig) -> set[pd.Timestamp]:
-    """Period end dates that contain a date of the node's holiday calendar file."""
+def holiday_events(cfg: DataConfig) -> dict[pd.Timestamp, str]:
+    """Period end date -> holiday name, from the node's calendar file (columns date[, holiday])."""
     if cfg.calendar is None:
-        return set()
+        return {}
     cal = read_table(cfg.calendar)
     if "date" not in cal.columns:
         raise ConfigError(f"calendar {cfg.calendar} needs a 'date' column")
-    days = pd.to_datetime(cal["date"], errors="coerce").dropna()
-    return set(days.dt.to_period(cfg.period_freq).dt.end_time.dt.normalize())
+    names = cal["holiday"] if "holiday" in cal.columns else pd.Series("holiday", index=cal.index)
+    days = pd.to_datetime(cal["date"], errors="coerce")
+    ok = days.notna()
+    ends = days[ok].dt.to_period(cfg.period_freq).dt.end_time.dt.normalize()
+    events: dict[pd.Timestamp, str] = {}
+    for end, name in zip(ends, names[ok].fillna("holiday").astype(str), strict=True):
+        events[end] = "+".join(sorted({*events.get(end, "").split("+"), name} - {""}))
+    return events
+
+
+def mark_events(frame: pd.DataFrame, cfg: DataConfig) -> pd.DataFrame:
+    """Holiday flag and event name per row: the calendar's name, else "holiday" for flagged rows."""
+    events = holiday_events(cfg)
+    named = frame["date"].map(events).astype("string")
+    frame["holiday"] = np.maximum(frame["holiday"].fillna(0.0), named.notna().astype(float))
+    frame["event"] = np.where(frame["holiday"] > 0, named.fillna("holiday").to_numpy(str), "")
+    return frame
 
 
 def prepare(raw: pd.DataFrame, cfg: DataConfig, secret: bytes, ended_after: int | None = None) -> Prepared:
@@ -238,8 +262,8 @@ def prepare(raw: pd.DataFrame, cfg: DataConfig, secret: bytes, ended_after: int 
         raise ConfigError("no usable rows after parsing: check the column mapping")
     agg = _aggregate(frame, cfg, bad)
     panel, ended = _align(agg, cfg, ended_after or (28 if cfg.frequency == "D" else 8), bad)
-    panel["holiday"] = np.maximum(panel["holiday"], panel["date"].isin(holiday_periods(cfg)).astype(float))
-    panel = cap_outliers(panel, cfg, bad)
+    panel = cap_outliers(mark_events(panel, cfg), cfg, bad)
     quarantine = pd.concat(bad, ignore_index=True) if bad else pd.DataFrame(columns=QUARANTINE_COLUMNS)
-    cols = ["series", "date", "demand", "price", "promo", "holiday", *cfg.static]
+    observed = [c for c in cfg.observed if c not in cfg.static]
+    cols = ["series", "date", "demand", "price", "promo", "holiday", "event", *cfg.static, *observed]
     return Prepared(panel[cols], key_map, quarantine, report, ended)

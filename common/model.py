@@ -2,12 +2,15 @@
 
 Shaped like a small Temporal Fusion Transformer:
 
+* holiday events: an embedding per named event, added to past and future steps;
 * static context: embeddings of static categorical buckets (summed) and the series' log scale;
   it initialises both LSTMs' states and is added to every time step;
 * an LSTM encoder over the lookback window (scaled demand, observed mask, known covariates);
 * an LSTM decoder over the horizon's known-future covariates, continuing the encoder state;
 * multi-head attention from every horizon step to the encoder states, gated residual + layer norm;
-* a quantile head whose outputs cannot cross: the median plus cumulative softplus steps up and down.
+* a quantile head whose outputs cannot cross: the median plus cumulative softplus steps up and down,
+  optionally learned as a correction to an anchor (the recent level, or demand one season earlier
+  rescaled by the recent level), which the network starts from instead of having to discover it.
 
 Everything is in per-series scaled units (demand / series mean), so warehouses of very different
 volume train one shared model; callers multiply by the scale.
@@ -21,7 +24,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from common.windows import KNOWN_FEATURES, MAX_STATIC, STATIC_BUCKETS
+from common.windows import EVENT_BUCKETS, KNOWN_FEATURES, MAX_STATIC, PAST_ONLY, STATIC_BUCKETS
+
+LAG_SEASON, LAG_KNOWN = KNOWN_FEATURES.index("lag_season"), KNOWN_FEATURES.index("lag_known")
+RECENT = 8  # periods of recent level for the anchor
+ANCHORS = ("none", "level", "seasonal")
 
 DEFAULT_QUANTILES = (0.02, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.98)
 
@@ -34,8 +41,11 @@ class ModelConfig:
     heads: int = 4
     dropout: float = 0.1
     quantiles: tuple[float, ...] = DEFAULT_QUANTILES
+    anchor: str = "none"  # what the quantiles are learned around: none, level or seasonal
 
     def __post_init__(self) -> None:
+        if self.anchor not in ANCHORS:
+            raise ValueError(f"anchor must be one of {', '.join(ANCHORS)}, got {self.anchor!r}")
         qs = tuple(float(q) for q in self.quantiles)
         if list(qs) != sorted(qs) or not all(0 < q < 1 for q in qs) or 0.5 not in qs:
             raise ValueError(f"quantiles must be increasing in (0, 1) and include 0.5, got {qs}")
@@ -56,8 +66,9 @@ class DemandForecaster(nn.Module):
         self.scale_proj = nn.Linear(1, h)
         self.init_h = nn.Linear(h, h)
         self.init_c = nn.Linear(h, h)
-        self.past_proj = nn.Linear(2 + k, h)
+        self.past_proj = nn.Linear(PAST_ONLY + k, h)
         self.future_proj = nn.Linear(k, h)
+        self.event_embedding = nn.Embedding(EVENT_BUCKETS, h, padding_idx=0)
         self.encoder = nn.LSTM(h, h, batch_first=True)
         self.decoder = nn.LSTM(h, h, batch_first=True)
         self.attention = nn.MultiheadAttention(h, cfg.heads, dropout=cfg.dropout, batch_first=True)
@@ -73,20 +84,48 @@ class DemandForecaster(nn.Module):
         self,
         past: torch.Tensor,
         future: torch.Tensor,
+        past_events: torch.Tensor,
+        future_events: torch.Tensor,
         static_ids: torch.Tensor,
         log_scale: torch.Tensor,
         return_attention: bool = False,
     ):
-        """past [B,L,2+K], future [B,H,K], static_ids [B,S], log_scale [B] -> quantiles [B,H,Q]."""
+        """past [B,L,PAST_ONLY+K], future [B,H,K], events [B,L] / [B,H], static_ids [B,S],
+        log_scale [B] -> quantiles [B,H,Q]."""
         static = self.static_embedding(static_ids).sum(1) + self.scale_proj(log_scale[:, None])
         state = (torch.tanh(self.init_h(static))[None], torch.tanh(self.init_c(static))[None])
-        encoded, state = self.encoder(self.past_proj(past) + static[:, None], state)
-        decoded, _ = self.decoder(self.future_proj(future) + static[:, None], state)
+        past_in = self.past_proj(past) + self.event_embedding(past_events) + static[:, None]
+        encoded, state = self.encoder(past_in, state)
+        future_in = self.future_proj(future) + self.event_embedding(future_events) + static[:, None]
+        decoded, _ = self.decoder(future_in, state)
         attended, weights = self.attention(decoded, encoded, encoded, need_weights=return_attention)
         z = self.norm1(decoded + F.glu(self.gate(self.dropout(attended)), dim=-1))
         z = self.norm2(z + self.dropout(self.feed_forward(z)))
         quantiles = self._monotone(self.head(z))
+        if self.cfg.anchor != "none":
+            quantiles = quantiles + self._anchor(past, future)[..., None]
         return (quantiles, weights) if return_attention else quantiles
+
+    def _anchor(self, past: torch.Tensor, future: torch.Tensor) -> torch.Tensor:
+        """What the quantiles are learned around, [B,H] in scaled units. ``level``: the mean of
+        the last RECENT observed periods. ``seasonal``: demand one season earlier rescaled by the
+        recent level against the same periods a season before (the level where there is no
+        season-earlier value) — strong for smooth weekly data, too noisy for single days."""
+        y, seen = past[..., 0], past[..., 1]
+        lag, known = future[..., LAG_SEASON], future[..., LAG_KNOWN]
+        recent = y[:, -RECENT:]
+        weight = seen[:, -RECENT:]
+        level = (recent * weight).sum(1) / weight.sum(1).clamp_min(1.0)
+        if self.cfg.anchor == "level":
+            return level[:, None].expand(-1, future.shape[1])
+        past_lag, past_known = (
+            past[:, -RECENT:, PAST_ONLY + LAG_SEASON],
+            past[:, -RECENT:, PAST_ONLY + LAG_KNOWN],
+        )
+        both = weight * past_known
+        ratio = (recent * both).sum(1) / (past_lag * both).sum(1).clamp_min(1e-3)
+        ratio = torch.where(both.sum(1) >= RECENT / 2, ratio.clamp(0.5, 2.0), torch.ones_like(ratio))
+        return torch.where(known > 0, lag * ratio[:, None], level[:, None])
 
     def _monotone(self, raw: torch.Tensor) -> torch.Tensor:
         m = self.median_index
@@ -96,11 +135,19 @@ class DemandForecaster(nn.Module):
         return torch.cat([down, median, up], dim=-1)
 
 
-def pinball_loss(pred: torch.Tensor, target: torch.Tensor, quantiles: tuple[float, ...]) -> torch.Tensor:
-    """Mean quantile (pinball) loss; pred [B,H,Q], target [B,H]."""
+def pinball_loss(
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    quantiles: tuple[float, ...],
+    weight: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Mean quantile (pinball) loss; pred [B,H,Q], target [B,H], optional per-window weight [B]."""
     q = torch.tensor(quantiles, dtype=pred.dtype, device=pred.device)
     diff = target[..., None] - pred
-    return torch.maximum(q * diff, (q - 1) * diff).mean()
+    per_window = torch.maximum(q * diff, (q - 1) * diff).mean(dim=(1, 2))
+    if weight is None:
+        return per_window.mean()
+    return (per_window * weight).sum() / weight.sum().clamp_min(1e-12)
 
 
 def build_model(cfg: ModelConfig, seed: int) -> DemandForecaster:

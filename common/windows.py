@@ -1,13 +1,24 @@
 """Turn a demand panel into model inputs: per-series scaling, covariates, sliding windows.
 
 Known-future covariates (same columns in the past and in the horizon), ``KNOWN_FEATURES``:
-holiday flag, promotion, log price relative to the series' median price, and the position in the
-year and in the week as sine/cosine pairs. Past-only inputs: scaled demand and an "observed" mask
-(0 before a series started; young series are left-padded). Static inputs: the configured static
-categorical columns, hashed into a shared bucket space, and log1p of the series scale.
 
-Windows are not materialised: a dataset keeps one padded array per node and gathers windows by
-index, so memory stays linear in the history length.
+* holiday flag, and the holiday's name as an event id (hashed, embedded by the model), so that
+  Thanksgiving and Christmas are different events even when they fall in different weeks;
+* promotion intensity relative to the node's typical promotion, plus a "known" flag: a missing
+  promotion value (NaN, e.g. Walmart markdowns before Nov 2011) is unknown, not "no promotion";
+* log price relative to the series' median price;
+* position in the year (two harmonics) and in the week;
+* the series' own demand one season earlier (52 weeks, or 364 days for daily data) with a flag
+  saying whether it exists and whether that period was a holiday. It is history, so it is known
+  for every horizon step as long as the horizon is shorter than the season.
+
+Past-only inputs: scaled demand, an "observed" mask (0 before a series started or in the horizon)
+and up to ``MAX_OBSERVED`` observed covariates (e.g. temperature, CPI), standardised with the
+node's training statistics. They are never fed for horizon steps: their future values are unknown.
+
+Static inputs: configured static categorical columns hashed into a shared bucket space, and log1p
+of the series scale. Windows are not materialised: a set keeps one padded array per series and
+gathers windows by index, so memory stays linear in the history length.
 """
 
 from __future__ import annotations
@@ -18,9 +29,28 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-KNOWN_FEATURES = ("holiday", "promo", "log_price", "year_sin", "year_cos", "week_sin", "week_cos")
+from common.config import MAX_OBSERVED
+
+KNOWN_FEATURES = (
+    "holiday",
+    "promo",
+    "promo_known",
+    "log_price",
+    "year_sin",
+    "year_cos",
+    "year_sin2",
+    "year_cos2",
+    "week_sin",
+    "week_cos",
+    "lag_season",
+    "lag_known",
+    "lag_holiday",
+)
+PAST_ONLY = 2 + MAX_OBSERVED  # scaled demand, observed mask, observed covariates
 MAX_STATIC = 4
-STATIC_BUCKETS = 64
+STATIC_BUCKETS = 256
+EVENT_BUCKETS = 32
+SEASON_LAG = {"D": 364, "W": 52}
 
 
 def static_bucket(column: str, value: object) -> int:
@@ -29,41 +59,34 @@ def static_bucket(column: str, value: object) -> int:
     return 1 + int.from_bytes(digest[:4], "big") % (STATIC_BUCKETS - 1)
 
 
-def known_covariates(frame: pd.DataFrame, median_price: pd.Series) -> np.ndarray:
-    """Covariate matrix [rows, len(KNOWN_FEATURES)] for rows with series, date, holiday, promo, price."""
-    dates = pd.DatetimeIndex(frame["date"])
-    year = 2 * np.pi * (dates.day_of_year.to_numpy() - 1) / 365.25
-    week = 2 * np.pi * dates.day_of_week.to_numpy() / 7
-    ref = frame["series"].map(median_price).to_numpy(dtype=float)
-    price = frame["price"].to_numpy(dtype=float)
-    log_price = np.where(
-        np.isfinite(price) & (price > 0) & (ref > 0),
-        np.log(np.clip(price, 1e-9, None) / np.clip(ref, 1e-9, None)),
-        0.0,
-    )
-    return np.column_stack(
-        [
-            frame["holiday"].to_numpy(dtype=float),
-            frame["promo"].to_numpy(dtype=float),
-            np.clip(log_price, -2, 2),
-            np.sin(year),
-            np.cos(year),
-            np.sin(week),
-            np.cos(week),
-        ]
-    ).astype(np.float32)
+def event_bucket(name: object) -> int:
+    """Event id of a holiday name in 1..EVENT_BUCKETS-1; 0 for no event."""
+    if not isinstance(name, str) or not name:
+        return 0
+    digest = hashlib.sha256(f"event={name.strip().lower()}".encode()).digest()
+    return 1 + int.from_bytes(digest[:4], "big") % (EVENT_BUCKETS - 1)
+
+
+def season_lag(frequency: str) -> int:
+    return SEASON_LAG["D" if frequency == "D" else "W"]
 
 
 @dataclass
 class SeriesStats:
-    """Per-series quantities fixed at training time and reused for forecasting."""
+    """Per-series and per-node quantities fixed at training time and reused for forecasting."""
 
     scale: pd.Series  # mean demand over the training span
     median_price: pd.Series
     static_ids: pd.DataFrame  # series -> MAX_STATIC bucket ids
+    promo_ref: float = 1.0  # the node's median positive promotion value
+    observed: tuple[str, ...] = ()
+    observed_mean: tuple[float, ...] = ()
+    observed_std: tuple[float, ...] = ()
 
 
-def series_stats(panel: pd.DataFrame, static_cols: tuple[str, ...]) -> SeriesStats:
+def series_stats(
+    panel: pd.DataFrame, static_cols: tuple[str, ...], observed: tuple[str, ...] = ()
+) -> SeriesStats:
     g = panel.groupby("series", sort=True)
     scale = g["demand"].mean().clip(lower=1e-3)
     scale[scale <= 1e-3] = 1.0
@@ -72,7 +95,69 @@ def series_stats(panel: pd.DataFrame, static_cols: tuple[str, ...]) -> SeriesSta
     ids = pd.DataFrame(0, index=scale.index, columns=range(MAX_STATIC), dtype=np.int64)
     for j, col in enumerate(static_cols[:MAX_STATIC]):
         ids[j] = [static_bucket(col, v) for v in first[col]]
-    return SeriesStats(scale, median_price, ids)
+    promo = panel["promo"].to_numpy(dtype=float)
+    positive = promo[np.isfinite(promo) & (promo > 0)]
+    observed = tuple(observed[:MAX_OBSERVED])
+    values = [panel[c].to_numpy(dtype=float) for c in observed]
+    return SeriesStats(
+        scale,
+        median_price,
+        ids,
+        promo_ref=float(np.median(positive)) if len(positive) else 1.0,
+        observed=observed,
+        observed_mean=tuple(float(np.nanmean(v)) if np.isfinite(v).any() else 0.0 for v in values),
+        observed_std=tuple(float(np.nanstd(v)) or 1.0 if np.isfinite(v).any() else 1.0 for v in values),
+    )
+
+
+def known_covariates(frame: pd.DataFrame, stats: SeriesStats) -> np.ndarray:
+    """Calendar, price and promotion columns of KNOWN_FEATURES (the seasonal-lag ones are added later)."""
+    dates = pd.DatetimeIndex(frame["date"])
+    year = 2 * np.pi * (dates.day_of_year.to_numpy() - 1) / 365.25
+    week = 2 * np.pi * dates.day_of_week.to_numpy() / 7
+    ref = frame["series"].map(stats.median_price).to_numpy(dtype=float)
+    price = frame["price"].to_numpy(dtype=float)
+    log_price = np.where(
+        np.isfinite(price) & (price > 0) & (ref > 0),
+        np.log(np.clip(price, 1e-9, None) / np.clip(ref, 1e-9, None)),
+        0.0,
+    )
+    promo = frame["promo"].to_numpy(dtype=float)
+    known = np.isfinite(promo)
+    intensity = np.clip(np.where(known, promo, 0.0) / stats.promo_ref, 0.0, 5.0)
+    return np.column_stack(
+        [
+            frame["holiday"].to_numpy(dtype=float),
+            intensity,
+            known.astype(float),
+            np.clip(log_price, -2, 2),
+            np.sin(year),
+            np.cos(year),
+            np.sin(2 * year),
+            np.cos(2 * year),
+            np.sin(week),
+            np.cos(week),
+        ]
+    ).astype(np.float32)
+
+
+def observed_covariates(frame: pd.DataFrame, stats: SeriesStats) -> np.ndarray:
+    """[rows, MAX_OBSERVED] standardised past-only covariates; unknown values are 0."""
+    out = np.zeros((len(frame), MAX_OBSERVED), dtype=np.float32)
+    for j, col in enumerate(stats.observed):
+        v = (frame[col].to_numpy(dtype=float) - stats.observed_mean[j]) / stats.observed_std[j]
+        out[:, j] = np.clip(np.nan_to_num(v, nan=0.0), -5, 5)
+    return out
+
+
+def _seasonal_lag(y: np.ndarray, observed: np.ndarray, holiday: np.ndarray, lag: int) -> np.ndarray:
+    """[T, 3]: demand one season earlier, whether it was observed, whether it was a holiday."""
+    out = np.zeros((len(y), 3), dtype=np.float32)
+    if len(y) > lag:
+        out[lag:, 0] = y[:-lag]
+        out[lag:, 1] = observed[:-lag]
+        out[lag:, 2] = holiday[:-lag]
+    return out
 
 
 @dataclass
@@ -80,7 +165,8 @@ class WindowSet:
     """Padded per-series arrays plus the (series, origin) index of every window."""
 
     series: list[str]
-    past: np.ndarray  # [S, L + T, 2 + K]: scaled demand, observed, known covariates
+    past: np.ndarray  # [S, L + T, PAST_ONLY + K]
+    events: np.ndarray  # [S, L + T] event ids
     target: np.ndarray  # [S, L + T] scaled demand (0 in padding)
     static_ids: np.ndarray  # [S, MAX_STATIC]
     log_scale: np.ndarray  # [S]
@@ -95,9 +181,12 @@ class WindowSet:
         s, t = self.index[rows, 0], self.index[rows, 1]
         steps = t[:, None] + np.arange(-self.lookback, self.horizon)[None, :]
         full = self.past[s[:, None], steps]
+        events = self.events[s[:, None], steps]
         return {
             "past": full[:, : self.lookback],
-            "future": full[:, self.lookback :, 2:],
+            "future": full[:, self.lookback :, PAST_ONLY:],
+            "past_events": events[:, : self.lookback],
+            "future_events": events[:, self.lookback :],
             "target": self.target[s[:, None], steps[:, self.lookback :]],
             "static_ids": self.static_ids[s],
             "log_scale": self.log_scale[s],
@@ -111,19 +200,31 @@ def build_windows(
     horizon: int,
     min_history: int | None = None,
     origins: str = "all",
+    lag: int = 52,
 ) -> WindowSet:
     """Windows over a panel. ``origins="all"``: every origin with ≥ min_history past periods and
-    a full horizon of targets; ``"last"``: one window per series whose horizon is its last periods."""
+    a full horizon of targets; ``"last"``: one window per series whose horizon is its last periods.
+    Rows whose demand is NaN (the horizon of a forecast) are unobserved inputs."""
     min_history = min_history or max(1, lookback // 2)
     panel = panel.sort_values(["series", "date"])
-    cov = known_covariates(panel, stats.median_price)
-    names, pasts, targets, index = [], [], [], []
+    cov = known_covariates(panel, stats)
+    obs_cov = observed_covariates(panel, stats)
+    demand = panel["demand"].to_numpy(dtype=np.float32)
+    holiday = panel["holiday"].to_numpy(dtype=np.float32)
+    event_ids = (
+        panel["event"].map(event_bucket).to_numpy(dtype=np.int64)
+        if "event" in panel
+        else np.zeros(len(panel), np.int64)
+    )
+    names, pasts, events, targets, index = [], [], [], [], []
     for i, (series, rows) in enumerate(panel.groupby("series", sort=True).indices.items()):
         scale = float(stats.scale.get(series, 1.0))
-        y = panel["demand"].to_numpy(dtype=np.float32)[rows] / scale
-        feats = np.column_stack([y, np.ones_like(y), cov[rows]])
-        pad = np.zeros((lookback, feats.shape[1]), dtype=np.float32)
-        pasts.append(np.vstack([pad, feats]))
+        observed = np.isfinite(demand[rows]).astype(np.float32)
+        y = np.nan_to_num(demand[rows] / scale, nan=0.0).astype(np.float32)
+        seasonal = _seasonal_lag(y, observed, holiday[rows], lag)
+        feats = np.column_stack([y, observed, obs_cov[rows], cov[rows], seasonal])
+        pasts.append(np.vstack([np.zeros((lookback, feats.shape[1]), np.float32), feats]))
+        events.append(np.concatenate([np.zeros(lookback, np.int64), event_ids[rows]]))
         targets.append(np.concatenate([np.zeros(lookback, np.float32), y]))
         names.append(series)
         n = len(rows)
@@ -134,16 +235,40 @@ def build_windows(
         index.extend((i, lookback + t) for t in starts)
     width = max(len(p) for p in pasts)
     past = np.zeros((len(pasts), width, pasts[0].shape[1]), dtype=np.float32)
+    event = np.zeros((len(pasts), width), dtype=np.int64)
     target = np.zeros((len(pasts), width), dtype=np.float32)
-    for i, (p, t) in enumerate(zip(pasts, targets, strict=True)):
-        past[i, : len(p)], target[i, : len(t)] = p, t
+    for i, (p, e, t) in enumerate(zip(pasts, events, targets, strict=True)):
+        past[i, : len(p)], event[i, : len(e)], target[i, : len(t)] = p, e, t
     return WindowSet(
         series=names,
         past=past,
+        events=event,
         target=target,
         static_ids=stats.static_ids.loc[names].to_numpy(dtype=np.int64),
         log_scale=np.log1p(stats.scale.loc[names].to_numpy(dtype=np.float32)),
         index=np.asarray(index, dtype=np.int64).reshape(-1, 2),
         lookback=lookback,
         horizon=horizon,
+    )
+
+
+def concat_windows(sets: list[WindowSet]) -> WindowSet:
+    """Pool several nodes' windows into one set (the centralized baseline)."""
+    sets = [s for s in sets if len(s.series)]
+    width = max(s.past.shape[1] for s in sets)
+
+    def pad(a: np.ndarray) -> np.ndarray:
+        return np.pad(a, [(0, 0), (0, width - a.shape[1])] + [(0, 0)] * (a.ndim - 2))
+
+    offsets = np.cumsum([0] + [len(s.series) for s in sets[:-1]])
+    return WindowSet(
+        series=[name for s in sets for name in s.series],
+        past=np.concatenate([pad(s.past) for s in sets]),
+        events=np.concatenate([pad(s.events) for s in sets]),
+        target=np.concatenate([pad(s.target) for s in sets]),
+        static_ids=np.concatenate([s.static_ids for s in sets]),
+        log_scale=np.concatenate([s.log_scale for s in sets]),
+        index=np.concatenate([s.index + np.array([off, 0]) for s, off in zip(sets, offsets, strict=True)]),
+        lookback=sets[0].lookback,
+        horizon=sets[0].horizon,
     )

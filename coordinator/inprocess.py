@@ -114,10 +114,15 @@ class InProcessGrid(Grid):
 
 
 def run_inprocess(
-    server_app: ServerApp, client_app: ClientApp, node_dirs: list[Path], run_config: dict, **grid_kwargs
+    server_app: ServerApp,
+    client_app: ClientApp,
+    node_dirs: list[Path],
+    run_config: dict,
+    torch_threads: int = 1,
+    **grid_kwargs,
 ) -> InProcessGrid:
     """Run one federation over the given node folders; return the grid (for inspection)."""
-    nodes = [{"node-dir": str(Path(d).resolve()), "torch-threads": 1} for d in node_dirs]
+    nodes = [{"node-dir": str(Path(d).resolve()), "torch-threads": torch_threads} for d in node_dirs]
     grid = InProcessGrid(client_app, nodes, run_config, **grid_kwargs)
     context = Context(
         run_id=grid._run_id,

@@ -1,8 +1,9 @@
-"""fedstock-planner: the central planner's commands (keys, demo federation)."""
+"""fedstock-planner: the central planner's commands (keys, demo federation, simulations)."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -12,6 +13,7 @@ from rich.table import Table
 from common import crypto
 from common.cli_errors import one_line_errors
 from coordinator.demo import DemoSettings, run_demo
+from coordinator.simulate import MODES, SimulationSettings, simulate
 
 console = Console(stderr=True)
 
@@ -49,6 +51,15 @@ def keygen(out_dir: str, poly_modulus: str) -> None:
     console.print(f"fingerprint {fingerprint}")
     console.print(f"  {out / crypto.SECRET_CONTEXT_FILE}  (secret, 0600: nodes and planner only)")
     console.print(f"  {out / crypto.PUBLIC_CONTEXT_FILE}  (public: the coordinator)")
+
+
+def _clock() -> Callable[[str], None]:
+    start = time.monotonic()
+
+    def report(line: str) -> None:
+        console.print(f"[dim]{time.monotonic() - start:6.1f}s[/dim] {line}")
+
+    return report
 
 
 def _summary(outputs: dict, out: Path, seconds: float) -> None:
@@ -108,14 +119,47 @@ def demo(nodes: int, rounds: int, local_epochs: int, out_dir: str, engine: str, 
     out_dir = out_dir or f"runs/demo-{time.strftime('%Y%m%d-%H%M%S')}"
     settings = DemoSettings(nodes=nodes, rounds=rounds, local_epochs=local_epochs, engine=engine, seed=seed)
 
-    def report(line: str) -> None:
-        console.print(f"[dim]{time.monotonic() - start:6.1f}s[/dim] {line}")
-
     try:
-        outputs = run_demo(Path(out_dir), settings, report)
+        outputs = run_demo(Path(out_dir), settings, _clock())
     except (RuntimeError, TimeoutError, FileExistsError) as exc:
         raise click.ClickException(str(exc).splitlines()[0]) from None
     _summary(outputs, Path(out_dir).resolve(), time.monotonic() - start)
+
+
+@cli.command("simulate")
+@click.option("--dataset", required=True, type=click.Choice(["walmart", "store_item"]))
+@click.option(
+    "--data",
+    "data_dir",
+    required=True,
+    type=click.Path(exists=True, file_okay=False),
+    help="Folder with the dataset's Parquet files (e.g. ../shared/data/walmart).",
+)
+@click.option(
+    "--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Empty or new RUN_DIR."
+)
+@click.option(
+    "--mode",
+    default="he",
+    show_default=True,
+    type=click.Choice(MODES),
+    help="he: real apps with CKKS; plain: same rounds unencrypted; local: each node alone; "
+    "central: all data pooled.",
+)
+@click.option("--rounds", default=8, show_default=True, type=click.IntRange(1, 200))
+@click.option("--seed", default=7, show_default=True, type=int)
+@click.option("--until", default=None, help="Use history up to this date only (hold out what follows).")
+@one_line_errors
+def simulate_cmd(
+    dataset: str, data_dir: str, out_dir: str, mode: str, rounds: int, seed: int, until: str | None
+) -> None:
+    """Federate one node per store of a public dataset; write RUN_DIR/forecasts.parquet."""
+    settings = SimulationSettings(dataset, Path(data_dir), mode, rounds, seed, until)
+    try:
+        result = simulate(Path(out_dir), settings, _clock())
+    except (FileExistsError, ValueError) as exc:
+        raise click.ClickException(str(exc).splitlines()[0]) from None
+    console.print(f"wrote {Path(out_dir).resolve() / 'forecasts.parquet'} ({len(result)} rows)")
 
 
 if __name__ == "__main__":

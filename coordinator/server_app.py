@@ -19,10 +19,15 @@ from coordinator.strategy import EncryptedFedAvg, latest_checkpoint, load_state
 
 # Settings the nodes need; everything else in the run config stays with the coordinator.
 NODE_SETTINGS = (
+    "num-rounds",
     "local-epochs",
+    "batch-size",
+    "scale-weight",
+    "validation-periods",
     "lookback",
     "horizon",
     "hidden",
+    "anchor",
     "heads",
     "max-batches",
     "learning-rate",

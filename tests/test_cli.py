@@ -89,3 +89,25 @@ def test_bad_inputs_give_one_line_errors_and_non_zero_exit(nodes, tmp_path):
     )
     assert result.exit_code != 0 and "mean" in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_simulate_refuses_bad_arguments_with_one_line_errors(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    unknown = CliRunner().invoke(
+        planner, ["simulate", "--dataset", "m5", "--data", str(data), "--out", str(tmp_path / "o")]
+    )
+    assert unknown.exit_code == 2 and "m5" in unknown.output
+    missing = CliRunner().invoke(
+        planner, ["simulate", "--dataset", "walmart", "--data", str(data), "--out", str(tmp_path / "o")]
+    )
+    assert missing.exit_code == 1
+    assert missing.output.strip().splitlines()[-1].startswith("Error: dataset file not found")
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "x").write_text("keep me")
+    refused = CliRunner().invoke(
+        planner, ["simulate", "--dataset", "walmart", "--data", str(data), "--out", str(busy)]
+    )
+    assert refused.exit_code == 1 and "not empty" in refused.output
+    assert (busy / "x").read_text() == "keep me"

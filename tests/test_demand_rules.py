@@ -12,9 +12,10 @@ from common.demand import prepare
 SECRET = b"s" * 32
 
 
-def _periods_cfg(tmp_path: Path):
+def _periods_cfg(tmp_path: Path, **extra):
     return parse_data_config(
         {
+            **extra,
             "path": "x.csv",
             "kind": "periods",
             "frequency": "W-FRI",
@@ -65,6 +66,29 @@ def test_outlier_capped_but_not_in_promotion_or_holiday_periods(tmp_path):
     assert demand[10] < 200 and demand[20] == 1000.0
     capped = out.quarantine[out.quarantine["reason"].str.startswith("outlier")]
     assert len(capped) == 1 and capped["value"].astype(float).item() == 1000.0
+
+
+def test_recurring_seasonal_peak_is_demand_not_an_outlier(tmp_path):
+    weeks = pd.date_range("2010-01-08", periods=110, freq="W-FRI")
+    values = 100 + np.tile([-3.0, 0.0, 3.0], 40)[:110]
+    values[47], values[99] = 900.0, 950.0  # the same week in two years: a seasonal peak
+    values[70] = 1000.0  # once only: an outlier
+    out = prepare(_weekly("1", weeks, values), _periods_cfg(tmp_path), SECRET)
+    demand = out.panel.sort_values("date")["demand"].to_numpy()
+    assert demand[47] == 900.0 and demand[99] == 950.0 and demand[70] < 200
+    capped = out.quarantine[out.quarantine["reason"].str.startswith("outlier")]
+    assert capped["value"].astype(float).tolist() == [1000.0]
+
+
+def test_missing_promotion_value_stays_unknown_and_observed_covariates_are_kept(tmp_path):
+    weeks = pd.date_range("2011-01-07", periods=12, freq="W-FRI")
+    raw = _weekly("1", weeks, np.full(12, 50.0)).assign(
+        MarkDown=[None] * 6 + ["100"] * 6, Temperature=[str(t) for t in range(12)]
+    )
+    cfg = _periods_cfg(tmp_path, promo="MarkDown", observed=["Temperature"])
+    panel = prepare(raw, cfg, SECRET).panel.sort_values("date")
+    assert panel["promo"].isna().sum() == 6 and (panel["promo"].dropna() == 100).all()
+    assert panel["Temperature"].tolist() == list(range(12))
 
 
 def test_malformed_order_lines_are_quarantined_and_returns_excluded(tmp_path):

@@ -4,7 +4,7 @@ import torch
 
 from common.model import ModelConfig, build_model, load_vector, model_vector
 from common.training import TrainConfig, mean_pinball, predict_scaled, train_local
-from common.windows import KNOWN_FEATURES, MAX_STATIC, build_windows, series_stats
+from common.windows import EVENT_BUCKETS, KNOWN_FEATURES, MAX_STATIC, PAST_ONLY, build_windows, series_stats
 
 
 def _toy_panel(n_series: int = 4, periods: int = 200) -> pd.DataFrame:
@@ -35,8 +35,10 @@ def test_output_shapes_and_attention():
     model = build_model(cfg, 0).eval()
     b, k = 3, len(KNOWN_FEATURES)
     q, attn = model(
-        torch.randn(b, 14, 2 + k),
+        torch.randn(b, 14, PAST_ONLY + k),
         torch.randn(b, 5, k),
+        torch.zeros(b, 14, dtype=torch.long),
+        torch.ones(b, 5, dtype=torch.long),
         torch.zeros(b, MAX_STATIC, dtype=torch.long),
         torch.zeros(b),
         return_attention=True,
@@ -55,8 +57,10 @@ def test_quantiles_never_cross_even_for_random_weights():
                 p.normal_(0, 3)  # extreme weights
         k = len(KNOWN_FEATURES)
         q = model(
-            torch.randn(64, 10, 2 + k) * 5,
+            torch.randn(64, 10, PAST_ONLY + k) * 5,
             torch.randn(64, 4, k) * 5,
+            torch.randint(0, EVENT_BUCKETS, (64, 10)),
+            torch.randint(0, EVENT_BUCKETS, (64, 4)),
             torch.randint(0, 64, (64, MAX_STATIC)),
             torch.randn(64),
         )

@@ -14,7 +14,7 @@ from flwr.clientapp import ClientApp
 from common import crypto
 from common.config import load_node_config
 from common.records import CONFIG, GLOBAL, METRICS, STATE, UPDATE, encrypted_record, read_encrypted
-from warehouse_node.federated import NodeSession, configs_from_record
+from warehouse_node.federated import NodeSession, round_settings
 
 app = ClientApp()
 
@@ -41,8 +41,7 @@ def _global_weights(session: NodeSession, msg: Message) -> np.ndarray | None:
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     session = _session(msg, context)
-    model_cfg, train_cfg, seed, server_round = configs_from_record(msg.content[CONFIG])
-    state, metrics = session.train(model_cfg, train_cfg, _global_weights(session, msg), seed, server_round)
+    state, metrics = session.train(round_settings(msg.content[CONFIG]), _global_weights(session, msg))
     content = RecordDict(
         {
             UPDATE: encrypted_record(**{STATE: state, METRICS: metrics}),
@@ -55,11 +54,10 @@ def train(msg: Message, context: Context) -> Message:
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
     session = _session(msg, context)
-    model_cfg, _, _, server_round = configs_from_record(msg.content[CONFIG])
     weights = _global_weights(session, msg)
     if weights is None:
         raise ValueError("evaluate needs a global model, none was sent")
-    metrics = session.evaluate(model_cfg, weights, server_round)
+    metrics = session.evaluate(round_settings(msg.content[CONFIG]), weights)
     content = RecordDict(
         {
             UPDATE: encrypted_record(**{METRICS: metrics}),

@@ -18,21 +18,42 @@ from common.training import TrainConfig
 from warehouse_node.pipeline import NodeData, holdout_metrics, local_update, save_global_model
 
 
-def configs_from_record(cfg: Mapping) -> tuple[ModelConfig, TrainConfig, int, int]:
+@dataclass(frozen=True)
+class RoundSettings:
     """Model and training settings chosen by the planner for the whole federation."""
+
+    model: ModelConfig
+    train: TrainConfig
+    seed: int
+    server_round: int
+    validation: int | None  # periods held out for scoring; None = one horizon; 0 = none
+
+    @property
+    def round_seed(self) -> int:
+        return self.seed * 1009 + self.server_round
+
+
+def round_settings(cfg: Mapping) -> RoundSettings:
     model = ModelConfig(
         lookback=int(cfg.get("lookback", 28)),
         horizon=int(cfg.get("horizon", 14)),
         hidden=int(cfg.get("hidden", 32)),
         heads=int(cfg.get("heads", 4)),
         quantiles=tuple(cfg.get("quantiles", DEFAULT_QUANTILES)),
+        anchor=str(cfg.get("anchor", "none")),
     )
+    server_round, rounds = int(cfg.get("server-round", 0)), int(cfg.get("num-rounds", 0))
+    progress = ((server_round - 1) / rounds, server_round / rounds) if rounds and server_round else (0, 1)
     train = TrainConfig(
         epochs=int(cfg.get("local-epochs", 2)),
         learning_rate=float(cfg.get("learning-rate", 3e-3)),
         max_batches_per_epoch=int(cfg.get("max-batches", 60)),
+        batch_size=int(cfg.get("batch-size", 256)),
+        scale_weight=float(cfg.get("scale-weight", 0.0)),
+        progress=progress,
     )
-    return model, train, int(cfg.get("seed", 7)), int(cfg.get("server-round", 0))
+    validation = int(cfg["validation-periods"]) if int(cfg.get("validation-periods", -1)) >= 0 else None
+    return RoundSettings(model, train, int(cfg.get("seed", 7)), server_round, validation)
 
 
 @dataclass
@@ -54,27 +75,23 @@ class NodeSession:
             raise crypto.CryptoError(f"global state decrypts to a weight total of {total:g}: corrupt")
         return summed[:-1] / total
 
+    def data(self, s: RoundSettings) -> NodeData:
+        return NodeData.load(self.cfg, s.model.horizon, s.validation)
+
     def train(
-        self,
-        model_cfg: ModelConfig,
-        train_cfg: TrainConfig,
-        weights: np.ndarray | None,
-        seed: int,
-        server_round: int,
+        self, s: RoundSettings, weights: np.ndarray | None
     ) -> tuple[crypto.EncryptedVector, crypto.EncryptedVector]:
-        data = NodeData.load(self.cfg, model_cfg.horizon)
-        new, n, loss = local_update(data, model_cfg, train_cfg, weights, seed * 1009 + server_round)
+        new, n, loss = local_update(self.data(s), s.model, s.train, weights, s.round_seed)
+        if not np.all(np.isfinite(new)) or not np.isfinite(loss):
+            raise ValueError("local training produced NaN or infinite weights: update not sent")
         state = crypto.encrypt(self.key, np.append(n * new, n))
         metrics = crypto.encrypt(self.key, np.array([n * loss, n], dtype=float))
         return state, metrics
 
-    def evaluate(
-        self, model_cfg: ModelConfig, weights: np.ndarray, server_round: int
-    ) -> crypto.EncryptedVector:
+    def evaluate(self, s: RoundSettings, weights: np.ndarray) -> crypto.EncryptedVector:
         """Keep the decrypted global model (private) and return encrypted hold-out error sums."""
-        save_global_model(self.cfg, weights, model_cfg, server_round)
-        data = NodeData.load(self.cfg, model_cfg.horizon)
-        sums = holdout_metrics(data, model_cfg, weights, self.cfg.data.season)
+        save_global_model(self.cfg, weights, s.model, s.server_round)
+        sums = holdout_metrics(self.data(s), s.model, weights, self.cfg.data.season)
         values = [
             sums[k] for k in ("abs_err_model", "abs_err_naive", "pinball_scaled", "covered_80", "points")
         ]

@@ -7,7 +7,7 @@ the quarantine file and the decrypted global model.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -16,13 +16,14 @@ import torch
 
 from common.config import NodeConfig
 from common.deid import load_or_create_secret, pseudonym, series_label
-from common.demand import holiday_periods, prepare, read_table
+from common.demand import mark_events, prepare, read_table
 from common.model import ModelConfig, build_model, load_vector, model_vector
 from common.training import TrainConfig, mean_from_quantiles, predict_scaled, train_local
-from common.windows import SeriesStats, WindowSet, build_windows, series_stats
+from common.windows import SeriesStats, WindowSet, build_windows, season_lag, series_stats
 
 DEMAND_FILE, MAP_FILE, QUARANTINE_FILE = "demand.parquet", "series_map.parquet", "quarantine.csv"
 MODEL_FILE = "global_model.pt"
+_LOADED: dict[tuple, NodeData] = {}  # (folder, file version, horizon, validation) -> NodeData
 
 
 def prepare_node(cfg: NodeConfig) -> dict[str, int]:
@@ -50,32 +51,56 @@ def load_panel(cfg: NodeConfig) -> pd.DataFrame:
 
 @dataclass
 class NodeData:
-    """The node's panel split at its hold-out cutoff, with the statistics the model needs."""
+    """The node's panel split at its validation cutoff, with the statistics the model needs.
+
+    The last ``validation`` periods are held out from training and scored every round; with
+    ``validation = 0`` the node trains on all its history (the final fit before forecasting) and
+    the per-round scores are in-sample."""
 
     panel: pd.DataFrame
     train: pd.DataFrame
     stats: SeriesStats
     cutoff: pd.Timestamp
+    lag: int
+    _train_windows: dict = field(default_factory=dict, repr=False)
 
     @classmethod
-    def load(cls, cfg: NodeConfig, horizon: int) -> NodeData:
-        panel = load_panel(cfg)
+    def load(cls, cfg: NodeConfig, horizon: int, validation: int | None = None) -> NodeData:
+        """Cached per prepared file version: a simulation calls this every round for every node."""
+        load_panel(cfg)  # re-runs the pipeline when the raw file is newer
+        key = (str(cfg.folder), (cfg.private_dir / DEMAND_FILE).stat().st_mtime_ns, horizon, validation)
+        if key not in _LOADED:
+            if len(_LOADED) >= 64:
+                _LOADED.pop(next(iter(_LOADED)))
+            _LOADED[key] = cls._read(cfg, horizon, validation)
+        return _LOADED[key]
+
+    @classmethod
+    def _read(cls, cfg: NodeConfig, horizon: int, validation: int | None) -> NodeData:
+        panel = pd.read_parquet(cfg.private_dir / DEMAND_FILE)
         dates = np.sort(panel["date"].unique())
-        if len(dates) <= horizon:
+        validation = horizon if validation is None else validation
+        if len(dates) <= max(horizon, validation):
             raise ValueError(f"{cfg.name}: {len(dates)} periods of history, need more than {horizon}")
-        cutoff = pd.Timestamp(dates[-horizon - 1])
+        cutoff = pd.Timestamp(dates[-validation - 1])
         train = panel[panel["date"] <= cutoff]
-        return cls(panel, train, series_stats(train, cfg.data.static), cutoff)
+        stats = series_stats(train, cfg.data.static, cfg.data.observed)
+        return cls(panel, train, stats, cutoff, season_lag(cfg.data.frequency))
+
+    def windows(self, frame: pd.DataFrame, m: ModelConfig, origins: str = "all") -> WindowSet:
+        return build_windows(frame, self.stats, m.lookback, m.horizon, origins=origins, lag=self.lag)
 
     def train_windows(self, m: ModelConfig) -> WindowSet:
-        return build_windows(self.train, self.stats, m.lookback, m.horizon)
+        key = (m.lookback, m.horizon)
+        if key not in self._train_windows:
+            self._train_windows[key] = self.windows(self.train, m)
+        return self._train_windows[key]
 
     def holdout_windows(self, m: ModelConfig) -> WindowSet:
-        """One window per live series whose horizon is the node's last H periods (never trained on)."""
+        """One window per live series whose horizon is the node's last H periods."""
         last = self.panel.groupby("series")["date"].max()
         alive = last.index[(last == self.panel["date"].max()) & last.index.isin(self.stats.scale.index)]
-        live = self.panel[self.panel["series"].isin(alive)]
-        return build_windows(live, self.stats, m.lookback, m.horizon, origins="last")
+        return self.windows(self.panel[self.panel["series"].isin(alive)], m, origins="last")
 
 
 def local_update(
@@ -164,12 +189,16 @@ def _future_rows(cfg: NodeConfig, data: NodeData, m: ModelConfig, live: list[str
     dates = pd.period_range(pd.Period(last, freq) + 1, periods=m.horizon, freq=freq).end_time.normalize()
     last_rows = data.panel.sort_values("date").groupby("series").tail(1).set_index("series")
     fut = pd.DataFrame([(s, d) for s in live for d in dates], columns=["series", "date"])
-    fut["demand"] = 0.0
+    fut["demand"] = np.nan  # unknown: the model sees these steps as unobserved
     fut["price"] = fut["series"].map(last_rows["price"])
-    fut["promo"] = 0.0
-    fut["holiday"] = fut["date"].isin(holiday_periods(cfg.data)).astype(float)
+    fut["promo"] = np.nan if cfg.data.promo else 0.0  # unknown unless planned
+    fut["holiday"] = 0.0
+    fut = mark_events(fut, cfg.data)
     for col in cfg.data.static:
         fut[col] = fut["series"].map(last_rows[col])
+    for col in cfg.data.observed:
+        if col not in cfg.data.static:
+            fut[col] = np.nan  # past-only: never fed for horizon steps
     if cfg.data.future is not None:
         fut = _apply_plan(cfg, fut)
     return fut
@@ -193,37 +222,56 @@ def _apply_plan(cfg: NodeConfig, fut: pd.DataFrame) -> pd.DataFrame:
     agg = plan.groupby(["series", "date"])[list(cols.values())].agg(
         {"promo": "max", "price": "mean"} if len(cols) == 2 else "max"
     )
-    merged = fut.join(agg, on=["series", "date"], rsuffix="_plan")
-    for col in cols.values():
-        merged[col] = merged[f"{col}_plan"].fillna(merged[col])
+    plan_cols = {c: f"{c}_plan" for c in cols.values()}
+    merged = fut.merge(
+        agg.rename(columns=plan_cols).assign(_planned=True).reset_index(), on=["series", "date"], how="left"
+    )
+    planned = merged["_planned"].fillna(False).astype(bool)
+    for col in cols.values():  # a planned row wins, even when it says "unknown" (NaN)
+        merged[col] = merged[f"{col}_plan"].where(planned, merged[col])
+    merged = merged.drop(columns=["_planned"])
     return merged.drop(columns=[f"{c}_plan" for c in cols.values()])
 
 
-def forecast(cfg: NodeConfig) -> pd.DataFrame:
-    """Forecast the next H periods of every live series with the saved global model."""
+def forecast(cfg: NodeConfig, include_ended: bool = False) -> pd.DataFrame:
+    """Forecast the next H periods of every live series with the saved global model.
+
+    Statistics (scales) come from all the history. With ``include_ended``, series that ended
+    (no demand in their last periods) are listed too, with a forecast of 0 and ``ended = True``."""
     model, m, _ = load_global_model(cfg)
-    data = NodeData.load(cfg, m.horizon)
+    data = NodeData.load(cfg, m.horizon, validation=0)
     key_map = pd.read_parquet(cfg.private_dir / MAP_FILE)
     live = sorted(set(key_map.loc[~key_map["ended"], "series"]) & set(data.stats.scale.index))
-    fut = _future_rows(cfg, data, m, live)
+    ended = sorted(set(key_map.loc[key_map["ended"], "series"])) if include_ended else []
+    fut = _future_rows(cfg, data, m, live + ended)
     extended = pd.concat([data.panel[data.panel["series"].isin(live)], fut], ignore_index=True)
-    windows = build_windows(extended, data.stats, m.lookback, m.horizon, origins="last")
+    windows = build_windows(
+        extended[extended["series"].isin(live)],
+        data.stats,
+        m.lookback,
+        m.horizon,
+        min_history=1,
+        origins="last",
+        lag=data.lag,
+    )
     scale = np.expm1(windows.log_scale)[:, None, None]
     pred = np.clip(predict_scaled(model, windows) * scale, 0.0, None)
-    holdout = data.holdout_windows(m)
-    rho = _path_correlation(model, holdout, m)
-    rows = fut.set_index("series").loc[windows.series, "date"].to_numpy().reshape(len(windows), m.horizon)
+    pred = np.concatenate([pred, np.zeros((len(ended), m.horizon, len(m.quantiles)))])
+    names_order = [*windows.series, *ended]
+    rows = fut.set_index("series").loc[names_order, "date"].to_numpy().reshape(-1, m.horizon)
     out = pd.DataFrame(
         {
             "node": cfg.name,
-            "series": np.repeat(windows.series, m.horizon),
+            "series": np.repeat(names_order, m.horizon),
             "date": rows.ravel(),
             "mean": mean_from_quantiles(pred, m.quantiles).ravel(),
         }
     )
     for j, level in enumerate(m.quantiles):
         out[f"q{round(level * 100):02d}"] = pred[..., j].ravel()
-    out["path_corr"] = rho
+    out["path_corr"] = _path_correlation(model, data.holdout_windows(m), m)
+    if include_ended:
+        out["ended"] = out["series"].isin(ended)
     names = key_map.set_index("series")
     out.insert(1, "sku", out["series"].map(names["sku"]).to_numpy())
     for k, col in enumerate(c for c in cfg.data.series_keys if c not in out.columns):

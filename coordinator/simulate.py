@@ -1,0 +1,207 @@
+"""Simulated federations on the shared public datasets, one process, four training modes.
+
+* ``he`` (default): every node through the real ServerApp/ClientApp (in-process grid, protobuf
+  round trips) with CKKS aggregation: what a deployment runs.
+* ``plain``: the same rounds, the same node code, seeds and schedule, averaged in plaintext (the
+  reference that shows what encryption costs in accuracy).
+* ``local``: every node trains alone with the same budget and forecasts with its own model.
+* ``central``: all nodes' windows pooled into one model with the same budget (the upper bound a
+  federation is compared with; it needs the data in one place, which our users cannot do).
+
+Every mode prepares the nodes through the node pipeline (de-identification included) and forecasts
+through ``warehouse_node.pipeline.forecast``: each node maps its pseudonyms back to its own keys.
+The training budget is the same in every mode: ``rounds × local_epochs`` passes of at most
+``max_batches`` batches per node.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from common import crypto
+from common.config import NodeConfig, load_node_config
+from common.model import build_model, model_vector
+from common.public_data import DATASETS, WRITERS, to_dataset_columns
+from common.training import TrainConfig, train_local
+from common.windows import concat_windows
+from coordinator.demo import provision_node
+from coordinator.planner import round_metrics
+from warehouse_node.federated import RoundSettings, round_settings
+from warehouse_node.pipeline import NodeData, forecast, local_update, prepare_node, save_global_model
+
+Report = Callable[[str], None]
+MODES = ("he", "plain", "local", "central")
+TORCH_THREADS = 2  # one node trains at a time in-process: let it use both cores
+
+# Model and training settings per dataset (tuned on the training history only; see BENCHMARKS.md).
+PRESETS: dict[str, dict[str, object]] = {
+    "walmart": {
+        "lookback": 26,
+        "horizon": 13,
+        "hidden": 32,
+        "heads": 4,
+        "anchor": "seasonal",
+        "local-epochs": 1,
+        "max-batches": 12,
+        "batch-size": 256,
+        "learning-rate": 0.004,
+        "scale-weight": 1.0,
+    },
+    "store_item": {
+        "lookback": 56,
+        "horizon": 90,
+        "hidden": 32,
+        "heads": 4,
+        "anchor": "level",
+        "local-epochs": 1,
+        "max-batches": 8,
+        "batch-size": 256,
+        "learning-rate": 0.004,
+        "scale-weight": 0.0,
+    },
+}
+
+
+@dataclass(frozen=True)
+class SimulationSettings:
+    dataset: str
+    data: Path
+    mode: str = "he"
+    rounds: int = 8
+    seed: int = 7
+    until: str | None = None  # cut the history here (benchmarks hold out what follows)
+    overrides: tuple[tuple[str, object], ...] = ()
+
+    def run_config(self, out: Path) -> dict[str, object]:
+        return {
+            **PRESETS[self.dataset],
+            **dict(self.overrides),
+            "num-rounds": self.rounds,
+            "min-nodes": 1,
+            "seed": self.seed,
+            "validation-periods": 0,  # the final fit: train on all the history given
+            "public-context": str(out / "keys" / crypto.PUBLIC_CONTEXT_FILE),
+            "checkpoint-dir": str(out / "checkpoints"),
+        }
+
+
+def prepare_nodes(s: SimulationSettings, out: Path, report: Report) -> list[NodeConfig]:
+    """Write one node folder per site, give each the key, run the node data pipeline."""
+    dirs = WRITERS[s.dataset](s.data, out / "nodes", s.until)  # fails early on a bad dataset
+    fingerprint = crypto.keygen(out / "keys")
+    report(f"{len(dirs)} node folders written; keys generated, fingerprint {fingerprint}")
+    configs, quarantined = [], 0
+    for d in dirs:
+        provision_node(d, out / "keys", fingerprint)
+        cfg = load_node_config(d)
+        counts = prepare_node(cfg)
+        quarantined += sum(v for k, v in counts.items() if k not in ("series", "periods", "dropped_columns"))
+        configs.append(cfg)
+    report(f"{len(configs)} nodes prepared; {quarantined} rows quarantined (private/quarantine.csv)")
+    return configs
+
+
+def _settings(rc: dict, server_round: int = 0) -> RoundSettings:
+    return round_settings({**rc, "server-round": server_round})
+
+
+def run_he(nodes: list[NodeConfig], rc: dict, report: Report) -> None:
+    from coordinator.inprocess import run_inprocess
+    from coordinator.server_app import app as server_app
+    from warehouse_node.client_app import app as client_app
+
+    rc = {**rc, "min-nodes": len(nodes)}
+    messages = {"n": 0}
+    total = 2 * len(nodes) * int(rc["num-rounds"])
+
+    def progress(line: str) -> None:
+        messages["n"] += 1
+        if messages["n"] % len(nodes) == 0:
+            report(f"{messages['n']}/{total} node messages ({line})")
+
+    dirs = [c.folder for c in nodes]
+    run_inprocess(server_app, client_app, dirs, rc, progress=progress, torch_threads=TORCH_THREADS)
+
+
+def run_plain(nodes: list[NodeConfig], rc: dict, report: Report) -> None:
+    weights: np.ndarray | None = None
+    for r in range(1, int(rc["num-rounds"]) + 1):
+        s = _settings(rc, r)
+        total, n_sum = 0.0, 0
+        for cfg in nodes:
+            data = NodeData.load(cfg, s.model.horizon, s.validation)
+            new, n, _ = local_update(data, s.model, s.train, weights, s.round_seed)
+            total, n_sum = total + n * new, n_sum + n
+        weights = total / n_sum
+        report(f"round {r}: plaintext average of {len(nodes)} nodes")
+    for cfg in nodes:
+        save_global_model(cfg, weights, s.model, int(rc["num-rounds"]))
+
+
+def _whole_run(s: RoundSettings, rounds: int, batches: int) -> TrainConfig:
+    return replace(s.train, epochs=s.train.epochs * rounds, max_batches_per_epoch=batches, progress=(0, 1))
+
+
+def run_local(nodes: list[NodeConfig], rc: dict, report: Report) -> None:
+    s, rounds = _settings(rc), int(rc["num-rounds"])
+    for cfg in nodes:
+        data = NodeData.load(cfg, s.model.horizon, s.validation)
+        model = build_model(s.model, s.seed)
+        budget = _whole_run(s, rounds, s.train.max_batches_per_epoch)
+        train_local(model, data.train_windows(s.model), budget, s.seed)
+        save_global_model(cfg, model_vector(model), s.model, rounds)
+        report(f"{cfg.name}: trained alone")
+
+
+def run_central(nodes: list[NodeConfig], rc: dict, report: Report) -> None:
+    s, rounds = _settings(rc), int(rc["num-rounds"])
+    sets = [NodeData.load(c, s.model.horizon, s.validation).train_windows(s.model) for c in nodes]
+    batches = sum(min(-(-len(w) // s.train.batch_size), s.train.max_batches_per_epoch) for w in sets)
+    pooled = concat_windows(sets)
+    report(f"pooled {len(pooled)} windows of {len(nodes)} nodes; {batches} batches per epoch")
+    model = build_model(s.model, s.seed)
+    train_local(model, pooled, _whole_run(s, rounds, batches), s.seed)
+    vector = model_vector(model)
+    for cfg in nodes:
+        save_global_model(cfg, vector, s.model, rounds)
+
+
+RUNNERS = {"he": run_he, "plain": run_plain, "local": run_local, "central": run_central}
+
+
+def train_and_forecast(
+    nodes: list[NodeConfig], s: SimulationSettings, out: Path, report: Report
+) -> pd.DataFrame:
+    """Train in ``s.mode`` over prepared nodes (keys in ``out/keys``); return dataset-shaped forecasts."""
+    if s.mode not in MODES:
+        raise ValueError(f"unknown mode {s.mode!r}: choose one of {', '.join(MODES)}")
+    started = time.monotonic()
+    rc = s.run_config(out)
+    RUNNERS[s.mode](nodes, rc, report)
+    report(f"{s.mode} training done in {time.monotonic() - started:.0f}s; forecasting")
+    frames = [forecast(cfg, include_ended=True) for cfg in nodes]
+    return to_dataset_columns(s.dataset, pd.concat(frames, ignore_index=True))
+
+
+def simulate(out: Path, s: SimulationSettings, report: Report) -> pd.DataFrame:
+    """Run one simulation into ``out``; write and return ``forecasts.parquet``."""
+    if s.mode not in MODES:
+        raise ValueError(f"unknown mode {s.mode!r}: choose one of {', '.join(MODES)}")
+    out = Path(out).resolve()
+    if out.exists() and any(out.iterdir()):
+        raise FileExistsError(f"{out} is not empty: choose another --out or remove it")
+    nodes = prepare_nodes(s, out, report)
+    result = train_and_forecast(nodes, s, out, report)
+    result.to_parquet(out / "forecasts.parquet", index=False)
+    if s.mode == "he":
+        key = crypto.load_context(out / "keys" / crypto.SECRET_CONTEXT_FILE)
+        round_metrics(out / "checkpoints", key).to_csv(out / "rounds.csv", index=False)
+    horizon = DATASETS[s.dataset].horizon
+    report(f"{len(result)} forecast rows ({len(result) // horizon} series × {horizon} periods)")
+    return result

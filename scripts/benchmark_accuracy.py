@@ -1,0 +1,246 @@
+"""Forecast accuracy on the shared real data: baselines vs local, federated (plain, CKKS), centralized.
+
+Walmart: history up to 2012-04-27, scored on the last 13 weeks of the shared file (2012-05-04 ..
+2012-07-27): WMAE (holiday weeks ×5), MAE, mean pinball loss over the output quantiles, 80%
+interval coverage (q10..q90). store_item: history up to 2017-07-04, scored on the last 90 days
+(MAE, sMAPE). Every model mode runs with the same budget and the same seeds; the tables report the
+median over seeds and the min..max spread, and are written to BENCHMARKS.md between markers.
+
+    .venv/bin/python scripts/benchmark_accuracy.py                 # both datasets, 3 seeds
+    .venv/bin/python scripts/benchmark_accuracy.py --quick         # smoke run: 1 seed, 2 rounds
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import click
+import pandas as pd
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from common.evaluation import ets, score, seasonal_naive
+from common.public_data import DATASETS, load_sales
+from coordinator.simulate import PRESETS, SimulationSettings, prepare_nodes, train_and_forecast
+
+ROOT = Path(__file__).resolve().parents[1]
+SETUPS = {
+    "walmart": {
+        "until": "2012-04-27",
+        "freq": "W-FRI",
+        "season": 52,
+        "ets_season": 52,
+        "level": 8,
+        "holiday": "IsHoliday",
+    },
+    "store_item": {
+        "until": "2017-07-04",
+        "freq": "D",
+        "season": 364,  # same weekday a year earlier
+        "ets_season": 7,  # Holt-Winters over 364-day seasons is not practical; weekly season
+        "level": 56,
+        "holiday": None,
+    },
+}
+MODEL_MODES = ("local", "plain", "he", "central")
+FOLDERS = {"walmart": "walmart", "store_item": "store_item_demand"}  # under ../shared/data
+LABELS = {
+    "seasonal_naive": "seasonal naive (same period a season earlier)",
+    "scaled_naive": "seasonal naive × recent level",
+    "ets": "Holt-Winters ETS per series (statsmodels)",
+    "local": "LSTM-attention, local only (each store alone)",
+    "plain": "LSTM-attention, federated plaintext",
+    "he": "LSTM-attention, federated CKKS (real ServerApp/ClientApp)",
+    "central": "LSTM-attention, centralized (all data pooled)",
+}
+
+
+def log(line: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {line}", flush=True)
+
+
+def baselines(name: str, history: pd.DataFrame) -> dict[str, Callable[[], pd.DataFrame]]:
+    ds, st = DATASETS[name], SETUPS[name]
+    args = (history, list(ds.keys), ds.date, ds.target, st["freq"], ds.horizon, st["season"])
+    return {
+        "seasonal_naive": lambda: seasonal_naive(*args),
+        "scaled_naive": lambda: seasonal_naive(*args, level_window=st["level"]),
+        "ets": lambda: ets(*args[:-1], st["ets_season"]),
+    }
+
+
+def run_dataset(name: str, data: Path, work: Path, seeds: list[int], rounds: int) -> list[dict]:
+    ds, st = DATASETS[name], SETUPS[name]
+    sales = load_sales(name, data)
+    cut = pd.Timestamp(st["until"])
+    history, actuals = sales[sales[ds.date] <= cut], sales[sales[ds.date] > cut]
+    dates = sorted(actuals[ds.date].unique())
+    if len(dates) != ds.horizon:
+        raise SystemExit(f"{name}: expected {ds.horizon} periods after {cut.date()}, found {len(dates)}")
+    keys = list(ds.keys)
+
+    def evaluate(method: str, seed: int | None, fc: pd.DataFrame, seconds: float) -> dict:
+        row = {"dataset": name, "method": method, "seed": seed, "seconds": round(seconds, 1)}
+        row.update(score(actuals, fc, keys, ds.date, ds.target, st["holiday"]))
+        log(f"{name} {method} seed={seed}: " + json.dumps({k: row[k] for k in row if k not in ("dataset",)}))
+        return row
+
+    rows = []
+    for method, make in baselines(name, history).items():
+        started = time.monotonic()
+        fc = make()
+        rows.append(evaluate(method, None, fc, time.monotonic() - started))
+    if work.exists():
+        shutil.rmtree(work)
+    base = SimulationSettings(name, data, until=st["until"], rounds=rounds)
+    nodes = prepare_nodes(base, work, log)
+    for seed in seeds:
+        for mode in MODEL_MODES:
+            s = SimulationSettings(name, data, mode=mode, rounds=rounds, seed=seed, until=st["until"])
+            t0 = time.monotonic()
+            fc = train_and_forecast(nodes, s, work, log)
+            rows.append(evaluate(mode, seed, fc, time.monotonic() - t0))
+            if (work / "checkpoints").exists():
+                shutil.rmtree(work / "checkpoints")
+    return rows
+
+
+def _fmt(values: pd.Series, digits: int) -> str:
+    med, lo, hi = values.median(), values.min(), values.max()
+    if values.isna().all():
+        return "—"
+    if len(values.dropna()) == 1 or lo == hi:
+        return f"{med:.{digits}f}"
+    return f"{med:.{digits}f} ({lo:.{digits}f}..{hi:.{digits}f})"
+
+
+def table(rows: pd.DataFrame, name: str) -> str:
+    metrics = (
+        [("wmae", 1), ("mae", 1), ("pinball", 1), ("coverage_80", 3)]
+        if name == "walmart"
+        else [("mae", 3), ("smape", 2), ("pinball", 3), ("coverage_80", 3)]
+    )
+    sub = rows[rows["dataset"] == name]
+    if sub.empty:
+        return "(not run)"
+    naive_key = "wmae" if name == "walmart" else "mae"
+    naive = sub.loc[sub["method"] == "seasonal_naive", naive_key].median()
+    head = ["method", "seeds", *[m for m, _ in metrics], f"{naive_key} / naive", "seconds"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for method in LABELS:
+        g = sub[sub["method"] == method]
+        if g.empty:
+            continue
+        cells = [LABELS[method], str(g["seed"].notna().sum() or "—")]
+        cells += [_fmt(g[m], d) if m in g else "—" for m, d in metrics]
+        cells += [_fmt(g[naive_key] / naive, 3), f"{g['seconds'].median():.0f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def targets(rows: pd.DataFrame) -> str:
+    walmart = rows[rows["dataset"] == "walmart"]
+    if "he" not in set(walmart["method"]):
+        return ""
+    sub = walmart.groupby("method")
+    med = sub["wmae"].median()
+    local_median = med["local"]
+    checks = [
+        ("CKKS WMAE ≤ 0.80 × seasonal naive", med["he"] / med["seasonal_naive"], 0.80, "≤"),
+        ("CKKS WMAE ≤ 1.03 × centralized", med["he"] / med["central"], 1.03, "≤"),
+        ("CKKS WMAE ≤ 0.90 × local-only", med["he"] / local_median, 0.90, "≤"),
+        ("|CKKS − plaintext| ≤ 0.5% WMAE", abs(med["he"] - med["plain"]) / med["plain"], 0.005, "≤"),
+    ]
+    cov = sub["coverage_80"].median()["he"]
+    lines = ["| target | measured | met |", "|---|---|---|"]
+    for label, value, bound, _ in checks:
+        lines.append(f"| {label} | {value:.4f} | {'yes' if value <= bound else '**no**'} |")
+    met = 0.76 <= cov <= 0.84
+    lines.append(f"| 80% coverage in [0.76, 0.84] | {cov:.3f} | {'yes' if met else '**no**'} |")
+    return "\n".join(lines)
+
+
+def section(rows: pd.DataFrame, name: str, title: str) -> list[str]:
+    sub = rows[rows["dataset"] == name]
+    if sub.empty:
+        return [f"### {title}", "", "(not run yet)", ""]
+    first = sub.iloc[0]
+    seeds = sorted(int(s) for s in sub["seed"].dropna().unique())
+    return [
+        f"### {title}",
+        "",
+        f"Command: `{first['command']}`; seeds {seeds}, {int(first['rounds'])} rounds"
+        f"{' (quick smoke settings, not a result)' if bool(first['quick']) else ''}.",
+        "",
+        table(rows, name),
+        "",
+    ]
+
+
+def write_markdown(rows: pd.DataFrame) -> None:
+    path = ROOT / "BENCHMARKS.md"
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    begin, end = "<!-- accuracy:begin -->", "<!-- accuracy:end -->"
+    hardware = f"{os.cpu_count()} CPU cores ({platform.machine()}), torch {torch.__version__}, CPU only"
+    body = [
+        begin,
+        "## Forecast accuracy on real data",
+        "",
+        f"Written by `scripts/benchmark_accuracy.py` on {time.strftime('%Y-%m-%d')}; {hardware} "
+        "(no GPU was lent to this task, so GPU training throughput is not measured). Cells: median "
+        "over seeds (min..max). Every model mode has the same budget: rounds × (one pass of at most "
+        "`max-batches` batches per node). Model settings: `coordinator/simulate.py` PRESETS "
+        f"(walmart {json.dumps(PRESETS['walmart'])}). Weather, fuel, CPI and unemployment are fed "
+        "as past-only inputs (no oracle); markdowns and holidays as known-future inputs.",
+        "",
+        *section(
+            rows, "walmart", "Walmart, 45 stores = 45 nodes; train ≤ 2012-04-27, score 2012-05-04..07-27"
+        ),
+        targets(rows),
+        "",
+        *section(rows, "store_item", "store_item, 10 stores = 10 nodes; train ≤ 2017-07-04, score 90 days"),
+        end,
+    ]
+    block = "\n".join(body)
+    if begin in text:
+        text = text[: text.index(begin)] + block + text[text.index(end) + len(end) :]
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    path.write_text(text)
+
+
+@click.command()
+@click.option("--data-root", default=str(ROOT.parent / "shared" / "data"), show_default=True)
+@click.option("--work", default=str(ROOT / "runs" / "benchmark-accuracy"), show_default=True)
+@click.option("--seeds", default="7,8,9", show_default=True)
+@click.option("--rounds", default=8, show_default=True, type=int)
+@click.option("--datasets", default="walmart,store_item", show_default=True)
+@click.option("--quick", is_flag=True, help="1 seed, 2 rounds: a smoke check, not a result.")
+def main(data_root: str, work: str, seeds: str, rounds: int, datasets: str, quick: bool) -> None:
+    seed_list = [int(s) for s in seeds.split(",")][: 1 if quick else None]
+    rounds = 2 if quick else rounds
+    torch.set_num_threads(2)
+    command = (".venv/bin/python scripts/benchmark_accuracy.py " + " ".join(sys.argv[1:])).strip()
+    csv = Path(work) / "accuracy.csv"
+    for name in datasets.split(","):
+        folder = Path(data_root) / FOLDERS[name]
+        rows = run_dataset(name, folder, Path(work) / name, seed_list, rounds)
+        frame = pd.DataFrame(rows).assign(command=command, rounds=rounds, quick=quick)
+        if csv.is_file():  # keep the other datasets' last results; each is written as it finishes
+            old = pd.read_csv(csv)
+            frame = pd.concat([old[old["dataset"] != name], frame], ignore_index=True)
+        frame.to_csv(csv, index=False)
+        write_markdown(frame)
+        log(f"wrote BENCHMARKS.md and {csv}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+"""Model inputs: the seasonal lag, unknown promotions, past-only covariates and named holidays."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from common.windows import (
+    KNOWN_FEATURES,
+    PAST_ONLY,
+    build_windows,
+    event_bucket,
+    series_stats,
+)
+
+LAG = KNOWN_FEATURES.index("lag_season")
+
+
+def _panel(weeks: int = 120) -> pd.DataFrame:
+    dates = pd.date_range("2010-02-05", periods=weeks, freq="W-FRI")
+    demand = 100 + 10 * np.arange(weeks) % 52
+    promo = np.where(np.arange(weeks) < 90, np.nan, 3.0)  # unknown before week 90
+    return pd.DataFrame(
+        {
+            "series": "a",
+            "date": dates,
+            "demand": demand.astype(float),
+            "price": 1.0,
+            "promo": promo,
+            "holiday": 0.0,
+            "event": "",
+            "temp": np.arange(weeks, dtype=float),
+        }
+    )
+
+
+def test_seasonal_lag_is_demand_one_season_earlier_and_flagged_unknown_before():
+    panel = _panel()
+    stats = series_stats(panel, ())
+    w = build_windows(panel, stats, lookback=8, horizon=4, origins="last", lag=52)
+    b = w.batch(np.array([0]))
+    y = panel["demand"].to_numpy() / stats.scale["a"]
+    assert np.allclose(b["future"][0, :, LAG], y[-4 - 52 : -52])
+    assert b["future"][0, :, KNOWN_FEATURES.index("lag_known")].all()
+    early = build_windows(panel.head(30), stats, lookback=8, horizon=4, origins="last", lag=52)
+    assert not early.batch(np.array([0]))["future"][0, :, KNOWN_FEATURES.index("lag_known")].any()
+
+
+def test_missing_promotion_is_unknown_not_zero():
+    panel = _panel()
+    w = build_windows(panel, series_stats(panel, ()), lookback=8, horizon=4, origins="all", lag=52)
+    feats = w.past[0, 8:, PAST_ONLY:]
+    known = feats[:, KNOWN_FEATURES.index("promo_known")]
+    assert known[:90].sum() == 0 and known[90:].all()
+    assert np.allclose(feats[90:, KNOWN_FEATURES.index("promo")], 1.0)  # relative to the node's median
+
+
+def test_observed_covariates_never_reach_the_horizon():
+    panel = _panel()
+    stats = series_stats(panel, (), observed=("temp",))
+    w = build_windows(panel, stats, lookback=8, horizon=4, origins="last", lag=52)
+    b = w.batch(np.array([0]))
+    assert b["future"].shape[-1] == len(KNOWN_FEATURES)  # no past-only slot in future inputs
+    assert np.abs(b["past"][0, :, 2]).max() > 0  # standardised temperature is fed in the past
+
+
+def test_named_holidays_get_distinct_event_ids():
+    ids = {event_bucket(n) for n in ("super_bowl", "labor_day", "thanksgiving", "christmas")}
+    assert len(ids) == 4 and 0 not in ids
+    assert event_bucket("") == 0 and event_bucket("Thanksgiving") == event_bucket("thanksgiving")
+
+
+def test_anchor_rescales_last_season_by_the_recent_level():
+    import torch
+
+    from common.model import ModelConfig, build_model
+
+    lookback, horizon, k = 10, 3, len(KNOWN_FEATURES)
+    past = torch.zeros(1, lookback, PAST_ONLY + k)
+    past[..., 0], past[..., 1] = 2.0, 1.0  # recent demand 2, observed
+    past[..., PAST_ONLY + LAG], past[..., PAST_ONLY + KNOWN_FEATURES.index("lag_known")] = 1.0, 1.0
+    future = torch.zeros(1, horizon, k)
+    future[..., LAG] = torch.tensor([3.0, 0.5, 4.0])
+    future[0, :2, KNOWN_FEATURES.index("lag_known")] = 1.0  # the last step has no season-earlier value
+    seasonal = build_model(ModelConfig(lookback, horizon, hidden=8, heads=2, anchor="seasonal"), 0)
+    assert torch.allclose(seasonal._anchor(past, future), torch.tensor([[6.0, 1.0, 2.0]]))
+    level = build_model(ModelConfig(lookback, horizon, hidden=8, heads=2, anchor="level"), 0)
+    assert torch.allclose(level._anchor(past, future), torch.tensor([[2.0, 2.0, 2.0]]))
