@@ -96,11 +96,14 @@ def seasonal_naive(
     season: int,
     level_window: int = 0,
 ) -> pd.DataFrame:
-    """ŷ(T+h) = y(T+h−season); with ``level_window`` w, scaled by the last w periods over the same
-    w periods one season earlier (the ratio clipped to [0.5, 2] and 1 when undefined)."""
+    """ŷ(T+h) = y(T+h−k·season), k the fewest whole seasons back into the history. With
+    ``level_window`` w, scaled by the last w periods over the same w periods one season earlier
+    (the ratio clipped to [0.5, 2] and 1 when undefined)."""
     wide = _regular(history, keys, date, target, freq)
     future = pd.date_range(wide.index[-1], periods=horizon + 1, freq=freq)[1:]
-    values = np.vstack([wide.iloc[len(wide) - season + h].to_numpy() for h in range(horizon)])
+    steps = range(1, horizon + 1)
+    back = [len(wide) - 1 + h - season * -(-h // season) for h in steps]
+    values = np.vstack([wide.iloc[i].to_numpy() for i in back])
     if level_window:
         recent = wide.iloc[-level_window:].sum().to_numpy()
         before = wide.iloc[-season - level_window : -season].sum().to_numpy()

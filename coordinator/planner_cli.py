@@ -146,7 +146,7 @@ def demo(nodes: int, rounds: int, local_epochs: int, out_dir: str, engine: str, 
     help="he: real apps with CKKS; plain: same rounds unencrypted; local: each node alone; "
     "central: all data pooled.",
 )
-@click.option("--rounds", default=8, show_default=True, type=click.IntRange(1, 200))
+@click.option("--rounds", default=6, show_default=True, type=click.IntRange(1, 200))
 @click.option("--seed", default=7, show_default=True, type=int)
 @click.option("--until", default=None, help="Use history up to this date only (hold out what follows).")
 @one_line_errors

@@ -73,7 +73,7 @@ class SimulationSettings:
     dataset: str
     data: Path
     mode: str = "he"
-    rounds: int = 8
+    rounds: int = 6
     seed: int = 7
     until: str | None = None  # cut the history here (benchmarks hold out what follows)
     overrides: tuple[tuple[str, object], ...] = ()

@@ -221,7 +221,7 @@ def write_markdown(rows: pd.DataFrame) -> None:
 @click.option("--data-root", default=str(ROOT.parent / "shared" / "data"), show_default=True)
 @click.option("--work", default=str(ROOT / "runs" / "benchmark-accuracy"), show_default=True)
 @click.option("--seeds", default="7,8,9", show_default=True)
-@click.option("--rounds", default=8, show_default=True, type=int)
+@click.option("--rounds", default=6, show_default=True, type=int)
 @click.option("--datasets", default="walmart,store_item", show_default=True)
 @click.option("--quick", is_flag=True, help="1 seed, 2 rounds: a smoke check, not a result.")
 def main(data_root: str, work: str, seeds: str, rounds: int, datasets: str, quick: bool) -> None:

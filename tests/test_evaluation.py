@@ -49,3 +49,9 @@ def test_missing_forecast_rows_count_as_zero_and_are_reported():
     result = score(actual, fc, ["s"], "d", "y", "h")
     assert result["missing_forecasts"] == 1
     assert result["wmae"] == pytest.approx((1 + 6) / 2)
+
+
+def test_seasonal_naive_reaches_back_whole_seasons_when_the_horizon_is_longer():
+    hist = _weekly([1, 2, 3, 4, 5, 6, 7])  # season 3: the last season is 5, 6, 7
+    fc = seasonal_naive(hist, ["s"], "d", "y", "W-FRI", 7, 3)
+    assert fc["mean"].tolist() == [5, 6, 7, 5, 6, 7, 5]

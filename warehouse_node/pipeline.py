@@ -133,11 +133,12 @@ def holdout_metrics(data: NodeData, m: ModelConfig, vector: np.ndarray, season: 
     model = build_model(m, 0)
     load_vector(model, vector)
     windows = data.holdout_windows(m)
-    scale = np.expm1(windows.log_scale)[:, None]
+    rows = windows.index[:, 0]  # a series too young for a window has none
+    scale = np.expm1(windows.log_scale[rows])[:, None]
     scaled = predict_scaled(model, windows)
     target = windows.batch(np.arange(len(windows)))["target"]
     pred, actual = scaled * scale[..., None], target * scale
-    naive = seasonal_naive(data.panel, windows.series, m.horizon, season)
+    naive = seasonal_naive(data.panel, [windows.series[i] for i in rows], m.horizon, season)
     levels = m.quantiles
     lo, hi = (levels.index(0.1), levels.index(0.9)) if {0.1, 0.9} <= set(levels) else (0, -1)
     median = pred[..., levels.index(0.5)]
@@ -254,10 +255,11 @@ def forecast(cfg: NodeConfig, include_ended: bool = False) -> pd.DataFrame:
         origins="last",
         lag=data.lag,
     )
-    scale = np.expm1(windows.log_scale)[:, None, None]
+    rows = windows.index[:, 0]
+    scale = np.expm1(windows.log_scale[rows])[:, None, None]
     pred = np.clip(predict_scaled(model, windows) * scale, 0.0, None)
     pred = np.concatenate([pred, np.zeros((len(ended), m.horizon, len(m.quantiles)))])
-    names_order = [*windows.series, *ended]
+    names_order = [*(windows.series[i] for i in rows), *ended]
     rows = fut.set_index("series").loc[names_order, "date"].to_numpy().reshape(-1, m.horizon)
     out = pd.DataFrame(
         {
