@@ -17,6 +17,7 @@ The training budget is the same in every mode: ``rounds × local_epochs`` passes
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -96,14 +97,18 @@ def prepare_nodes(s: SimulationSettings, out: Path, report: Report) -> list[Node
     dirs = WRITERS[s.dataset](s.data, out / "nodes", s.until)  # fails early on a bad dataset
     fingerprint = crypto.keygen(out / "keys")
     report(f"{len(dirs)} node folders written; keys generated, fingerprint {fingerprint}")
-    configs, quarantined = [], 0
+    configs, totals = [], Counter()
     for d in dirs:
         provision_node(d, out / "keys", fingerprint)
         cfg = load_node_config(d)
-        counts = prepare_node(cfg)
-        quarantined += sum(v for k, v in counts.items() if k not in ("series", "periods", "dropped_columns"))
+        totals.update(prepare_node(cfg))
         configs.append(cfg)
-    report(f"{len(configs)} nodes prepared; {quarantined} rows quarantined (private/quarantine.csv)")
+    series, periods = totals.pop("series"), totals.pop("periods")
+    totals.pop("dropped_columns", None)
+    report(
+        f"{len(configs)} nodes prepared: {series} series, {periods} periods; quarantined rows by "
+        f"reason (each node's private/quarantine.csv): {dict(totals.most_common())}"
+    )
     return configs
 
 

@@ -157,8 +157,11 @@ def targets(rows: pd.DataFrame) -> str:
         ("CKKS WMAE ≤ 0.80 × seasonal naive", med["he"] / med["seasonal_naive"], 0.80, "≤"),
         ("CKKS WMAE ≤ 1.03 × centralized", med["he"] / med["central"], 1.03, "≤"),
         ("CKKS WMAE ≤ 0.90 × local-only", med["he"] / local_median, 0.90, "≤"),
-        ("|CKKS − plaintext| ≤ 0.5% WMAE", abs(med["he"] - med["plain"]) / med["plain"], 0.005, "≤"),
+        ("CKKS vs plaintext", 0.0, 0.005, "≤"),  # replaced below by the paired, per-seed figure
     ]
+    paired = walmart.pivot_table(index="seed", columns="method", values="wmae")
+    he_vs_plain = float(((paired["he"] - paired["plain"]).abs() / paired["plain"]).max())
+    checks[-1] = ("abs(CKKS − plaintext) ≤ 0.5% WMAE, worst seed", he_vs_plain, 0.005, "≤")
     cov = sub["coverage_80"].median()["he"]
     lines = ["| target | measured | met |", "|---|---|---|"]
     for label, value, bound, _ in checks:
@@ -224,7 +227,13 @@ def write_markdown(rows: pd.DataFrame) -> None:
 @click.option("--rounds", default=6, show_default=True, type=int)
 @click.option("--datasets", default="walmart,store_item", show_default=True)
 @click.option("--quick", is_flag=True, help="1 seed, 2 rounds: a smoke check, not a result.")
-def main(data_root: str, work: str, seeds: str, rounds: int, datasets: str, quick: bool) -> None:
+@click.option("--report-only", is_flag=True, help="Rewrite BENCHMARKS.md from WORK/accuracy.csv.")
+def main(
+    data_root: str, work: str, seeds: str, rounds: int, datasets: str, quick: bool, report_only: bool
+) -> None:
+    if report_only:
+        write_markdown(pd.read_csv(Path(work) / "accuracy.csv"))
+        return
     seed_list = [int(s) for s in seeds.split(",")][: 1 if quick else None]
     rounds = 2 if quick else rounds
     torch.set_num_threads(2)
