@@ -169,7 +169,8 @@ def _align(
                             "date": str(stop.date()),
                             "value": pd.NA,
                             "repaired_to": np.nan,
-                            "reason": f"series ended: no demand in last {gap} periods; not forecast",
+                            "reason": f"series ended: no demand in last {gap} periods; "
+                            "not forecast (0 in simulations)",
                         }
                     ]
                 )

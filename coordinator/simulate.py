@@ -79,6 +79,12 @@ class SimulationSettings:
     until: str | None = None  # cut the history here (benchmarks hold out what follows)
     overrides: tuple[tuple[str, object], ...] = ()
 
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"unknown mode {self.mode!r}: choose one of {', '.join(MODES)}")
+        if self.dataset not in PRESETS:
+            raise ValueError(f"unknown dataset {self.dataset!r}: choose one of {', '.join(PRESETS)}")
+
     def run_config(self, out: Path) -> dict[str, object]:
         return {
             **PRESETS[self.dataset],
@@ -184,8 +190,6 @@ def train_and_forecast(
     nodes: list[NodeConfig], s: SimulationSettings, out: Path, report: Report
 ) -> pd.DataFrame:
     """Train in ``s.mode`` over prepared nodes (keys in ``out/keys``); return dataset-shaped forecasts."""
-    if s.mode not in MODES:
-        raise ValueError(f"unknown mode {s.mode!r}: choose one of {', '.join(MODES)}")
     started = time.monotonic()
     rc = s.run_config(out)
     RUNNERS[s.mode](nodes, rc, report)
@@ -196,8 +200,6 @@ def train_and_forecast(
 
 def simulate(out: Path, s: SimulationSettings, report: Report) -> pd.DataFrame:
     """Run one simulation into ``out``; write and return ``forecasts.parquet``."""
-    if s.mode not in MODES:
-        raise ValueError(f"unknown mode {s.mode!r}: choose one of {', '.join(MODES)}")
     out = Path(out).resolve()
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} is not empty: choose another --out or remove it")
