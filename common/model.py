@@ -10,7 +10,7 @@ Shaped like a small Temporal Fusion Transformer:
 * multi-head attention from every horizon step to the encoder states, gated residual + layer norm;
 * a quantile head whose outputs cannot cross: the median plus cumulative softplus steps up and down,
   optionally learned as a correction to an anchor (the recent level, or demand one season earlier
-  rescaled by the recent level), which the network starts from instead of having to discover it.
+  shifted by this year's change in level), which the network starts from instead of having to discover it.
 
 Everything is in per-series scaled units (demand / series mean), so warehouses of very different
 volume train one shared model; callers multiply by the scale.
@@ -18,6 +18,7 @@ volume train one shared model; callers multiply by the scale.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import torch
@@ -27,7 +28,9 @@ from torch.nn import functional as F
 from common.windows import EVENT_BUCKETS, KNOWN_FEATURES, MAX_STATIC, PAST_ONLY, STATIC_BUCKETS
 
 LAG_SEASON, LAG_KNOWN = KNOWN_FEATURES.index("lag_season"), KNOWN_FEATURES.index("lag_known")
-RECENT = 8  # periods of recent level for the anchor
+YEAR_POSITION = tuple(KNOWN_FEATURES.index(f) for f in ("year_sin", "year_cos", "year_sin2", "year_cos2"))
+RECENT = 8  # periods of recent level for the level anchor
+SEASONAL_RECENT = 13  # periods over which the seasonal anchor measures this year's shift
 ANCHORS = ("none", "level", "seasonal")
 
 DEFAULT_QUANTILES = (0.02, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.98)
@@ -79,6 +82,24 @@ class DemandForecaster(nn.Module):
         self.dropout = nn.Dropout(cfg.dropout)
         self.head = nn.Linear(h, len(cfg.quantiles))
         self.median_index = cfg.quantiles.index(0.5)
+        # With a seasonal anchor the yearly shape comes from last season's demand. Fed the position
+        # in the year as well, the network memorises last year's anchor errors (one or two
+        # instances per week of the year) and repeats them: it scored worse (BENCHMARKS.md notes).
+        known_mask = torch.ones(k)
+        if cfg.anchor == "seasonal":
+            known_mask[list(YEAR_POSITION)] = 0.0
+        self.register_buffer("known_mask", known_mask, persistent=False)
+        if cfg.anchor != "none":
+            self._start_from_anchor()
+
+    @torch.no_grad()
+    def _start_from_anchor(self, spacing: float = 0.1) -> None:
+        """Zero the head's weights: an untrained model forecasts the anchor itself (median) with
+        quantiles ``spacing`` scaled units apart, so training learns corrections instead of first
+        unlearning a random offset (which a short federated budget never fully does)."""
+        nn.init.zeros_(self.head.weight)
+        nn.init.constant_(self.head.bias, math.log(math.expm1(spacing)))
+        self.head.bias[self.median_index] = 0.0
 
     def forward(
         self,
@@ -94,6 +115,8 @@ class DemandForecaster(nn.Module):
         log_scale [B] -> quantiles [B,H,Q]."""
         static = self.static_embedding(static_ids).sum(1) + self.scale_proj(log_scale[:, None])
         state = (torch.tanh(self.init_h(static))[None], torch.tanh(self.init_c(static))[None])
+        past = torch.cat([past[..., :PAST_ONLY], past[..., PAST_ONLY:] * self.known_mask], dim=-1)
+        future = future * self.known_mask
         past_in = self.past_proj(past) + self.event_embedding(past_events) + static[:, None]
         encoded, state = self.encoder(past_in, state)
         future_in = self.future_proj(future) + self.event_embedding(future_events) + static[:, None]
@@ -108,24 +131,22 @@ class DemandForecaster(nn.Module):
 
     def _anchor(self, past: torch.Tensor, future: torch.Tensor) -> torch.Tensor:
         """What the quantiles are learned around, [B,H] in scaled units. ``level``: the mean of
-        the last RECENT observed periods. ``seasonal``: demand one season earlier rescaled by the
-        recent level against the same periods a season before (the level where there is no
-        season-earlier value) — strong for smooth weekly data, too noisy for single days."""
+        the last RECENT observed periods. ``seasonal``: demand one season earlier (smoothed, see
+        ``common.windows``) shifted by how much the last SEASONAL_RECENT periods differ from the
+        same periods a season before; the level where there is no season-earlier value. Strong for
+        smooth weekly data, too noisy for single days. An additive shift over 13 periods beat a
+        ratio and shorter spans on origins before the benchmark window (BENCHMARKS.md notes)."""
         y, seen = past[..., 0], past[..., 1]
         lag, known = future[..., LAG_SEASON], future[..., LAG_KNOWN]
-        recent = y[:, -RECENT:]
         weight = seen[:, -RECENT:]
-        level = (recent * weight).sum(1) / weight.sum(1).clamp_min(1.0)
+        level = (y[:, -RECENT:] * weight).sum(1) / weight.sum(1).clamp_min(1.0)
         if self.cfg.anchor == "level":
             return level[:, None].expand(-1, future.shape[1])
-        past_lag, past_known = (
-            past[:, -RECENT:, PAST_ONLY + LAG_SEASON],
-            past[:, -RECENT:, PAST_ONLY + LAG_KNOWN],
-        )
-        both = weight * past_known
-        ratio = (recent * both).sum(1) / (past_lag * both).sum(1).clamp_min(1e-3)
-        ratio = torch.where(both.sum(1) >= RECENT / 2, ratio.clamp(0.5, 2.0), torch.ones_like(ratio))
-        return torch.where(known > 0, lag * ratio[:, None], level[:, None])
+        n = min(SEASONAL_RECENT, past.shape[1])
+        both = seen[:, -n:] * past[:, -n:, PAST_ONLY + LAG_KNOWN]
+        gap = ((y[:, -n:] - past[:, -n:, PAST_ONLY + LAG_SEASON]) * both).sum(1) / both.sum(1).clamp_min(1.0)
+        shift = torch.where(both.sum(1) >= n / 2, gap, torch.zeros_like(gap))
+        return torch.where(known > 0, lag + shift[:, None], level[:, None])
 
     def _monotone(self, raw: torch.Tensor) -> torch.Tensor:
         m = self.median_index

@@ -8,8 +8,9 @@ Known-future covariates (same columns in the past and in the horizon), ``KNOWN_F
   promotion value (NaN, e.g. Walmart markdowns before Nov 2011) is unknown, not "no promotion";
 * log price relative to the series' median price;
 * position in the year (two harmonics) and in the week;
-* the series' own demand one season earlier (52 weeks, or 364 days for daily data) with a flag
-  saying whether it exists and whether that period was a holiday. It is history, so it is known
+* the series' own demand one season earlier (52 weeks, or 364 days for daily data), smoothed over
+  its neighbours outside holidays, with a flag saying whether it exists and whether that period
+  was a holiday. It is history, so it is known
   for every horizon step as long as the horizon is shorter than the season.
 
 Past-only inputs: scaled demand, an "observed" mask (0 before a series started or in the horizon)
@@ -151,12 +152,27 @@ def observed_covariates(frame: pd.DataFrame, stats: SeriesStats) -> np.ndarray:
 
 
 def _seasonal_lag(y: np.ndarray, observed: np.ndarray, holiday: np.ndarray, lag: int) -> np.ndarray:
-    """[T, 3]: demand one season earlier, whether it was observed, whether it was a holiday."""
+    """[T, 3]: demand one season earlier, whether it was observed, whether it was a holiday.
+
+    The value is smoothed over the same period a week before and after (weights 1/4, 1/2, 1/4;
+    the neighbours are ``lag // 52`` periods away, so daily data keeps its weekday) unless one of
+    the three was a holiday or unobserved: one noisy week a year ago is a poor guide, a holiday
+    peak must stay sharp. Picked on origins before the benchmark window (BENCHMARKS.md notes).
+    """
     out = np.zeros((len(y), 3), dtype=np.float32)
-    if len(y) > lag:
-        out[lag:, 0] = y[:-lag]
-        out[lag:, 1] = observed[:-lag]
-        out[lag:, 2] = holiday[:-lag]
+    if len(y) <= lag:
+        return out
+    step = max(1, lag // 52)
+    value = y[:-lag].copy()
+    centre = np.arange(step, min(len(value), len(y) - step))
+    before, after = centre - step, centre + step
+    smooth = (observed[before] * observed[centre] * observed[after] > 0) & (
+        holiday[before] + holiday[centre] + holiday[after] == 0
+    )
+    value[centre[smooth]] = 0.25 * y[before[smooth]] + 0.5 * y[centre[smooth]] + 0.25 * y[after[smooth]]
+    out[lag:, 0] = value
+    out[lag:, 1] = observed[:-lag]
+    out[lag:, 2] = holiday[:-lag]
     return out
 
 

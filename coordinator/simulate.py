@@ -51,7 +51,7 @@ PRESETS: dict[str, dict[str, object]] = {
         "local-epochs": 1,
         "max-batches": 12,
         "batch-size": 256,
-        "learning-rate": 0.004,
+        "learning-rate": 0.001,
         "scale-weight": 1.0,
     },
     "store_item": {

@@ -34,16 +34,28 @@ def _panel(weeks: int = 120) -> pd.DataFrame:
     )
 
 
-def test_seasonal_lag_is_demand_one_season_earlier_and_flagged_unknown_before():
+def test_seasonal_lag_is_demand_one_season_earlier_smoothed_and_flagged_unknown_before():
     panel = _panel()
     stats = series_stats(panel, ())
     w = build_windows(panel, stats, lookback=8, horizon=4, origins="last", lag=52)
     b = w.batch(np.array([0]))
     y = panel["demand"].to_numpy() / stats.scale["a"]
-    assert np.allclose(b["future"][0, :, LAG], y[-4 - 52 : -52])
+    t = np.arange(len(y) - 4, len(y)) - 52  # the same weeks a season earlier
+    assert np.allclose(b["future"][0, :, LAG], 0.25 * y[t - 1] + 0.5 * y[t] + 0.25 * y[t + 1])
     assert b["future"][0, :, KNOWN_FEATURES.index("lag_known")].all()
     early = build_windows(panel.head(30), stats, lookback=8, horizon=4, origins="last", lag=52)
     assert not early.batch(np.array([0]))["future"][0, :, KNOWN_FEATURES.index("lag_known")].any()
+
+
+def test_seasonal_lag_keeps_a_holiday_peak_sharp():
+    panel = _panel()
+    peak = len(panel) - 2 - 52  # a season before the second-to-last week
+    panel.loc[peak, ["demand", "holiday"]] = [900.0, 1.0]
+    stats = series_stats(panel, ())
+    b = build_windows(panel, stats, lookback=8, horizon=4, origins="last", lag=52).batch(np.array([0]))
+    lags = b["future"][0, :, LAG] * stats.scale["a"]
+    assert np.isclose(lags[2], 900.0)  # the holiday itself, unsmoothed
+    assert np.allclose(lags[[1, 3]], panel["demand"].to_numpy()[[peak - 1, peak + 1]])  # its neighbours too
 
 
 def test_missing_promotion_is_unknown_not_zero():
@@ -70,19 +82,59 @@ def test_named_holidays_get_distinct_event_ids():
     assert event_bucket("") == 0 and event_bucket("Thanksgiving") == event_bucket("thanksgiving")
 
 
-def test_anchor_rescales_last_season_by_the_recent_level():
+def test_anchor_shifts_last_season_by_this_years_change_in_level():
     import torch
 
     from common.model import ModelConfig, build_model
 
     lookback, horizon, k = 10, 3, len(KNOWN_FEATURES)
     past = torch.zeros(1, lookback, PAST_ONLY + k)
-    past[..., 0], past[..., 1] = 2.0, 1.0  # recent demand 2, observed
+    past[..., 0], past[..., 1] = 2.0, 1.0  # recent demand 2, observed: one above a season ago
     past[..., PAST_ONLY + LAG], past[..., PAST_ONLY + KNOWN_FEATURES.index("lag_known")] = 1.0, 1.0
     future = torch.zeros(1, horizon, k)
     future[..., LAG] = torch.tensor([3.0, 0.5, 4.0])
     future[0, :2, KNOWN_FEATURES.index("lag_known")] = 1.0  # the last step has no season-earlier value
     seasonal = build_model(ModelConfig(lookback, horizon, hidden=8, heads=2, anchor="seasonal"), 0)
-    assert torch.allclose(seasonal._anchor(past, future), torch.tensor([[6.0, 1.0, 2.0]]))
+    assert torch.allclose(seasonal._anchor(past, future), torch.tensor([[4.0, 1.5, 2.0]]))
     level = build_model(ModelConfig(lookback, horizon, hidden=8, heads=2, anchor="level"), 0)
     assert torch.allclose(level._anchor(past, future), torch.tensor([[2.0, 2.0, 2.0]]))
+
+
+def _inputs(lookback: int = 10, horizon: int = 3, seed: int = 0):
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    k = len(KNOWN_FEATURES)
+    past, future = torch.rand(2, lookback, PAST_ONLY + k, generator=g), torch.rand(2, horizon, k, generator=g)
+    past[..., 1], past[..., PAST_ONLY + KNOWN_FEATURES.index("lag_known")] = 1.0, 1.0
+    future[..., KNOWN_FEATURES.index("lag_known")] = 1.0
+    events = torch.zeros(2, lookback, dtype=torch.long), torch.zeros(2, horizon, dtype=torch.long)
+    return past, future, *events, torch.zeros(2, 4, dtype=torch.long), torch.ones(2)
+
+
+def test_untrained_anchored_model_forecasts_its_anchor_with_ordered_quantiles():
+    import torch
+
+    from common.model import ModelConfig, build_model
+
+    model = build_model(ModelConfig(10, 3, hidden=8, heads=2, anchor="seasonal"), 0).eval()
+    past, future, *rest = _inputs()
+    q = model(past, future, *rest)
+    assert torch.allclose(q[..., model.median_index], model._anchor(past, future))
+    assert (q.diff(dim=-1) > 0).all()
+
+
+def test_seasonal_anchor_ignores_the_position_in_the_year():
+    import torch
+
+    from common.model import YEAR_POSITION, ModelConfig, build_model
+
+    past, future, *rest = _inputs()
+    shifted_past, shifted_future = past.clone(), future.clone()
+    shifted_past[..., [PAST_ONLY + j for j in YEAR_POSITION]] += 0.7
+    shifted_future[..., list(YEAR_POSITION)] -= 0.4
+    for anchor, same in (("seasonal", True), ("level", False)):
+        model = build_model(ModelConfig(10, 3, hidden=8, heads=2, anchor=anchor), 1).eval()
+        torch.nn.init.normal_(model.head.weight)  # as if trained: the network's output matters
+        a, b = model(past, future, *rest), model(shifted_past, shifted_future, *rest)
+        assert torch.allclose(a, b) is same
