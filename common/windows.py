@@ -10,8 +10,8 @@ Known-future covariates (same columns in the past and in the horizon), ``KNOWN_F
 * position in the year (two harmonics) and in the week;
 * the series' own demand one season earlier (52 weeks, or 364 days for daily data), smoothed over
   its neighbours outside holidays, with a flag saying whether it exists and whether that period
-  was a holiday. It is history, so it is known
-  for every horizon step as long as the horizon is shorter than the season.
+  was a holiday. It is history, so it is known for every horizon step as long as the horizon is
+  shorter than the season.
 
 Past-only inputs: scaled demand, an "observed" mask (0 before a series started or in the horizon)
 and up to ``MAX_OBSERVED`` observed covariates (e.g. temperature, CPI), standardised with the
@@ -151,13 +151,17 @@ def observed_covariates(frame: pd.DataFrame, stats: SeriesStats) -> np.ndarray:
     return out
 
 
-def _seasonal_lag(y: np.ndarray, observed: np.ndarray, holiday: np.ndarray, lag: int) -> np.ndarray:
+def _seasonal_lag(
+    y: np.ndarray, observed: np.ndarray, holiday: np.ndarray, lag: int, horizon: int
+) -> np.ndarray:
     """[T, 3]: demand one season earlier, whether it was observed, whether it was a holiday.
 
     The value is smoothed over the same period a week before and after (weights 1/4, 1/2, 1/4;
     the neighbours are ``lag // 52`` periods away, so daily data keeps its weekday) unless one of
     the three was a holiday or unobserved: one noisy week a year ago is a poor guide, a holiday
     peak must stay sharp. Picked on origins before the benchmark window (BENCHMARKS.md notes).
+    Not smoothed when the horizon reaches the later neighbour: a training window would see demand
+    from its own horizon.
     """
     out = np.zeros((len(y), 3), dtype=np.float32)
     if len(y) <= lag:
@@ -166,8 +170,10 @@ def _seasonal_lag(y: np.ndarray, observed: np.ndarray, holiday: np.ndarray, lag:
     value = y[:-lag].copy()
     centre = np.arange(step, min(len(value), len(y) - step))
     before, after = centre - step, centre + step
-    smooth = (observed[before] * observed[centre] * observed[after] > 0) & (
-        holiday[before] + holiday[centre] + holiday[after] == 0
+    smooth = (
+        (observed[before] * observed[centre] * observed[after] > 0)
+        & (holiday[before] + holiday[centre] + holiday[after] == 0)
+        & (horizon <= lag - step)
     )
     value[centre[smooth]] = 0.25 * y[before[smooth]] + 0.5 * y[centre[smooth]] + 0.25 * y[after[smooth]]
     out[lag:, 0] = value
@@ -237,7 +243,7 @@ def build_windows(
         scale = float(stats.scale.get(series, 1.0))
         observed = np.isfinite(demand[rows]).astype(np.float32)
         y = np.nan_to_num(demand[rows] / scale, nan=0.0).astype(np.float32)
-        seasonal = _seasonal_lag(y, observed, holiday[rows], lag)
+        seasonal = _seasonal_lag(y, observed, holiday[rows], lag, horizon)
         feats = np.column_stack([y, observed, obs_cov[rows], cov[rows], seasonal])
         pasts.append(np.vstack([np.zeros((lookback, feats.shape[1]), np.float32), feats]))
         events.append(np.concatenate([np.zeros(lookback, np.int64), event_ids[rows]]))

@@ -47,6 +47,14 @@ def test_seasonal_lag_is_demand_one_season_earlier_smoothed_and_flagged_unknown_
     assert not early.batch(np.array([0]))["future"][0, :, KNOWN_FEATURES.index("lag_known")].any()
 
 
+def test_seasonal_lag_is_not_smoothed_with_demand_from_the_windows_own_horizon():
+    panel = _panel()
+    stats = series_stats(panel, ())
+    y = panel["demand"].to_numpy() / stats.scale["a"]
+    b = build_windows(panel, stats, lookback=8, horizon=52, origins="last", lag=52).batch(np.array([0]))
+    assert np.allclose(b["future"][0, :, LAG], y[-52 - 52 : -52])  # raw: the next week is in the horizon
+
+
 def test_seasonal_lag_keeps_a_holiday_peak_sharp():
     panel = _panel()
     peak = len(panel) - 2 - 52  # a season before the second-to-last week
