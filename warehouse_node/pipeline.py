@@ -7,13 +7,14 @@ the quarantine file and the decrypted global model.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
+from common.calibration import IntervalCalibration
 from common.config import NodeConfig
 from common.deid import load_or_create_secret, pseudonym, series_label
 from common.demand import mark_events, prepare, read_table
@@ -101,6 +102,16 @@ class NodeData:
         last = self.panel.groupby("series")["date"].max()
         alive = last.index[(last == self.panel["date"].max()) & last.index.isin(self.stats.scale.index)]
         return self.windows(self.panel[self.panel["series"].isin(alive)], m, origins="last")
+
+    def calibration_windows(self, m: ModelConfig) -> WindowSet:
+        """Training windows whose horizon covers the same part of the season one season before the
+        next forecast (origins within ±H/3 periods): errors differ by season (holidays, peaks),
+        so the intervals are calibrated on the stretch of last season that the forecast repeats."""
+        windows = self.train_windows(m)
+        length = self.train.groupby("series").size().reindex(windows.series).to_numpy()
+        target = m.lookback + length[windows.index[:, 0]] - self.lag
+        keep = np.abs(windows.index[:, 1] - target) <= m.horizon // 3
+        return replace(windows, index=windows.index[keep])
 
 
 def local_update(
@@ -257,7 +268,9 @@ def forecast(cfg: NodeConfig, include_ended: bool = False) -> pd.DataFrame:
     )
     rows = windows.index[:, 0]
     scale = np.expm1(windows.log_scale[rows])[:, None, None]
-    pred = np.clip(predict_scaled(model, windows) * scale, 0.0, None)
+    calibration = calibrate_intervals(model, data.calibration_windows(m), m)
+    scaled = calibration.apply(predict_scaled(model, windows), windows.log_scale[rows])
+    pred = np.clip(scaled * scale, 0.0, None)
     pred = np.concatenate([pred, np.zeros((len(ended), m.horizon, len(m.quantiles)))])
     names_order = [*(windows.series[i] for i in rows), *ended]
     rows = fut.set_index("series").loc[names_order, "date"].to_numpy().reshape(-1, m.horizon)
@@ -279,6 +292,19 @@ def forecast(cfg: NodeConfig, include_ended: bool = False) -> pd.DataFrame:
     for k, col in enumerate(c for c in cfg.data.series_keys if c not in out.columns):
         out.insert(2 + k, col, out["series"].map(names[col]).to_numpy())
     return out.drop(columns=["series"])
+
+
+def calibrate_intervals(model, calibration: WindowSet, m: ModelConfig) -> IntervalCalibration:
+    """Conformal interval margins from the node's own calibration windows (its data only)."""
+    idx = calibration.index
+    observed = calibration.past[idx[:, :1], idx[:, 1:] + np.arange(m.horizon), 1]
+    return IntervalCalibration.fit(
+        predict_scaled(model, calibration),
+        calibration.batch(np.arange(len(calibration)))["target"],
+        observed,
+        calibration.log_scale[idx[:, 0]],
+        m.quantiles,
+    )
 
 
 def _path_correlation(model, holdout: WindowSet, m: ModelConfig) -> float:
