@@ -5,7 +5,8 @@ per-period quantiles. We draw sample paths: per-period marginals from the foreca
 joined by a Gaussian copula with AR(1) correlation rho^|i-j| across the horizon (rho estimated by
 the node from its own forecast errors), and take quantiles of the summed paths.
 
-Policy (periodic review every R periods, lead time L, service level α):
+Policy (periodic review every R periods, lead time L, service level α); the levels come from a
+policy in common.policies, by default the probabilistic one:
 * reorder point s = α-quantile of demand over L; order-up-to S = α-quantile of demand over R + L;
   safety stock = S − mean demand over R + L;
 * inventory position IP = on_hand + on_order;
@@ -22,6 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import torch
+
+from common.policies import POLICIES, DemandForecast, Policy
 
 REPLENISH_NOW, WARNING, OBSERVE = "REPLENISH_NOW", "WARNING", "OBSERVE"
 IN_STOCK, LOW_STOCK, OUT_OF_STOCK = "IN_STOCK", "LOW_STOCK", "OUT_OF_STOCK"
@@ -86,36 +89,46 @@ def order_quantity(need: float, moq: float, pack_size: float) -> int:
     return int(math.ceil(qty / pack - 1e-9) * pack)
 
 
+def review_status(position: float, reorder_point: float, review_demand: float) -> str:
+    """REPLENISH_NOW at or below s; WARNING when the demand expected before the next review would
+    take the position to s (an order now is the last one that arrives in time); else OBSERVE."""
+    if position <= reorder_point:
+        return REPLENISH_NOW
+    if position - review_demand <= reorder_point:
+        return WARNING
+    return OBSERVE
+
+
 def decide(
-    row: pd.Series, paths: np.ndarray, origin: pd.Timestamp, freq: str, cfg: StrategyConfig
+    row: pd.Series,
+    paths: np.ndarray,
+    origin: pd.Timestamp,
+    freq: str,
+    cfg: StrategyConfig,
+    policy: Policy = POLICIES["probabilistic"],
+    residual_sd: float | None = None,
 ) -> tuple[dict, dict]:
-    """One sku's decision and strategy rows from its demand paths [n, H]."""
+    """One sku's decision and strategy rows from its demand paths [n, H]; ``policy`` sets (s, S)."""
     lead, review = int(row["lead_time"]), int(row["review_period"])
     alpha = float(row["service_level"])
     on_hand, on_order = float(row["on_hand"]), float(row["on_order"])
     position = on_hand + on_order
-    d_lead = paths[:, :lead].sum(1)
-    d_cycle = paths[:, : lead + review].sum(1)
-    reorder_point = float(np.quantile(d_lead, alpha))
-    order_up_to = float(np.quantile(d_cycle, alpha))
-    safety = order_up_to - float(d_cycle.mean())
+    levels = policy.levels(DemandForecast(paths, residual_sd), 0, lead, review, alpha)
+    reorder_point, order_up_to = levels.reorder_point, levels.order_up_to
+    safety = order_up_to - float(paths[:, : lead + review].sum(1).mean())
     review_demand = float(paths[:, :review].sum(1).mean())
     qty = order_quantity(order_up_to - position, float(row["moq"]), float(row["pack_size"]))
-    nums = (
-        f"position {position:.1f} (on hand {on_hand:.1f} + on order {on_order:.1f}), "
-        f"reorder point {reorder_point:.1f} = P{alpha * 100:.0f} of {lead}-period demand, "
-        f"order-up-to {order_up_to:.1f} = P{alpha * 100:.0f} of {lead + review}-period demand"
-    )
-    if position <= reorder_point:
-        status, why = REPLENISH_NOW, f"position at or below reorder point: {nums}"
-    elif position - review_demand <= reorder_point:
-        status = WARNING
+    nums = f"position {position:.1f} (on hand {on_hand:.1f} + on order {on_order:.1f}), {levels.basis}"
+    status = review_status(position, reorder_point, review_demand)
+    if status == REPLENISH_NOW:
+        why = f"position at or below reorder point: {nums}"
+    elif status == WARNING:
         why = (
             f"expected {review_demand:.1f} demand before next review brings position to "
             f"{position - review_demand:.1f} <= reorder point: {nums}"
         )
     else:
-        status, why, qty = OBSERVE, f"position above reorder point after next review: {nums}", 0
+        why, qty = f"position above reorder point after next review: {nums}", 0
     if qty and (row["moq"] or row["pack_size"] > 1):
         why += f"; order {qty} after MOQ {row['moq']:g} and pack {row['pack_size']:g}"
     decision = {

@@ -169,5 +169,6 @@ def to_dataset_columns(name: str, forecasts: pd.DataFrame) -> pd.DataFrame:
     for key in ds.keys:
         out[key] = pd.to_numeric(out[key]).astype(np.int64)
     quantiles = sorted(c for c in out.columns if c.startswith("q") and c[1:].isdigit())
-    cols = [*ds.keys, ds.date, "mean", *quantiles]
+    extra = [c for c in ("residual_sd", "path_corr") if c in out.columns]
+    cols = [*ds.keys, ds.date, "mean", *quantiles, *extra]
     return out[cols].sort_values([*ds.keys, ds.date]).reset_index(drop=True)

@@ -3,6 +3,7 @@
 import os
 import stat
 
+import numpy as np
 import pandas as pd
 from click.testing import CliRunner
 
@@ -21,8 +22,8 @@ def test_keygen_writes_private_secret_and_public_context(tmp_path):
     assert again.exit_code != 0 and "refusing to overwrite" in again.output
 
 
-def _replenish(forecasts, stock, out):
-    args = ["replenish", "--forecasts", str(forecasts), "--stock", str(stock), "--out", str(out)]
+def _replenish(forecasts, stock, out, *extra):
+    args = ["replenish", "--forecasts", str(forecasts), "--stock", str(stock), "--out", str(out), *extra]
     return CliRunner().invoke(node, args)
 
 
@@ -50,6 +51,17 @@ def test_prepare_forecast_replenish_on_a_node(nodes, tmp_path):
     decisions = pd.read_csv(out / "decisions.csv")
     assert set(decisions["sku"]) == set(pd.read_csv(node_dir / "stock.csv")["sku"])
     assert set(decisions["status"]) <= {"REPLENISH_NOW", "WARNING", "OBSERVE"}
+    assert (fc["residual_sd"] > 0).all() and np.isfinite(fc["residual_sd"]).all()
+    for policy, cited in (("classical", "× σ"), ("seed-rule", "1.2 × forecast")):
+        result = _replenish(
+            node_dir / "out" / "forecasts.parquet", node_dir / "stock.csv", out, "--policy", policy
+        )
+        assert result.exit_code == 0, result.output
+        assert pd.read_csv(out / "decisions.csv")["reason"].str.contains(cited, regex=False).all()
+    result = _replenish(
+        node_dir / "out" / "forecasts.parquet", node_dir / "stock.csv", out, "--policy", "guess"
+    )
+    assert result.exit_code != 0 and "guess" in result.output
     # a bad stock file: decided rows written, bad rows listed, non-zero exit
     stock = pd.read_csv(node_dir / "stock.csv")
     stock.loc[0, "on_hand"] = -5

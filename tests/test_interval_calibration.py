@@ -76,3 +76,13 @@ def test_calibration_windows_cover_the_same_weeks_one_season_before_each_series_
     seasons_back = [length[windows.series[s]] - (t - m.lookback) for s, t in windows.index]
     assert sorted(set(seasons_back)) == list(range(52 - 4, 52 + 5))
     assert {windows.series[s] for s in windows.index[:, 0]} == {"long", "short"}
+
+
+def test_a_node_younger_than_a_season_calibrates_on_its_most_recent_windows():
+    dates = pd.date_range("2010-02-05", periods=40, freq="W-FRI")
+    panel = pd.DataFrame({"series": "a", "date": dates, "demand": 10.0, "price": 1.0, "promo": 0.0})
+    panel = panel.assign(holiday=0.0, event="")
+    data = NodeData(panel, panel, series_stats(panel, ()), dates[-1], lag=52)
+    m = ModelConfig(lookback=8, horizon=12, hidden=8, heads=2, quantiles=LEVELS)
+    first_target = data.calibration_windows(m).index[:, 1] - m.lookback
+    assert sorted(first_target) == list(range(40 - 12 - 8, 40 - 12 + 1))

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from common.cli_errors import one_line_errors
 from common.config import load_node_config
+from common.policies import POLICIES
 from warehouse_node.pipeline import QUARANTINE_FILE, forecast, prepare_node
 from warehouse_node.replenish import run_replenish
 
@@ -70,10 +71,17 @@ def forecast_cmd(node_dir: str, out_path: str | None) -> None:
 @click.option("--stock", "stock_path", required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False))
 @click.option("--node", "node_name", default=None, help="Only this node's rows of a combined forecasts file.")
+@click.option(
+    "--policy",
+    type=click.Choice(list(POLICIES)),
+    default="probabilistic",
+    show_default=True,
+    help="How reorder point and order-up-to are set (see common/policies.py).",
+)
 @one_line_errors
-def replenish(forecasts_path: str, stock_path: str, out_dir: str, node_name: str | None) -> None:
+def replenish(forecasts_path: str, stock_path: str, out_dir: str, node_name: str | None, policy: str) -> None:
     """Write OUT/decisions.csv and OUT/strategy.csv for the skus of the stock file."""
-    result = run_replenish(Path(forecasts_path), Path(stock_path), Path(out_dir), node_name)
+    result = run_replenish(Path(forecasts_path), Path(stock_path), Path(out_dir), node_name, policy)
     counts = result.decisions["status"].value_counts().to_dict()
     console.print(f"decisions: {counts}; promotions: {result.strategy['promotion'].value_counts().to_dict()}")
     if len(result.rejected):

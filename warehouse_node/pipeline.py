@@ -106,11 +106,14 @@ class NodeData:
     def calibration_windows(self, m: ModelConfig) -> WindowSet:
         """Training windows whose horizon covers the same part of the season one season before the
         next forecast (origins within ±H/3 periods): errors differ by season (holidays, peaks),
-        so the intervals are calibrated on the stretch of last season that the forecast repeats."""
+        so the intervals are calibrated on the stretch of last season that the forecast repeats.
+        A node with less than a season of history uses its most recent windows instead."""
         windows = self.train_windows(m)
         length = self.train.groupby("series").size().reindex(windows.series).to_numpy()
-        target = m.lookback + length[windows.index[:, 0]] - self.lag
-        keep = np.abs(windows.index[:, 1] - target) <= m.horizon // 3
+        end = m.lookback + length[windows.index[:, 0]]
+        keep = np.abs(windows.index[:, 1] - (end - self.lag)) <= m.horizon // 3
+        if not keep.any():
+            keep = windows.index[:, 1] >= end - m.horizon - 2 * (m.horizon // 3)
         return replace(windows, index=windows.index[keep])
 
 
@@ -268,9 +271,10 @@ def forecast(cfg: NodeConfig, include_ended: bool = False) -> pd.DataFrame:
     )
     rows = windows.index[:, 0]
     scale = np.expm1(windows.log_scale[rows])[:, None, None]
-    calibration = calibrate_intervals(model, data.calibration_windows(m), m)
-    scaled = calibration.apply(predict_scaled(model, windows), windows.log_scale[rows])
+    errors = CalibrationErrors.of(model, data.calibration_windows(m), m)
+    scaled = errors.interval_calibration(m).apply(predict_scaled(model, windows), windows.log_scale[rows])
     pred = np.clip(scaled * scale, 0.0, None)
+    residual_sd = errors.residual_sd(m, [windows.series[i] for i in rows], scale[:, 0, 0])
     pred = np.concatenate([pred, np.zeros((len(ended), m.horizon, len(m.quantiles)))])
     names_order = [*(windows.series[i] for i in rows), *ended]
     rows = fut.set_index("series").loc[names_order, "date"].to_numpy().reshape(-1, m.horizon)
@@ -284,6 +288,7 @@ def forecast(cfg: NodeConfig, include_ended: bool = False) -> pd.DataFrame:
     )
     for j, level in enumerate(m.quantiles):
         out[f"q{round(level * 100):02d}"] = pred[..., j].ravel()
+    out["residual_sd"] = np.repeat(np.concatenate([residual_sd, np.zeros(len(ended))]), m.horizon)
     out["path_corr"] = _path_correlation(model, data.holdout_windows(m), m)
     if include_ended:
         out["ended"] = out["series"].isin(ended)
@@ -294,17 +299,38 @@ def forecast(cfg: NodeConfig, include_ended: bool = False) -> pd.DataFrame:
     return out.drop(columns=["series"])
 
 
-def calibrate_intervals(model, calibration: WindowSet, m: ModelConfig) -> IntervalCalibration:
-    """Conformal interval margins from the node's own calibration windows (its data only)."""
-    idx = calibration.index
-    observed = calibration.past[idx[:, :1], idx[:, 1:] + np.arange(m.horizon), 1]
-    return IntervalCalibration.fit(
-        predict_scaled(model, calibration),
-        calibration.batch(np.arange(len(calibration)))["target"],
-        observed,
-        calibration.log_scale[idx[:, 0]],
-        m.quantiles,
-    )
+@dataclass(frozen=True)
+class CalibrationErrors:
+    """The global model's forecasts on the node's calibration windows, in scaled units."""
+
+    windows: WindowSet
+    pred: np.ndarray  # [N, H, Q]
+    actual: np.ndarray  # [N, H]
+    observed: np.ndarray  # [N, H]
+
+    @classmethod
+    def of(cls, model, calibration: WindowSet, m: ModelConfig) -> CalibrationErrors:
+        idx = calibration.index
+        observed = calibration.past[idx[:, :1], idx[:, 1:] + np.arange(m.horizon), 1]
+        actual = calibration.batch(np.arange(len(calibration)))["target"]
+        return cls(calibration, predict_scaled(model, calibration), actual, observed)
+
+    def interval_calibration(self, m: ModelConfig) -> IntervalCalibration:
+        """Conformal interval margins from these windows (the node's data only)."""
+        log_scale = self.windows.log_scale[self.windows.index[:, 0]]
+        return IntervalCalibration.fit(self.pred, self.actual, self.observed, log_scale, m.quantiles)
+
+    def residual_sd(self, m: ModelConfig, series: list[str], scale: np.ndarray) -> np.ndarray:
+        """Per-series standard deviation of one-period median errors, in units; a series with
+        fewer than one horizon of calibration errors gets the node's pooled figure."""
+        err = (self.pred[..., m.quantiles.index(0.5)] - self.actual)[self.observed > 0]
+        names = np.broadcast_to(self.windows.index[:, :1], self.observed.shape)[self.observed > 0]
+        by_row = pd.Series(err).groupby(names).agg(["std", "size"])
+        pooled = float(np.std(err)) if err.size > 1 else float("nan")
+        row_of = {name: i for i, name in enumerate(self.windows.series)}
+        own = by_row.reindex([row_of.get(s, -1) for s in series])
+        sd = own["std"].where(own["size"] >= m.horizon, pooled).to_numpy(dtype=float)
+        return sd * scale
 
 
 def _path_correlation(model, holdout: WindowSet, m: ModelConfig) -> float:

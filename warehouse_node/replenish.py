@@ -17,6 +17,7 @@ import pandas as pd
 from common.config import ConfigError
 from common.demand import read_table
 from common.inventory import StrategyConfig, decide, sample_paths
+from common.policies import POLICIES, Policy
 
 REQUIRED = ("sku", "on_hand", "lead_time")
 DEFAULTS = {"on_order": 0.0, "review_period": 1, "service_level": 0.95, "moq": 0.0, "pack_size": 1.0}
@@ -86,10 +87,16 @@ def validate_stock(stock: pd.DataFrame, horizon: int, known: set[str]) -> tuple[
 
 
 def replenish(
-    forecasts: pd.DataFrame, stock: pd.DataFrame, freq: str, cfg: StrategyConfig | None = None
+    forecasts: pd.DataFrame,
+    stock: pd.DataFrame,
+    freq: str,
+    cfg: StrategyConfig | None = None,
+    policy: Policy = POLICIES["probabilistic"],
 ) -> ReplenishResult:
     cfg = cfg or StrategyConfig()
     require_forecast_columns(forecasts)
+    if policy.name == "classical" and "residual_sd" not in forecasts.columns:
+        raise ConfigError("the classical policy needs a residual_sd column in the forecasts file")
     levels, qcols = forecast_quantiles(forecasts)
     forecasts = forecasts.sort_values(["sku", "date"])
     groups = dict(tuple(forecasts.groupby("sku", sort=False)))
@@ -102,7 +109,8 @@ def replenish(
         rho = float(fc["path_corr"].iloc[0]) if "path_corr" in fc else 0.5
         paths = sample_paths(fc[qcols].to_numpy(dtype=float), levels, rho, cfg.paths, rng)
         origin = pd.Timestamp(fc["date"].iloc[0]) - pd.tseries.frequencies.to_offset(freq)
-        decision, strategy = decide(row, paths, origin, freq, cfg)
+        sd = float(fc["residual_sd"].iloc[0]) if "residual_sd" in fc else None
+        decision, strategy = decide(row, paths, origin, freq, cfg, policy, sd)
         decisions.append(decision)
         strategies.append(strategy)
     cols_d = ["sku", "status", "order_qty", "reorder_point", "order_up_to", "safety_stock", "reason"]
@@ -125,14 +133,18 @@ def infer_frequency(forecasts: pd.DataFrame) -> str:
 
 
 def run_replenish(
-    forecasts_path: Path, stock_path: Path, out_dir: Path, node: str | None = None
+    forecasts_path: Path,
+    stock_path: Path,
+    out_dir: Path,
+    node: str | None = None,
+    policy: str = "probabilistic",
 ) -> ReplenishResult:
     forecasts = read_table(forecasts_path)
     if node is not None and "node" in forecasts.columns:
         forecasts = forecasts[forecasts["node"] == node]
     require_forecast_columns(forecasts)
     stock = read_table(stock_path)
-    result = replenish(forecasts, stock, infer_frequency(forecasts))
+    result = replenish(forecasts, stock, infer_frequency(forecasts), policy=POLICIES[policy])
     out_dir.mkdir(parents=True, exist_ok=True)
     result.decisions.to_csv(out_dir / "decisions.csv", index=False)
     result.strategy.to_csv(out_dir / "strategy.csv", index=False)

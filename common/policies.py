@@ -1,0 +1,119 @@
+"""Stocking policies: one interface, used by the node's replenish command and the replay simulator.
+
+A policy turns a sku's demand forecast into the two levels of a periodic-review (s, S) rule for a
+review made ``start`` periods into the forecast horizon, with lead time L and review period R:
+the reorder point s (protects the L periods until an order arrives) and the order-up-to level S
+(protects the R + L periods until the order after next arrives).
+
+1. ``seed-rule``: the rule of the project's seeds, as written: safety stock = 0.2 × forecast, so
+   s = 1.2 × forecast over L and S = 1.2 × forecast over R + L; the service level plays no part.
+2. ``classical``: s = mean demand over L + z·σ·√L, S likewise over R + L; σ is the standard
+   deviation of the node's own one-period forecast errors and z the normal quantile of α.
+3. ``probabilistic``: s and S are α-quantiles of the demand SUMMED over L and over R + L, taken
+   from sample paths of the model's forecast distribution (summing per-period quantiles would
+   overstate the spread of a sum).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from statistics import NormalDist
+from typing import Protocol
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class DemandForecast:
+    """One sku's forecast over the next H periods: sample paths [n, H] of the model's distribution
+    and the standard deviation of its one-period point-forecast errors (None when unknown)."""
+
+    paths: np.ndarray
+    residual_sd: float | None = None
+
+    @property
+    def mean(self) -> np.ndarray:
+        return self.paths.mean(axis=0)
+
+
+@dataclass(frozen=True)
+class StockLevels:
+    reorder_point: float
+    order_up_to: float
+    basis: str  # how the levels were set, with numbers, for the decision's reason
+
+
+class Policy(Protocol):
+    name: str
+
+    def levels(self, f: DemandForecast, start: int, lead: int, review: int, alpha: float) -> StockLevels: ...
+
+
+def _span(f: DemandForecast, start: int, periods: int) -> slice:
+    if start < 0 or start + periods > f.paths.shape[1]:
+        raise ValueError(
+            f"periods {start}..{start + periods - 1} reach past the forecast horizon of {f.paths.shape[1]}"
+        )
+    return slice(start, start + periods)
+
+
+@dataclass(frozen=True)
+class SeedRule:
+    name: str = "seed-rule"
+    safety_share: float = 0.2
+
+    def levels(self, f: DemandForecast, start: int, lead: int, review: int, alpha: float) -> StockLevels:
+        lead_mean = float(f.mean[_span(f, start, lead)].sum())
+        cycle_mean = float(f.mean[_span(f, start, lead + review)].sum())
+        k = 1 + self.safety_share
+        return StockLevels(
+            k * lead_mean,
+            k * cycle_mean,
+            f"reorder point {k * lead_mean:.1f} = {k:g} × forecast over {lead} periods, "
+            f"order-up-to {k * cycle_mean:.1f} = {k:g} × forecast over {lead + review} periods",
+        )
+
+
+@dataclass(frozen=True)
+class Classical:
+    name: str = "classical"
+
+    def levels(self, f: DemandForecast, start: int, lead: int, review: int, alpha: float) -> StockLevels:
+        if f.residual_sd is None or not np.isfinite(f.residual_sd):
+            raise ValueError("the classical policy needs the forecast's residual standard deviation")
+        z = NormalDist().inv_cdf(alpha)
+        lead_mean = float(f.mean[_span(f, start, lead)].sum())
+        cycle_mean = float(f.mean[_span(f, start, lead + review)].sum())
+        s = lead_mean + z * f.residual_sd * np.sqrt(lead)
+        big_s = cycle_mean + z * f.residual_sd * np.sqrt(lead + review)
+        return StockLevels(
+            s,
+            big_s,
+            f"reorder point {s:.1f} = mean {lead_mean:.1f} over {lead} periods + z {z:.2f} × σ "
+            f"{f.residual_sd:.1f} × √{lead}, order-up-to {big_s:.1f} over {lead + review} periods",
+        )
+
+
+@dataclass(frozen=True)
+class Probabilistic:
+    name: str = "probabilistic"
+
+    def levels(self, f: DemandForecast, start: int, lead: int, review: int, alpha: float) -> StockLevels:
+        s = float(np.quantile(f.paths[:, _span(f, start, lead)].sum(1), alpha))
+        big_s = float(np.quantile(f.paths[:, _span(f, start, lead + review)].sum(1), alpha))
+        pct = f"P{alpha * 100:.0f}"
+        return StockLevels(
+            s,
+            big_s,
+            f"reorder point {s:.1f} = {pct} of {lead}-period demand, "
+            f"order-up-to {big_s:.1f} = {pct} of {lead + review}-period demand",
+        )
+
+
+POLICIES: dict[str, Policy] = {p.name: p for p in (SeedRule(), Classical(), Probabilistic())}
+
+
+def get_policy(name: str) -> Policy:
+    if name not in POLICIES:
+        raise ValueError(f"unknown policy {name!r}: choose one of {', '.join(POLICIES)}")
+    return POLICIES[name]

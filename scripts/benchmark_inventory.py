@@ -1,0 +1,238 @@
+"""Stock held for a service level: the three stocking policies replayed over real held-out demand.
+
+The federated CKKS model (`simulate --mode he`, same settings and cut as the accuracy benchmark)
+forecasts the validation window once from its origin; each policy is then replayed over the actual
+demand of every series (common/replay.py), sweeping the target service level from 0.80 to 0.99, for
+lead times of 1 and 2 periods and a review every period. Walmart sales are in dollars, so its
+on-hand is a value; store_item is in units. On-hand at 95% achieved fill rate is interpolated along
+each policy's curve. Plots go to benchmarks/, tables to BENCHMARKS.md between markers.
+
+    .venv/bin/python scripts/benchmark_inventory.py            # trains, then replays
+    .venv/bin/python scripts/benchmark_inventory.py --reuse    # replays the saved forecasts
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import click
+import matplotlib
+import numpy as np
+import pandas as pd
+import torch
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from common.inventory import sample_paths
+from common.policies import POLICIES, DemandForecast
+from common.public_data import DATASETS, load_sales
+from common.replay import ReplaySettings, SkuHistory, replay, summarise
+from coordinator.simulate import SimulationSettings, prepare_nodes, train_and_forecast
+
+ROOT = Path(__file__).resolve().parents[1]
+SETUPS = {
+    "walmart": {"until": "2012-04-27", "rounds": 6, "folder": "walmart", "unit": "$"},
+    "store_item": {"until": "2017-07-04", "rounds": 2, "folder": "store_item_demand", "unit": "units"},
+}
+TARGETS = (0.80, 0.85, 0.90, 0.925, 0.95, 0.975, 0.99)
+LEADS = (1, 2)
+PATHS = 1000
+AT_FILL = 0.95
+
+
+def log(line: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {line}", flush=True)
+
+
+def forecasts_for(name: str, data: Path, work: Path, reuse: bool, seed: int) -> pd.DataFrame:
+    saved = work / f"forecasts_{name}.parquet"
+    if reuse and saved.is_file():
+        return pd.read_parquet(saved)
+    st = SETUPS[name]
+    s = SimulationSettings(name, data, mode="he", rounds=st["rounds"], seed=seed, until=st["until"])
+    run = work / name
+    if run.exists():
+        import shutil
+
+        shutil.rmtree(run)
+    nodes = prepare_nodes(s, run, log)
+    fc = train_and_forecast(nodes, s, run, log)
+    fc.to_parquet(saved, index=False)
+    return fc
+
+
+def histories(name: str, fc: pd.DataFrame, actuals: pd.DataFrame) -> list[SkuHistory]:
+    """One SkuHistory per series with a forecast; weeks without a sales row count as no demand."""
+    ds = DATASETS[name]
+    keys = list(ds.keys)
+    qcols = sorted((c for c in fc.columns if c[0] == "q" and c[1:].isdigit()), key=lambda c: int(c[1:]))
+    levels = tuple(int(c[1:]) / 100 for c in qcols)
+    wide = actuals.pivot_table(index=keys, columns=ds.date, values=ds.target, aggfunc="sum")
+    rng = np.random.default_rng(0)
+    items = []
+    for key, g in fc.sort_values([*keys, ds.date]).groupby(keys):
+        if key not in wide.index or g["q50"].max() <= 0:
+            continue  # no actuals in the window, or a series that ended
+        demand = wide.loc[key].reindex(g[ds.date]).to_numpy(dtype=float)
+        rho = float(g["path_corr"].iloc[0]) if "path_corr" in g else 0.5
+        paths = sample_paths(g[qcols].to_numpy(dtype=float), levels, rho, PATHS, rng)
+        sd = float(g["residual_sd"].iloc[0]) if "residual_sd" in g else None
+        items.append(SkuHistory("/".join(map(str, key)), demand, DemandForecast(paths, sd)))
+    return items
+
+
+def sweep(items: list[SkuHistory]) -> pd.DataFrame:
+    rows = []
+    for lead in LEADS:
+        settings = ReplaySettings(lead_time=lead, review_period=1)
+        for policy in POLICIES.values():
+            for alpha in TARGETS:
+                rows.append(
+                    {
+                        "lead": lead,
+                        "policy": policy.name,
+                        "target": alpha,
+                        **summarise(replay(items, policy, alpha, settings)),
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def on_hand_at(curve: pd.DataFrame, fill: float = AT_FILL) -> float:
+    """On-hand value at an achieved fill rate, by linear interpolation along the curve (NaN outside)."""
+    c = curve.sort_values("fill_rate")
+    if c["fill_rate"].nunique() < 2 or not c["fill_rate"].min() <= fill <= c["fill_rate"].max():
+        return float("nan")
+    return float(np.interp(fill, c["fill_rate"], c["on_hand_value"]))
+
+
+def plot(results: pd.DataFrame, path: Path) -> None:
+    names = list(results["dataset"].unique())
+    fig, axes = plt.subplots(len(names), len(LEADS), figsize=(11, 4.2 * len(names)), squeeze=False)
+    for i, name in enumerate(names):
+        for j, lead in enumerate(LEADS):
+            ax = axes[i][j]
+            sub = results[(results["dataset"] == name) & (results["lead"] == lead)]
+            for policy, g in sub.groupby("policy"):
+                g = g.sort_values("target")
+                ax.plot(g["fill_rate"], g["on_hand_value"], marker="o", label=policy)
+            ax.axvline(AT_FILL, color="grey", lw=0.8, ls="--")
+            ax.set_title(f"{name}, lead time {lead}")
+            ax.set_xlabel("achieved fill rate")
+            ax.set_ylabel(f"average on-hand ({SETUPS[name]['unit']})")
+            ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def tables(results: pd.DataFrame, command: str, png: str) -> str:
+    hardware = f"{os.cpu_count()} CPU cores ({platform.machine()}), torch {torch.__version__}"
+    lines = [
+        "<!-- inventory:begin -->",
+        "## Stock held for a service level (policies replayed on held-out demand)",
+        "",
+        f"Written by `scripts/benchmark_inventory.py` on {time.strftime('%Y-%m-%d')}; {hardware}. "
+        f"Command: `{command}`. Forecasts: federated CKKS model (one seed), one forecast from the "
+        "window's origin; review every period; lost sales; each policy starts at its own order-up-to "
+        f"level. Plot: `{png}`.",
+        "",
+    ]
+    for name in results["dataset"].unique():
+        unit = SETUPS[name]["unit"]
+        lines += [
+            f"### {name}",
+            "",
+            f"| lead | policy | on-hand at 95% fill ({unit}) | fill rate at target "
+            f"0.80 / 0.95 / 0.99 | cycle service at 0.95 | cost at 0.95 |",
+            "|---|---|---|---|---|---|",
+        ]
+        for lead in LEADS:
+            sub = results[(results["dataset"] == name) & (results["lead"] == lead)]
+            for policy, g in sub.groupby("policy", sort=False):
+                at = g.set_index("target")
+                oh = on_hand_at(g)
+                fills = " / ".join(f"{at.loc[t, 'fill_rate']:.3f}" for t in (0.80, 0.95, 0.99))
+                lines.append(
+                    f"| {lead} | {policy} | {'not reached' if np.isnan(oh) else f'{oh:,.0f}'} | {fills} | "
+                    f"{at.loc[0.95, 'cycle_service_level']:.3f} | {at.loc[0.95, 'total_cost']:,.0f} |"
+                )
+        lines += ["", *target_lines(results[results["dataset"] == name]), ""]
+    lines.append("<!-- inventory:end -->")
+    return "\n".join(lines)
+
+
+def target_lines(res: pd.DataFrame) -> list[str]:
+    """Probabilistic vs classical on-hand at 95% fill; probabilistic (target 0.95) vs the seed rule."""
+    out = [
+        "| lead | probabilistic / classical on-hand at 95% fill | probabilistic at 0.95 vs seed rule: "
+        "fill rate, cost | both better |",
+        "|---|---|---|---|",
+    ]
+    for lead in LEADS:
+        sub = res[res["lead"] == lead]
+        prob = on_hand_at(sub[sub["policy"] == "probabilistic"])
+        clas = on_hand_at(sub[sub["policy"] == "classical"])
+        p = sub[(sub["policy"] == "probabilistic") & (sub["target"] == 0.95)].iloc[0]
+        s = sub[(sub["policy"] == "seed-rule") & (sub["target"] == 0.95)].iloc[0]
+        ratio = "—" if np.isnan(prob) or np.isnan(clas) else f"{prob / clas:.3f}"
+        both = p["fill_rate"] > s["fill_rate"] and p["total_cost"] < s["total_cost"]
+        out.append(
+            f"| {lead} | {ratio} | {p['fill_rate']:.3f} vs {s['fill_rate']:.3f}, "
+            f"{p['total_cost']:,.0f} vs {s['total_cost']:,.0f} | {'yes' if both else '**no**'} |"
+        )
+    return out
+
+
+def write_markdown(block: str) -> None:
+    path = ROOT / "BENCHMARKS.md"
+    text = path.read_text()
+    begin, end = "<!-- inventory:begin -->", "<!-- inventory:end -->"
+    if begin in text:
+        text = text[: text.index(begin)] + block + text[text.index(end) + len(end) :]
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    path.write_text(text)
+
+
+@click.command()
+@click.option("--data-root", default=str(ROOT.parent / "shared" / "data"), show_default=True)
+@click.option("--work", default=str(ROOT / "runs" / "benchmark-inventory"), show_default=True)
+@click.option("--datasets", default="walmart,store_item", show_default=True)
+@click.option("--seed", default=7, show_default=True)
+@click.option("--reuse", is_flag=True, help="Replay the forecasts saved by an earlier run in WORK.")
+def main(data_root: str, work: str, datasets: str, seed: int, reuse: bool) -> None:
+    torch.set_num_threads(2)
+    command = (".venv/bin/python scripts/benchmark_inventory.py " + " ".join(sys.argv[1:])).strip()
+    work_dir = Path(work)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    frames = []
+    for name in datasets.split(","):
+        if name not in SETUPS:
+            raise click.BadParameter(f"unknown dataset {name!r}: choose from {', '.join(SETUPS)}")
+        data = Path(data_root) / SETUPS[name]["folder"]
+        ds = DATASETS[name]
+        sales = load_sales(name, data)
+        actuals = sales[sales[ds.date] > pd.Timestamp(SETUPS[name]["until"])]
+        fc = forecasts_for(name, data, work_dir, reuse, seed)
+        items = histories(name, fc, actuals)
+        log(f"{name}: replaying {len(items)} series × {len(POLICIES)} policies × {len(TARGETS)} targets")
+        frames.append(sweep(items).assign(dataset=name))
+    results = pd.concat(frames, ignore_index=True)
+    results.to_csv(work_dir / "inventory.csv", index=False)
+    png = "benchmarks/inventory_service_curves.png"
+    plot(results, ROOT / png)
+    write_markdown(tables(results, command, png))
+    log(f"wrote {png}, BENCHMARKS.md and {work_dir / 'inventory.csv'}")
+
+
+if __name__ == "__main__":
+    main()
