@@ -62,6 +62,21 @@ def test_prepare_forecast_replenish_on_a_node(nodes, tmp_path):
         node_dir / "out" / "forecasts.parquet", node_dir / "stock.csv", out, "--policy", "guess"
     )
     assert result.exit_code != 0 and "guess" in result.output
+    first = pd.read_csv(node_dir / "stock.csv")["sku"].iloc[0]
+    pd.DataFrame(
+        {
+            "sku": [first, "SKU-NOPE"],
+            "who": ["ana", "ana"],
+            "why": ["recall", "typo"],
+            "status": ["OBSERVE"] * 2,
+        }
+    ).to_csv(tmp_path / "overrides.csv", index=False)
+    extra = ("--overrides", str(tmp_path / "overrides.csv"))
+    result = _replenish(node_dir / "out" / "forecasts.parquet", node_dir / "stock.csv", out, *extra)
+    assert result.exit_code == EXIT_PARTIAL, result.output
+    pinned = pd.read_csv(out / "decisions.csv").set_index("sku").loc[first]
+    assert (pinned["status"], pinned["override_by"], pinned["order_qty"]) == ("OBSERVE", "ana", 0)
+    assert list(pd.read_csv(out / "overrides_rejected.csv")["sku"]) == ["SKU-NOPE"]
     # a bad stock file: decided rows written, bad rows listed, non-zero exit
     stock = pd.read_csv(node_dir / "stock.csv")
     stock.loc[0, "on_hand"] = -5

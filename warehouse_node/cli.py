@@ -78,17 +78,40 @@ def forecast_cmd(node_dir: str, out_path: str | None) -> None:
     show_default=True,
     help="How reorder point and order-up-to are set (see common/policies.py).",
 )
+@click.option(
+    "--overrides",
+    "overrides_path",
+    default=None,
+    type=click.Path(exists=True, dir_okay=False),
+    help="Operator overrides: sku, who, why, status and/or block_promotion.",
+)
 @one_line_errors
-def replenish(forecasts_path: str, stock_path: str, out_dir: str, node_name: str | None, policy: str) -> None:
+def replenish(
+    forecasts_path: str,
+    stock_path: str,
+    out_dir: str,
+    node_name: str | None,
+    policy: str,
+    overrides_path: str | None,
+) -> None:
     """Write OUT/decisions.csv and OUT/strategy.csv for the skus of the stock file."""
-    result = run_replenish(Path(forecasts_path), Path(stock_path), Path(out_dir), node_name, policy)
+    overrides = Path(overrides_path) if overrides_path else None
+    out = Path(out_dir)
+    result = run_replenish(Path(forecasts_path), Path(stock_path), out, node_name, policy, overrides)
     counts = result.decisions["status"].value_counts().to_dict()
     console.print(f"decisions: {counts}; promotions: {result.strategy['promotion'].value_counts().to_dict()}")
-    if len(result.rejected):
-        console.print(
-            f"[red]{len(result.rejected)} stock rows rejected[/red], "
-            f"reasons in {Path(out_dir) / 'rejected.csv'}:"
-        )
-        for reason, n in result.rejected["reason"].value_counts().items():
-            console.print(f"  {n} x {reason}")
+    if overrides is not None:
+        pinned = int((result.decisions["override_by"] != "").sum())
+        console.print(f"overrides applied: {pinned} statuses pinned")
+    partial = False
+    for rejected, what, name in (
+        (result.rejected, "stock rows", "rejected.csv"),
+        (result.rejected_overrides, "override rows", "overrides_rejected.csv"),
+    ):
+        if len(rejected):
+            partial = True
+            console.print(f"[red]{len(rejected)} {what} rejected[/red], reasons in {Path(out_dir) / name}:")
+            for reason, n in rejected["reason"].value_counts().items():
+                console.print(f"  {n} x {reason}")
+    if partial:
         sys.exit(EXIT_PARTIAL)

@@ -8,7 +8,7 @@ Stock file columns: ``sku``, ``on_hand``, ``lead_time`` (required); ``on_order``
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +18,7 @@ from common.config import ConfigError
 from common.demand import read_table
 from common.inventory import StrategyConfig, decide, sample_paths
 from common.policies import POLICIES, Policy
+from warehouse_node.overrides import apply_overrides, validate_overrides
 
 REQUIRED = ("sku", "on_hand", "lead_time")
 DEFAULTS = {"on_order": 0.0, "review_period": 1, "service_level": 0.95, "moq": 0.0, "pack_size": 1.0}
@@ -30,6 +31,8 @@ class ReplenishResult:
     decisions: pd.DataFrame
     strategy: pd.DataFrame
     rejected: pd.DataFrame
+    decided_stock: pd.DataFrame = field(default_factory=pd.DataFrame)  # validated, defaults filled
+    rejected_overrides: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 def require_forecast_columns(forecasts: pd.DataFrame) -> None:
@@ -116,7 +119,7 @@ def replenish(
     cols_d = ["sku", "status", "order_qty", "reorder_point", "order_up_to", "safety_stock", "reason"]
     cols_s = ["sku", "availability", "restock_date", "promotion", "reason"]
     return ReplenishResult(
-        pd.DataFrame(decisions, columns=cols_d), pd.DataFrame(strategies, columns=cols_s), rejected
+        pd.DataFrame(decisions, columns=cols_d), pd.DataFrame(strategies, columns=cols_s), rejected, good
     )
 
 
@@ -138,6 +141,7 @@ def run_replenish(
     out_dir: Path,
     node: str | None = None,
     policy: str = "probabilistic",
+    overrides_path: Path | None = None,
 ) -> ReplenishResult:
     forecasts = read_table(forecasts_path)
     if node is not None and "node" in forecasts.columns:
@@ -145,6 +149,15 @@ def run_replenish(
     require_forecast_columns(forecasts)
     stock = read_table(stock_path)
     result = replenish(forecasts, stock, infer_frequency(forecasts), policy=POLICIES[policy])
+    if overrides_path is not None:
+        usable, result.rejected_overrides = validate_overrides(
+            read_table(overrides_path), set(result.decisions["sku"])
+        )
+        result.decisions, result.strategy = apply_overrides(
+            result.decisions, result.strategy, result.decided_stock, usable
+        )
+        out_dir.mkdir(parents=True, exist_ok=True)
+        result.rejected_overrides.to_csv(out_dir / "overrides_rejected.csv", index=False)
     out_dir.mkdir(parents=True, exist_ok=True)
     result.decisions.to_csv(out_dir / "decisions.csv", index=False)
     result.strategy.to_csv(out_dir / "strategy.csv", index=False)
