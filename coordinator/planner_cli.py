@@ -164,3 +164,38 @@ def simulate_cmd(
 
 if __name__ == "__main__":
     cli()
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.option(
+    "--out", "out_path", default=None, type=click.Path(dir_okay=False), help="Default RUN_DIR/report.html."
+)
+@click.option("--actuals", "actuals_path", default=None, type=click.Path(exists=True, dir_okay=False))
+@click.option("--target", default=None, help="Column of --actuals holding demand (e.g. Weekly_Sales).")
+@click.option(
+    "--inventory",
+    "inventory_path",
+    default=None,
+    type=click.Path(exists=True, dir_okay=False),
+    help="inventory.csv of scripts/benchmark_inventory.py (default RUN_DIR/inventory.csv if present).",
+)
+@one_line_errors
+def report(
+    run_dir: str,
+    out_path: str | None,
+    actuals_path: str | None,
+    target: str | None,
+    inventory_path: str | None,
+) -> None:
+    """Write one self-contained HTML report of a run: forecast fans, rounds, decisions, service curves."""
+    from coordinator.report import build_report
+
+    path = build_report(
+        Path(run_dir),
+        Path(out_path) if out_path else None,
+        Path(actuals_path) if actuals_path else None,
+        target,
+        Path(inventory_path) if inventory_path else None,
+    )
+    console.print(f"report written: {path}")
