@@ -162,9 +162,16 @@ def _strategy(
         availability = LOW_STOCK
     else:
         availability = IN_STOCK
-    restock = ""
+    restock, arrival = "", ""
     if availability != IN_STOCK:
-        restock = str((pd.Period(origin, freq=freq) + lead).end_time.date())
+        on_order = float(row.get("on_order", 0.0))
+        due = int(row.get("on_order_due", lead)) if on_order > 0 else lead
+        restock = str((pd.Period(origin, freq=freq) + due).end_time.date())
+        arrival = (
+            f"; restock {restock}: {on_order:g} on order arrives in {due} periods"
+            if on_order > 0
+            else f"; restock {restock}: an order placed now arrives after the {lead}-period lead time"
+        )
     p_promo = float((cfg.promo_uplift * paths[:, : lead + review].sum(1) > position).mean())
     after = (position - float(paths.sum(1).mean())) / per_period
     h = paths.shape[1]
@@ -183,7 +190,8 @@ def _strategy(
     else:
         promotion = NEUTRAL
         why = f"cover after horizon {after:.1f} periods, stockout probability under promotion {p_promo:.1%}"
-    why = f"{availability}: on hand covers {cover:.1f} periods vs lead time {lead}; {promotion}: {why}"
+    cover_text = f"on hand covers {cover:.1f} periods vs lead time {lead}{arrival}"
+    why = f"{availability}: {cover_text}; {promotion}: {why}"
     return {
         "sku": row["sku"],
         "availability": availability,

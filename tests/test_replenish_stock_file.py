@@ -1,3 +1,5 @@
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -59,3 +61,39 @@ def test_defaults_fill_optional_columns():
     assert len(result.decisions) == 1 and len(result.rejected) == 0
     assert result.decisions["status"].iloc[0] == "REPLENISH_NOW"
     assert np.isfinite(result.decisions["order_up_to"].iloc[0])
+
+
+def test_restock_date_follows_the_on_order_due_period_and_bad_due_is_rejected():
+    stock = pd.DataFrame(
+        {
+            "sku": ["A", "B", "C"],
+            "on_hand": [0, 0, 0],
+            "on_order": [30, 0, 30],
+            "on_order_due": ["1", "", "0"],
+            "lead_time": [3, 3, 3],
+        }
+    )
+    result = replenish(_forecasts(), stock, "D")
+    strategy = result.strategy.set_index("sku")
+    assert strategy.loc["A", "restock_date"] == "2025-01-11"  # origin 2025-01-10 + 1 day
+    assert "30 on order arrives in 1 periods" in strategy.loc["A", "reason"]
+    assert strategy.loc["B", "restock_date"] == "2025-01-13"  # nothing on order: now + lead time
+    assert "on_order_due" in result.rejected.set_index("sku").loc["C", "reason"]
+
+
+def test_strategy_thresholds_come_from_a_toml_file_and_bad_settings_are_refused(tmp_path):
+    from warehouse_node.replenish import load_strategy_config
+
+    path = tmp_path / "strategy.toml"
+    path.write_text("promo_uplift = 1.5\npromote_min_cover = 4\n")
+    cfg = load_strategy_config(path)
+    assert (cfg.promo_uplift, cfg.promote_min_cover, cfg.suppress_stockout_prob) == (1.5, 4, 0.2)
+    for text, message in (
+        ("promo_lift = 2\n", "unknown strategy setting 'promo_lift'"),
+        ("promo_uplift = 'big'\n", "must be a number"),
+        ("suppress_stockout_prob = 1.5\n", "must be in (0, 1)"),
+        ("promo_uplift = \n", "strategy config"),
+    ):
+        path.write_text(text)
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            load_strategy_config(path)

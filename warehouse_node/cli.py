@@ -85,6 +85,13 @@ def forecast_cmd(node_dir: str, out_path: str | None) -> None:
     type=click.Path(exists=True, dir_okay=False),
     help="Operator overrides: sku, who, why, status and/or block_promotion.",
 )
+@click.option(
+    "--strategy-config",
+    "strategy_path",
+    default=None,
+    type=click.Path(exists=True, dir_okay=False),
+    help="TOML of strategy thresholds (fields of common.inventory.StrategyConfig).",
+)
 @one_line_errors
 def replenish(
     forecasts_path: str,
@@ -93,11 +100,14 @@ def replenish(
     node_name: str | None,
     policy: str,
     overrides_path: str | None,
+    strategy_path: str | None,
 ) -> None:
     """Write OUT/decisions.csv and OUT/strategy.csv for the skus of the stock file."""
     overrides = Path(overrides_path) if overrides_path else None
+    strategy = Path(strategy_path) if strategy_path else None
     out = Path(out_dir)
-    result = run_replenish(Path(forecasts_path), Path(stock_path), out, node_name, policy, overrides)
+    paths = Path(forecasts_path), Path(stock_path), out
+    result = run_replenish(*paths, node_name, policy, overrides, strategy)
     counts = result.decisions["status"].value_counts().to_dict()
     console.print(f"decisions: {counts}; promotions: {result.strategy['promotion'].value_counts().to_dict()}")
     if overrides is not None:

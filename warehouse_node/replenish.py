@@ -1,14 +1,16 @@
 """Stock file + forecasts -> decisions.csv, strategy.csv (and rejected.csv for rows that cannot be decided).
 
 Stock file columns: ``sku``, ``on_hand``, ``lead_time`` (required); ``on_order`` (0),
-``review_period`` (1), ``service_level`` (0.95), ``moq`` (0), ``pack_size`` (1), ``unit_cost``
-(optional). Each row that cannot be decided is listed with its reason; the others are decided.
+``on_order_due`` (periods until it arrives; the lead time), ``review_period`` (1),
+``service_level`` (0.95), ``moq`` (0), ``pack_size`` (1), ``unit_cost`` (optional). Each row
+that cannot be decided is listed with its reason; the others are decided.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+import tomllib
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -82,6 +84,10 @@ def validate_stock(stock: pd.DataFrame, horizon: int, known: set[str]) -> tuple[
         f"lead_time + review_period exceeds the forecast horizon of {horizon} periods",
     )
     reject(~stock["sku"].isin(known), "unknown sku: no forecast for it")
+    if "on_order_due" in stock.columns:  # periods until the on-order stock arrives; default lead time
+        due = pd.to_numeric(stock["on_order_due"], errors="coerce").fillna(values["lead_time"])
+        reject((due < 1) | (due % 1 != 0), "on_order_due must be a whole number of periods >= 1")
+        stock["on_order_due"] = due
     for col in NUMERIC:
         stock[col] = values[col]
     bad = reasons != ""
@@ -123,6 +129,27 @@ def replenish(
     )
 
 
+def load_strategy_config(path: Path) -> StrategyConfig:
+    """Strategy thresholds from a TOML file of StrategyConfig fields; anything else is refused."""
+    try:
+        values = tomllib.loads(Path(path).read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"strategy config {path}: {exc}") from None
+    known = {f.name: f.type for f in fields(StrategyConfig)}
+    for key, value in values.items():
+        if key not in known:
+            raise ConfigError(f"unknown strategy setting {key!r}: choose from {', '.join(known)}")
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"strategy setting {key!r} must be a number, got {value!r}")
+    cfg = StrategyConfig(**values)
+    for key in ("suppress_stockout_prob", "promote_max_stockout_prob"):
+        if not 0 < getattr(cfg, key) < 1:
+            raise ConfigError(f"strategy setting {key!r} must be in (0, 1)")
+    if cfg.promo_uplift <= 0 or cfg.promote_min_cover < 0 or cfg.paths < 100:
+        raise ConfigError("promo_uplift must be > 0, promote_min_cover >= 0 and paths >= 100")
+    return cfg
+
+
 def infer_frequency(forecasts: pd.DataFrame) -> str:
     dates = pd.DatetimeIndex(sorted(pd.to_datetime(forecasts["date"]).unique()))
     if len(dates) < 2:
@@ -142,13 +169,15 @@ def run_replenish(
     node: str | None = None,
     policy: str = "probabilistic",
     overrides_path: Path | None = None,
+    strategy_path: Path | None = None,
 ) -> ReplenishResult:
     forecasts = read_table(forecasts_path)
     if node is not None and "node" in forecasts.columns:
         forecasts = forecasts[forecasts["node"] == node]
     require_forecast_columns(forecasts)
     stock = read_table(stock_path)
-    result = replenish(forecasts, stock, infer_frequency(forecasts), policy=POLICIES[policy])
+    cfg = load_strategy_config(strategy_path) if strategy_path else None
+    result = replenish(forecasts, stock, infer_frequency(forecasts), cfg, POLICIES[policy])
     if overrides_path is not None:
         usable, result.rejected_overrides = validate_overrides(
             read_table(overrides_path), set(result.decisions["sku"])
