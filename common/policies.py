@@ -16,7 +16,7 @@ the reorder point s (protects the L periods until an order arrives) and the orde
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from statistics import NormalDist
 from typing import Protocol
 
@@ -30,10 +30,23 @@ class DemandForecast:
 
     paths: np.ndarray
     residual_sd: float | None = None
+    mean: np.ndarray = field(init=False, repr=False, compare=False)  # per period
+    _sorted_sums: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
-    @property
-    def mean(self) -> np.ndarray:
-        return self.paths.mean(axis=0)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "mean", self.paths.mean(axis=0))  # computed once, read at every review
+
+    def sum_quantile(self, start: int, periods: int, alpha: float) -> float:
+        """α-quantile (linear interpolation) of demand summed over ``periods`` from ``start``; the
+        sorted sums are kept, as a replay asks for the same span at many service levels."""
+        key = (start, periods)
+        if key not in self._sorted_sums:
+            self._sorted_sums[key] = np.sort(self.paths[:, _span(self, start, periods)].sum(1))
+        sums = self._sorted_sums[key]
+        pos = alpha * (len(sums) - 1)
+        lo = int(np.floor(pos))
+        hi = min(lo + 1, len(sums) - 1)
+        return float(sums[lo] + (pos - lo) * (sums[hi] - sums[lo]))
 
 
 @dataclass(frozen=True)
@@ -99,8 +112,8 @@ class Probabilistic:
     name: str = "probabilistic"
 
     def levels(self, f: DemandForecast, start: int, lead: int, review: int, alpha: float) -> StockLevels:
-        s = float(np.quantile(f.paths[:, _span(f, start, lead)].sum(1), alpha))
-        big_s = float(np.quantile(f.paths[:, _span(f, start, lead + review)].sum(1), alpha))
+        s = f.sum_quantile(start, lead, alpha)
+        big_s = f.sum_quantile(start, lead + review, alpha)
         pct = f"P{alpha * 100:.0f}"
         return StockLevels(
             s,

@@ -41,7 +41,9 @@ SETUPS = {
     "walmart": {"until": "2012-04-27", "rounds": 6, "folder": "walmart", "unit": "$"},
     "store_item": {"until": "2017-07-04", "rounds": 2, "folder": "store_item_demand", "unit": "units"},
 }
-TARGETS = (0.80, 0.85, 0.90, 0.925, 0.95, 0.975, 0.99)
+# 0.80..0.99 as asked, and lower: fill rate runs well above the cycle-service target, and on
+# Walmart every policy fills more than 95% of demand even at target 0.5
+TARGETS = (0.20, 0.30, 0.40, 0.50, 0.60, 0.70, 0.80, 0.85, 0.90, 0.925, 0.95, 0.975, 0.99)
 LEADS = (1, 2)
 PATHS = 1000
 AT_FILL = 0.95
@@ -105,7 +107,7 @@ def sweep(items: list[SkuHistory]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def on_hand_at(curve: pd.DataFrame, fill: float = AT_FILL) -> float:
+def on_hand_at(curve: pd.DataFrame, fill: float) -> float:
     """On-hand value at an achieved fill rate, by linear interpolation along the curve (NaN outside)."""
     c = curve.sort_values("fill_rate")
     if c["fill_rate"].nunique() < 2 or not c["fill_rate"].min() <= fill <= c["fill_rate"].max():
@@ -143,7 +145,9 @@ def tables(results: pd.DataFrame, command: str, png: str) -> str:
         f"Written by `scripts/benchmark_inventory.py` on {time.strftime('%Y-%m-%d')}; {hardware}. "
         f"Command: `{command}`. Forecasts: federated CKKS model (one seed), one forecast from the "
         "window's origin; review every period; lost sales; each policy starts at its own order-up-to "
-        f"level. Plot: `{png}`.",
+        "level; an order is placed when the node's rule says REPLENISH_NOW or WARNING. Cost: holding "
+        "25%/year of the value on hand, shortage 50% of the value of demand lost. Targets swept: "
+        f"{', '.join(f'{t:g}' for t in TARGETS)}. Plot: `{png}`.",
         "",
     ]
     for name in results["dataset"].unique():
@@ -151,23 +155,28 @@ def tables(results: pd.DataFrame, command: str, png: str) -> str:
         lines += [
             f"### {name}",
             "",
-            f"| lead | policy | on-hand at 95% fill ({unit}) | fill rate at target "
-            f"0.80 / 0.95 / 0.99 | cycle service at 0.95 | cost at 0.95 |",
-            "|---|---|---|---|---|---|",
+            f"| lead | policy | on-hand at 95% / 99% fill ({unit}) | fill rate at target 0.80 / 0.95 / 0.99 "
+            "| cycle service at 0.95 | cost at 0.95 | lowest cost (at target) |",
+            "|---|---|---|---|---|---|---|",
         ]
         for lead in LEADS:
             sub = results[(results["dataset"] == name) & (results["lead"] == lead)]
             for policy, g in sub.groupby("policy", sort=False):
                 at = g.set_index("target")
-                oh = on_hand_at(g)
+                held = " / ".join(_amount(on_hand_at(g, fill)) for fill in (AT_FILL, 0.99))
                 fills = " / ".join(f"{at.loc[t, 'fill_rate']:.3f}" for t in (0.80, 0.95, 0.99))
+                best = at["total_cost"].idxmin()
                 lines.append(
-                    f"| {lead} | {policy} | {'not reached' if np.isnan(oh) else f'{oh:,.0f}'} | {fills} | "
-                    f"{at.loc[0.95, 'cycle_service_level']:.3f} | {at.loc[0.95, 'total_cost']:,.0f} |"
+                    f"| {lead} | {policy} | {held} | {fills} | {at.loc[0.95, 'cycle_service_level']:.3f} | "
+                    f"{at.loc[0.95, 'total_cost']:,.0f} | {at.loc[best, 'total_cost']:,.0f} ({best:g}) |"
                 )
         lines += ["", *target_lines(results[results["dataset"] == name]), ""]
     lines.append("<!-- inventory:end -->")
     return "\n".join(lines)
+
+
+def _amount(value: float) -> str:
+    return "not reached" if np.isnan(value) else f"{value:,.0f}"
 
 
 def target_lines(res: pd.DataFrame) -> list[str]:
@@ -179,8 +188,8 @@ def target_lines(res: pd.DataFrame) -> list[str]:
     ]
     for lead in LEADS:
         sub = res[res["lead"] == lead]
-        prob = on_hand_at(sub[sub["policy"] == "probabilistic"])
-        clas = on_hand_at(sub[sub["policy"] == "classical"])
+        prob = on_hand_at(sub[sub["policy"] == "probabilistic"], AT_FILL)
+        clas = on_hand_at(sub[sub["policy"] == "classical"], AT_FILL)
         p = sub[(sub["policy"] == "probabilistic") & (sub["target"] == 0.95)].iloc[0]
         s = sub[(sub["policy"] == "seed-rule") & (sub["target"] == 0.95)].iloc[0]
         ratio = "—" if np.isnan(prob) or np.isnan(clas) else f"{prob / clas:.3f}"

@@ -52,3 +52,11 @@ def test_levels_later_in_the_horizon_use_those_periods():
 def test_unknown_policy_name_is_refused():
     with pytest.raises(ValueError, match="unknown policy 'newsvendor'"):
         get_policy("newsvendor")
+
+
+def test_cached_quantile_of_the_sum_equals_numpys_at_every_service_level():
+    rng = np.random.default_rng(5)
+    f = DemandForecast(rng.gamma(2.0, 4.0, size=(999, 5)))
+    for alpha in (0.5, 0.8, 0.95, 0.999):
+        expected = np.quantile(f.paths[:, 1:4].sum(1), alpha)
+        assert f.sum_quantile(1, 3, alpha) == pytest.approx(expected, rel=1e-12)
