@@ -7,6 +7,7 @@ pooled sales table ``[series keys..., date, target]`` because they are benchmark
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -146,3 +147,16 @@ def ets(
         if np.all(np.isfinite(pred)):
             out[col] = np.clip(pred, 0, None)
     return _long(out, keys, date)
+
+
+def write_marked_section(path: Path, name: str, lines: list[str]) -> None:
+    """Replace the text between ``<!-- name:begin -->`` and ``<!-- name:end -->`` in a Markdown file
+    (appended when absent), so each benchmark rewrites its own tables and nothing else."""
+    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    block = "\n".join([begin, *lines, end])
+    if begin in text:
+        text = text[: text.index(begin)] + block + text[text.index(end) + len(end) :]
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    path.write_text(text)

@@ -36,6 +36,10 @@ class DemandForecast:
     def __post_init__(self) -> None:
         object.__setattr__(self, "mean", self.paths.mean(axis=0))  # computed once, read at every review
 
+    def mean_sum(self, start: int, periods: int) -> float:
+        """Mean demand summed over ``periods`` from ``start``."""
+        return float(self.mean[_span(self, start, periods)].sum())
+
     def sum_quantile(self, start: int, periods: int, alpha: float) -> float:
         """α-quantile (linear interpolation) of demand summed over ``periods`` from ``start``; the
         sorted sums are kept, as a replay asks for the same span at many service levels."""
@@ -76,8 +80,7 @@ class SeedRule:
     safety_share: float = 0.2
 
     def levels(self, f: DemandForecast, start: int, lead: int, review: int, alpha: float) -> StockLevels:
-        lead_mean = float(f.mean[_span(f, start, lead)].sum())
-        cycle_mean = float(f.mean[_span(f, start, lead + review)].sum())
+        lead_mean, cycle_mean = f.mean_sum(start, lead), f.mean_sum(start, lead + review)
         k = 1 + self.safety_share
         return StockLevels(
             k * lead_mean,
@@ -95,8 +98,7 @@ class Classical:
         if f.residual_sd is None or not np.isfinite(f.residual_sd):
             raise ValueError("the classical policy needs the forecast's residual standard deviation")
         z = NormalDist().inv_cdf(alpha)
-        lead_mean = float(f.mean[_span(f, start, lead)].sum())
-        cycle_mean = float(f.mean[_span(f, start, lead + review)].sum())
+        lead_mean, cycle_mean = f.mean_sum(start, lead), f.mean_sum(start, lead + review)
         s = lead_mean + z * f.residual_sd * np.sqrt(lead)
         big_s = cycle_mean + z * f.residual_sd * np.sqrt(lead + review)
         return StockLevels(

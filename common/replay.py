@@ -74,7 +74,7 @@ def replay_sku(item: SkuHistory, policy: Policy, alpha: float, s: ReplaySettings
         if t % review == 0 and t + lead + review <= horizon:
             levels = policy.levels(item.forecast, t, lead, review, alpha)
             position = on_hand + arrivals[t + 1 :].sum() - backlog
-            review_demand = float(item.forecast.mean[t : t + review].sum())
+            review_demand = item.forecast.mean_sum(t, review)
             if review_status(position, levels.reorder_point, review_demand) != OBSERVE:
                 qty = order_quantity(levels.order_up_to - position, s.moq, s.pack_size)
                 arrivals[t + lead] += qty

@@ -27,7 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common.evaluation import ets, score, seasonal_naive
+from common.evaluation import ets, score, seasonal_naive, write_marked_section
 from common.public_data import DATASETS, load_sales
 from coordinator.simulate import PRESETS, SimulationSettings, prepare_nodes, train_and_forecast
 
@@ -189,12 +189,8 @@ def section(rows: pd.DataFrame, name: str, title: str) -> list[str]:
 
 
 def write_markdown(rows: pd.DataFrame) -> None:
-    path = ROOT / "BENCHMARKS.md"
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    begin, end = "<!-- accuracy:begin -->", "<!-- accuracy:end -->"
     hardware = f"{os.cpu_count()} CPU cores ({platform.machine()}), torch {torch.__version__}, CPU only"
     body = [
-        begin,
         "## Forecast accuracy on real data",
         "",
         f"Written by `scripts/benchmark_accuracy.py` on {time.strftime('%Y-%m-%d')}; {hardware} "
@@ -210,14 +206,8 @@ def write_markdown(rows: pd.DataFrame) -> None:
         targets(rows),
         "",
         *section(rows, "store_item", "store_item, 10 stores = 10 nodes; train ≤ 2017-07-04, score 90 days"),
-        end,
     ]
-    block = "\n".join(body)
-    if begin in text:
-        text = text[: text.index(begin)] + block + text[text.index(end) + len(end) :]
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    path.write_text(text)
+    write_marked_section(ROOT / "BENCHMARKS.md", "accuracy", body)
 
 
 @click.command()

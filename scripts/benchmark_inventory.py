@@ -2,10 +2,11 @@
 
 The federated CKKS model (`simulate --mode he`, same settings and cut as the accuracy benchmark)
 forecasts the validation window once from its origin; each policy is then replayed over the actual
-demand of every series (common/replay.py), sweeping the target service level from 0.80 to 0.99, for
-lead times of 1 and 2 periods and a review every period. Walmart sales are in dollars, so its
-on-hand is a value; store_item is in units. On-hand at 95% achieved fill rate is interpolated along
-each policy's curve. Plots go to benchmarks/, tables to BENCHMARKS.md between markers.
+demand of every series (common/replay.py), sweeping the target service level from 0.20 to 0.99
+(see TARGETS), for lead times of 1 and 2 periods and a review every period. Walmart sales are in
+dollars, so its on-hand is a value; store_item is in units. On-hand at 95% and 99% achieved fill
+rate is interpolated along each policy's curve. Plots go to benchmarks/, tables to BENCHMARKS.md
+between markers.
 
     .venv/bin/python scripts/benchmark_inventory.py            # trains, then replays
     .venv/bin/python scripts/benchmark_inventory.py --reuse    # replays the saved forecasts
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import os
 import platform
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -30,6 +32,7 @@ import matplotlib.pyplot as plt
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from common.evaluation import write_marked_section
 from common.inventory import sample_paths
 from common.policies import POLICIES, DemandForecast
 from common.public_data import DATASETS, load_sales
@@ -61,8 +64,6 @@ def forecasts_for(name: str, data: Path, work: Path, reuse: bool, seed: int) -> 
     s = SimulationSettings(name, data, mode="he", rounds=st["rounds"], seed=seed, until=st["until"])
     run = work / name
     if run.exists():
-        import shutil
-
         shutil.rmtree(run)
     nodes = prepare_nodes(s, run, log)
     fc = train_and_forecast(nodes, s, run, log)
@@ -136,10 +137,9 @@ def plot(results: pd.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
-def tables(results: pd.DataFrame, command: str, png: str) -> str:
+def tables(results: pd.DataFrame, command: str, png: str) -> list[str]:
     hardware = f"{os.cpu_count()} CPU cores ({platform.machine()}), torch {torch.__version__}"
     lines = [
-        "<!-- inventory:begin -->",
         "## Stock held for a service level (policies replayed on held-out demand)",
         "",
         f"Written by `scripts/benchmark_inventory.py` on {time.strftime('%Y-%m-%d')}; {hardware}. "
@@ -171,8 +171,7 @@ def tables(results: pd.DataFrame, command: str, png: str) -> str:
                     f"{at.loc[0.95, 'total_cost']:,.0f} | {at.loc[best, 'total_cost']:,.0f} ({best:g}) |"
                 )
         lines += ["", *target_lines(results[results["dataset"] == name]), ""]
-    lines.append("<!-- inventory:end -->")
-    return "\n".join(lines)
+    return lines
 
 
 def _amount(value: float) -> str:
@@ -199,17 +198,6 @@ def target_lines(res: pd.DataFrame) -> list[str]:
             f"{p['total_cost']:,.0f} vs {s['total_cost']:,.0f} | {'yes' if both else '**no**'} |"
         )
     return out
-
-
-def write_markdown(block: str) -> None:
-    path = ROOT / "BENCHMARKS.md"
-    text = path.read_text()
-    begin, end = "<!-- inventory:begin -->", "<!-- inventory:end -->"
-    if begin in text:
-        text = text[: text.index(begin)] + block + text[text.index(end) + len(end) :]
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    path.write_text(text)
 
 
 @click.command()
@@ -239,7 +227,7 @@ def main(data_root: str, work: str, datasets: str, seed: int, reuse: bool) -> No
     results.to_csv(work_dir / "inventory.csv", index=False)
     png = "benchmarks/inventory_service_curves.png"
     plot(results, ROOT / png)
-    write_markdown(tables(results, command, png))
+    write_marked_section(ROOT / "BENCHMARKS.md", "inventory", tables(results, command, png))
     log(f"wrote {png}, BENCHMARKS.md and {work_dir / 'inventory.csv'}")
 
 
