@@ -55,6 +55,7 @@ class DataConfig:
     drop_columns: tuple[str, ...] = ()
     calendar: Path | None = None
     future: Path | None = None
+    cap_outliers: bool = True
 
     @property
     def used_columns(self) -> list[str]:
@@ -138,10 +139,14 @@ def parse_data_config(section: dict, folder: Path) -> DataConfig:
         "drop_columns",
         "calendar",
         "future",
+        "cap_outliers",
     }
     unknown = sorted(set(section) - known)
     if unknown:
         raise ConfigError(f"[data] has unknown keys: {', '.join(unknown)}")
+    cap = section.get("cap_outliers", True)
+    if not isinstance(cap, bool):
+        raise ConfigError(f"[data] cap_outliers must be true or false, got {cap!r}")
     if len(_str_list(section, "observed")) > MAX_OBSERVED:
         raise ConfigError(f"[data] observed lists more than {MAX_OBSERVED} columns")
     return DataConfig(
@@ -159,6 +164,7 @@ def parse_data_config(section: dict, folder: Path) -> DataConfig:
         drop_columns=_str_list(section, "drop_columns"),
         calendar=_optional_path(folder, section.get("calendar")),
         future=_optional_path(folder, section.get("future")),
+        cap_outliers=cap,
     )
 
 

@@ -204,15 +204,66 @@ def decrypt(key: KeyContext, vec: EncryptedVector) -> np.ndarray:
     return flat[: vec.length]
 
 
+_CHUNK_LIMITS: dict[str, int] = {}
+
+
+def max_chunk_bytes(key: KeyContext) -> int:
+    """Largest plausible serialized ciphertext under this key: a full fresh one, plus a quarter."""
+    if key.fingerprint not in _CHUNK_LIMITS:
+        probe = np.random.default_rng(0).standard_normal(key.slot_count)
+        _CHUNK_LIMITS[key.fingerprint] = len(encrypt(key, probe).chunks[0]) * 5 // 4
+    return _CHUNK_LIMITS[key.fingerprint]
+
+
+def check_shape(key: KeyContext, vec: EncryptedVector, length: int) -> None:
+    """Refuse, before any arithmetic, what cannot be an encryption of ``length`` values under key."""
+    _check_key(key, vec)
+    if vec.length != length:
+        raise CryptoError(f"{vec.length} values, expected {length}")
+    expected = max(1, -(-length // key.slot_count))
+    if len(vec.chunks) != expected:
+        raise CryptoError(f"{len(vec.chunks)} ciphertexts for {length} values, expected {expected}")
+    largest, limit = max(len(c) for c in vec.chunks), max_chunk_bytes(key)
+    if largest > limit:
+        raise CryptoError(f"oversized ciphertext: {largest} bytes, at most {limit} expected")
+
+
+class RunningSum:
+    """Homomorphic sum built one vector at a time, so that a bad vector spoils only itself.
+
+    Needs no secret key. Holds one set of ciphertexts, never every input at once.
+    """
+
+    def __init__(self, key: KeyContext, length: int) -> None:
+        self.key, self.length, self.count = key, length, 0
+        self._total: list[ts.CKKSVector] | None = None
+
+    def add(self, vec: EncryptedVector) -> None:
+        """Add one vector; raise CryptoError (leaving the sum unchanged) if it is unusable."""
+        check_shape(self.key, vec, self.length)
+        parts = _deserialize(self.key, vec)
+        try:
+            summed = (
+                parts if self._total is None else [a + b for a, b in zip(self._total, parts, strict=True)]
+            )
+        except (ValueError, RuntimeError) as exc:  # e.g. another scale or level than the sum so far
+            raise CryptoError(f"ciphertext cannot be added: {exc}") from None
+        self._total = summed
+        self.count += 1
+
+    def result(self) -> EncryptedVector:
+        if self._total is None:
+            raise CryptoError("nothing to add")
+        return EncryptedVector(self.key.fingerprint, self.length, tuple(c.serialize() for c in self._total))
+
+
 def add(key: KeyContext, vectors: list[EncryptedVector]) -> EncryptedVector:
     """Homomorphic sum of same-length vectors. Needs no secret key."""
     if not vectors:
         raise CryptoError("nothing to add")
-    length = vectors[0].length
+    total = RunningSum(key, vectors[0].length)
     for v in vectors:
-        if v.length != length or len(v.chunks) != len(vectors[0].chunks):
-            raise CryptoError(f"cannot add vectors of length {v.length} and {length}")
-    total = _deserialize(key, vectors[0])
-    for v in vectors[1:]:
-        total = [a + b for a, b in zip(total, _deserialize(key, v), strict=True)]
-    return EncryptedVector(key.fingerprint, length, tuple(c.serialize() for c in total))
+        if v.length != total.length:
+            raise CryptoError(f"cannot add vectors of length {v.length} and {total.length}")
+        total.add(v)
+    return total.result()

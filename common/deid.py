@@ -91,7 +91,9 @@ def deidentify(
     report = DeidReport()
     missing = [c for c in cfg.used_columns if c not in raw.columns]
     if missing:
-        raise ConfigError(f"input is missing configured columns: {', '.join(missing)}")
+        raise ConfigError(
+            f"data file is missing configured columns: {', '.join(missing)} (see [data] in node.toml)"
+        )
     for col in raw.columns:
         if col in cfg.drop_columns:
             report.dropped[col] = "configured direct identifier"

@@ -16,7 +16,8 @@ Documented rules (every row they touch is written to the quarantine file with it
 * outliers: demand above a robust local level + 3σ (rolling median, σ = 1.4826·MAD floored at
   √level) is capped to that bound — except in holiday or promotion periods, whose spikes the model
   explains through its covariates, and except seasonal peaks: a spike that recurs one season
-  earlier or later (52 weeks, 364 days) is demand, not an error.
+  earlier or later (52 weeks, 364 days) is demand, not an error. ``cap_outliers = false`` in
+  ``[data]`` keeps every spike: for already-aggregated sales whose spikes are real demand.
 """
 
 from __future__ import annotations
@@ -52,10 +53,16 @@ def read_table(path: Path) -> pd.DataFrame:
     """Read CSV or Parquet, with a one-line error for anything unreadable."""
     if not path.is_file():
         raise ConfigError(f"data file not found: {path}")
+    if path.stat().st_size == 0:
+        raise ConfigError(f"cannot read {path}: the file is empty")
     try:
         if path.suffix.lower() in (".parquet", ".pq"):
             return pd.read_parquet(path)
         return pd.read_csv(path, dtype=str, keep_default_na=True)
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"cannot read {path}: not UTF-8 text (found byte 0x{exc.object[exc.start]:02x}); save it as UTF-8"
+        ) from None
     except Exception as exc:
         raise ConfigError(f"cannot read {path}: {exc}".splitlines()[0]) from None
 
@@ -263,7 +270,9 @@ def prepare(raw: pd.DataFrame, cfg: DataConfig, secret: bytes, ended_after: int 
         raise ConfigError("no usable rows after parsing: check the column mapping")
     agg = _aggregate(frame, cfg, bad)
     panel, ended = _align(agg, cfg, ended_after or (28 if cfg.frequency == "D" else 8), bad)
-    panel = cap_outliers(mark_events(panel, cfg), cfg, bad)
+    panel = mark_events(panel, cfg)
+    if cfg.cap_outliers:
+        panel = cap_outliers(panel, cfg, bad)
     quarantine = pd.concat(bad, ignore_index=True) if bad else pd.DataFrame(columns=QUARANTINE_COLUMNS)
     observed = [c for c in cfg.observed if c not in cfg.static]
     cols = ["series", "date", "demand", "price", "promo", "holiday", "event", *cfg.static, *observed]

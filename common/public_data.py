@@ -70,6 +70,8 @@ def _toml(name: str, data: dict[str, object]) -> str:
     def value(v: object) -> str:
         if isinstance(v, list):
             return "[" + ", ".join(f'"{x}"' for x in v) + "]"
+        if isinstance(v, bool):
+            return str(v).lower()
         return f'"{v}"'
 
     lines = ["[node]", f'name = "{name}"', 'secret_context = "keys/secret.ctx"', "", "[data]"]
@@ -129,6 +131,9 @@ def write_walmart_nodes(data_dir: Path, out: Path, until: str | None = None) -> 
             "observed": OBSERVED,
             "calendar": "raw/calendar.csv",
             "future": "raw/future.csv",
+            # Weekly department totals: a one-off spike is real demand, and capping it also
+            # bends next year's seasonal anchor (BENCHMARKS.md, notes on the accuracy run).
+            "cap_outliers": False,
         }
         (node / "node.toml").write_text(_toml(node.name, mapping))
         dirs.append(node)

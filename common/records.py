@@ -7,6 +7,9 @@ data is ever put into a message: weights, sample counts and metrics are all insi
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from flwr.app import Array, ArrayRecord
 
 from common.crypto import CryptoError, EncryptedVector
@@ -39,3 +42,40 @@ def read_encrypted(record: ArrayRecord, name: str) -> EncryptedVector:
     if name not in record:
         raise CryptoError(f"message carries no encrypted {name!r}")
     return from_array(record[name])
+
+
+# Federation-wide settings the coordinator forwards to every node, with their types. Everything else
+# in the run config stays with the coordinator.
+NODE_SETTINGS: dict[str, type] = {
+    "num-rounds": int,
+    "local-epochs": int,
+    "batch-size": int,
+    "scale-weight": float,
+    "validation-periods": int,
+    "lookback": int,
+    "horizon": int,
+    "hidden": int,
+    "anchor": str,
+    "heads": int,
+    "max-batches": int,
+    "learning-rate": float,
+    "seed": int,
+}
+
+
+def node_setting(cfg: Mapping, key: str, default: object) -> Any:
+    """One forwarded setting, converted to its type; a wrong type is refused by name."""
+    kind, value = NODE_SETTINGS.get(key, int), cfg.get(key, default)
+    whole = not isinstance(value, float) or value.is_integer()
+    if not isinstance(value, bool) and (kind is not int or whole):
+        try:
+            return kind(value)
+        except (TypeError, ValueError):
+            pass
+    raise ValueError(f"run config {key!r} must be {kind.__name__}, got {value!r}")
+
+
+def check_node_settings(cfg: Mapping) -> None:
+    for key in NODE_SETTINGS:
+        if key in cfg:
+            node_setting(cfg, key, None)

@@ -11,9 +11,10 @@ Layout of ``OUT``::
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -26,6 +27,7 @@ from warehouse_node.pipeline import forecast, prepare_node
 from warehouse_node.replenish import run_replenish
 
 Report = Callable[[str], None]
+SETTINGS_FILE = "demo.json"
 
 
 @dataclass(frozen=True)
@@ -54,8 +56,9 @@ def provision_node(node_dir: Path, keys_dir: Path, fingerprint: str) -> None:
     )
 
 
-def run_config(out: Path, s: DemoSettings) -> dict:
+def run_config(out: Path, s: DemoSettings, resume: bool = False) -> dict:
     return {
+        "resume": resume,
         "num-rounds": s.rounds,
         "min-nodes": s.nodes,
         "local-epochs": s.local_epochs,
@@ -71,8 +74,8 @@ def _toml_value(v: object) -> str:
     return f'"{v}"' if isinstance(v, str) else str(v)
 
 
-def federate(out: Path, node_dirs: list[Path], s: DemoSettings, report: Report) -> None:
-    rc = run_config(out, s)
+def federate(out: Path, node_dirs: list[Path], s: DemoSettings, report: Report, resume: bool = False) -> None:
+    rc = run_config(out, s, resume)
     if s.engine == "inprocess":
         from coordinator.inprocess import run_inprocess
         from coordinator.server_app import app as server_app
@@ -130,7 +133,28 @@ def run_demo(out: Path, s: DemoSettings, report: Report) -> dict[str, pd.DataFra
             f"{counts.pop('periods')} periods; {dropped} raw columns dropped; quarantined rows {counts}"
         )
         node_dirs.append(node_dir)
-    federate(out, node_dirs, s, report)
+    (out / SETTINGS_FILE).write_text(json.dumps(asdict(s), indent=2) + "\n")
+    return finish(out, node_dirs, s, report)
+
+
+def resume_demo(out: Path, report: Report) -> dict[str, pd.DataFrame]:
+    """Continue a demo whose coordinator died: from the last intact encrypted checkpoint."""
+    out = out.resolve()
+    if not (out / SETTINGS_FILE).is_file():
+        raise FileNotFoundError(f"{out} holds no {SETTINGS_FILE}: not a demo run folder")
+    s = DemoSettings(**json.loads((out / SETTINGS_FILE).read_text()))
+    done = progress(out / "checkpoints").get("last_round", 0)
+    report(f"resuming {out.name}: {done} of {s.rounds} rounds done")
+    node_dirs = sorted(p for p in (out / "nodes").iterdir() if (p / "node.toml").is_file())
+    return finish(out, node_dirs, s, report, resume=True)
+
+
+def finish(
+    out: Path, node_dirs: list[Path], s: DemoSettings, report: Report, resume: bool = False
+) -> dict[str, pd.DataFrame]:
+    """Federate, then let every node forecast and decide; write the run's combined outputs."""
+    keys = out / "keys"
+    federate(out, node_dirs, s, report, resume)
     check_rounds(out, s.rounds)
     forecasts, decisions, strategies = [], [], []
     for node_dir in node_dirs:

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from common import crypto
 from common.cli_errors import one_line_errors
-from coordinator.demo import DemoSettings, run_demo
+from coordinator.demo import DemoSettings, resume_demo, run_demo
 from coordinator.simulate import MODES, SimulationSettings, simulate
 
 console = Console(stderr=True)
@@ -124,6 +124,19 @@ def demo(nodes: int, rounds: int, local_epochs: int, out_dir: str, engine: str, 
     except (RuntimeError, TimeoutError, FileExistsError) as exc:
         raise click.ClickException(str(exc).splitlines()[0]) from None
     _summary(outputs, Path(out_dir).resolve(), time.monotonic() - start)
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@one_line_errors
+def resume(run_dir: str) -> None:
+    """Continue a demo run from its last intact encrypted checkpoint (after the coordinator died)."""
+    start = time.monotonic()
+    try:
+        outputs = resume_demo(Path(run_dir), _clock())
+    except (RuntimeError, TimeoutError, FileNotFoundError) as exc:
+        raise click.ClickException(str(exc).splitlines()[0]) from None
+    _summary(outputs, Path(run_dir).resolve(), time.monotonic() - start)
 
 
 @cli.command("simulate")

@@ -15,24 +15,8 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 
 from common import crypto
+from common.records import NODE_SETTINGS, check_node_settings
 from coordinator.strategy import EncryptedFedAvg, latest_checkpoint, load_state
-
-# Settings the nodes need; everything else in the run config stays with the coordinator.
-NODE_SETTINGS = (
-    "num-rounds",
-    "local-epochs",
-    "batch-size",
-    "scale-weight",
-    "validation-periods",
-    "lookback",
-    "horizon",
-    "hidden",
-    "anchor",
-    "heads",
-    "max-batches",
-    "learning-rate",
-    "seed",
-)
 
 app = ServerApp()
 
@@ -46,6 +30,7 @@ def main(grid: Grid, context: Context) -> None:
     rc = context.run_config
     if not rc.get("public-context"):
         raise ValueError("run config 'public-context' is not set: pass the coordinator's public.ctx")
+    check_node_settings(rc)  # a wrong type stops here, by name, before any node works
     key = crypto.load_context(str(rc["public-context"]))
     checkpoint_dir = Path(str(rc.get("checkpoint-dir") or "checkpoints")).resolve()
     strategy = EncryptedFedAvg(key, checkpoint_dir, min_nodes=int(rc.get("min-nodes", 2)))
@@ -58,7 +43,7 @@ def main(grid: Grid, context: Context) -> None:
     if rounds <= 0:
         log(INFO, "all %d rounds already done", done)
         return
-    strategy.round_offset = done
+    strategy.resume_after(done)
     strategy.start(
         grid,
         initial_arrays=initial,

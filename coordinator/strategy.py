@@ -118,17 +118,17 @@ class EncryptedFedAvg(Strategy):
     def _sum(
         self, decoded: list[dict], name: str, expected: int, refused: list[str]
     ) -> tuple[crypto.EncryptedVector, list[dict]]:
-        good = []
+        """Stream the sum; a reply of the wrong shape or with corrupt bytes is refused on its own."""
+        total, good = crypto.RunningSum(self.key, expected), []
         for d in decoded:
-            if d[name].length == expected:
+            try:
+                total.add(d[name])
                 good.append(d)
-            else:
-                refused.append(
-                    f"node {d['node']}: refused: {name} has {d[name].length} values, expected {expected}"
-                )
+            except crypto.CryptoError as exc:
+                refused.append(f"node {d['node']}: refused: {name}: {exc}")
         if len(good) < self.min_nodes:
             raise RoundFailed(f"{len(good)} valid {name} replies, the minimum is {self.min_nodes}")
-        return crypto.add(self.key, [d[name] for d in good]), good
+        return total.result(), good
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
@@ -138,8 +138,10 @@ class EncryptedFedAvg(Strategy):
         if not decoded:
             raise RoundFailed(f"round {server_round}: no valid replies ({'; '.join(refused)})")
         expected = self.state_length or Counter(d[STATE].length for d in decoded).most_common(1)[0][0]
-        state, good = self._sum(decoded, STATE, expected, refused)
-        metrics, good = self._sum(good, METRICS, len(TRAIN_METRICS), refused)
+        # Metrics first (small), then the model over the replies whose metrics were usable: the model
+        # is the weighted average of exactly the replies counted in `good`.
+        metrics, good = self._sum(decoded, METRICS, len(TRAIN_METRICS), refused)
+        state, good = self._sum(good, STATE, expected, refused)
         for line in refused:
             log(WARNING, "round %d: %s", server_round, line)
         self.state_length = state.length
@@ -175,21 +177,37 @@ class EncryptedFedAvg(Strategy):
         self.history.append(
             {"round": server_round, "phase": phase, "replies": used, "refused": refused, "time": time.time()}
         )
-        (self.checkpoint_dir / PROGRESS_FILE).write_text(
-            json.dumps(
-                {"fingerprint": self.key.fingerprint, "last_round": server_round, "history": self.history},
-                indent=2,
-            )
-            + "\n"
-        )
+        path = self.checkpoint_dir / PROGRESS_FILE
+        tmp = path.with_suffix(".tmp")
+        body = {"fingerprint": self.key.fingerprint, "last_round": server_round, "history": self.history}
+        tmp.write_text(json.dumps(body, indent=2) + "\n")
+        tmp.replace(path)
+
+    def resume_after(self, done: int) -> None:
+        """Continue after ``done`` rounds: keep their history, drop anything logged past them."""
+        self.round_offset = done
+        path = self.checkpoint_dir / PROGRESS_FILE
+        old = json.loads(path.read_text()).get("history", []) if path.is_file() else []
+        self.history = [h for h in old if h["round"] <= done]
+
+
+def _round_of(path: Path) -> int:
+    return int(path.name.split("_")[1].split(".")[0])
 
 
 def latest_checkpoint(checkpoint_dir: Path) -> tuple[int, Path] | None:
-    """The newest round with an encrypted global state, if any."""
-    states = sorted(Path(checkpoint_dir).glob("round_*.state.ckks"))
-    if not states:
-        return None
-    return int(states[-1].name.split("_")[1].split(".")[0]), states[-1]
+    """The newest round whose encrypted global state is intact; torn files are reported and skipped.
+
+    Writes are atomic (temp file + rename), so a torn checkpoint means damage after the fact (a
+    copied or truncated file); resuming from it would corrupt every later round."""
+    for path in sorted(Path(checkpoint_dir).glob("round_*.state.ckks"), reverse=True):
+        try:
+            crypto.EncryptedVector.from_bytes(path.read_bytes())
+        except crypto.CryptoError as exc:
+            log(WARNING, "checkpoint %s is torn (%s): skipped", path.name, exc)
+            continue
+        return _round_of(path), path
+    return None
 
 
 def load_state(key: crypto.KeyContext, path: Path) -> ArrayRecord:

@@ -198,7 +198,8 @@ def write_markdown(rows: pd.DataFrame) -> None:
         "over seeds (min..max). Every model mode has the same budget: rounds × (one pass of at most "
         "`max-batches` batches per node). Model settings: `coordinator/simulate.py` PRESETS "
         f"(walmart {json.dumps(PRESETS['walmart'])}). Weather, fuel, CPI and unemployment are fed "
-        "as past-only inputs (no oracle); markdowns and holidays as known-future inputs.",
+        "as past-only inputs (no oracle); markdowns and holidays as known-future inputs. Walmart "
+        "nodes keep one-off spikes (`cap_outliers = false` in their `[data]`).",
         "",
         *section(
             rows, "walmart", "Walmart, 45 stores = 45 nodes; train ≤ 2012-04-27, score 2012-05-04..07-27"

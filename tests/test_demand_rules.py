@@ -68,6 +68,20 @@ def test_outlier_capped_but_not_in_promotion_or_holiday_periods(tmp_path):
     assert len(capped) == 1 and capped["value"].astype(float).item() == 1000.0
 
 
+def test_outlier_capping_can_be_switched_off_for_aggregated_sales(tmp_path):
+    weeks = pd.date_range("2011-01-07", periods=40, freq="W-FRI")
+    values = 100 + np.tile([-3.0, 0.0, 3.0], 14)[:40]
+    values[10] = 1000.0
+    out = prepare(_weekly("1", weeks, values), _periods_cfg(tmp_path, cap_outliers=False), SECRET)
+    assert out.panel.sort_values("date")["demand"].to_numpy()[10] == 1000.0
+    assert not out.quarantine["reason"].str.startswith("outlier").any()
+
+
+def test_cap_outliers_must_be_a_boolean(tmp_path):
+    with pytest.raises(ConfigError, match="cap_outliers must be true or false"):
+        _periods_cfg(tmp_path, cap_outliers="no")
+
+
 def test_recurring_seasonal_peak_is_demand_not_an_outlier(tmp_path):
     weeks = pd.date_range("2010-01-08", periods=110, freq="W-FRI")
     values = 100 + np.tile([-3.0, 0.0, 3.0], 40)[:110]

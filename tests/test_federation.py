@@ -1,5 +1,8 @@
 """The real ServerApp and ClientApp, in one process (3 nodes, 2 rounds)."""
 
+import json
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from flwr.app import ConfigRecord, Message, RecordDict
@@ -12,6 +15,7 @@ from coordinator.server_app import app as server_app
 from coordinator.strategy import RoundFailed
 from tests.conftest import run_config
 from warehouse_node import client_app as client_module
+from warehouse_node import federated
 from warehouse_node.pipeline import MODEL_FILE
 
 
@@ -53,7 +57,35 @@ def test_replies_carry_no_plaintext_metrics(nodes, keys, tmp_path):
         assert all(a.stype == "fedstock.ckks" for a in m.content.array_records[UPDATE].values())
 
 
-def test_update_under_a_foreign_key_is_refused_and_the_round_goes_on(nodes, keys, tmp_path, monkeypatch):
+def _damaged(kind: str, state: crypto.EncryptedVector, key: crypto.KeyContext, rogue: crypto.KeyContext):
+    """One node's state vector, damaged in one of the ways a coordinator must survive."""
+    if kind == "foreign key":
+        return crypto.encrypt(rogue, np.ones(state.length))
+    if kind == "wrong length":
+        return crypto.encrypt(key, np.ones(state.length + 1))
+    if kind == "corrupt bytes":
+        chunk = state.chunks[0]
+        return replace(state, chunks=(chunk[:100] + bytes(len(chunk) - 100), *state.chunks[1:]))
+    if kind == "truncated":
+        return replace(state, chunks=(state.chunks[0][: len(state.chunks[0]) // 2], *state.chunks[1:]))
+    if kind == "oversized":
+        return replace(state, chunks=(state.chunks[0] * 2, *state.chunks[1:]))
+    raise AssertionError(kind)
+
+
+REFUSAL = {
+    "foreign key": "encrypted under key",
+    "wrong length": "values, expected",
+    "corrupt bytes": "corrupt ciphertext",
+    "truncated": "corrupt ciphertext",
+    "oversized": "oversized ciphertext",
+}
+
+
+@pytest.mark.parametrize("kind", list(REFUSAL))
+def test_bad_update_is_refused_and_the_aggregate_is_the_survivors_average(
+    kind, nodes, keys, secret_key, tmp_path, monkeypatch
+):
     crypto.keygen(tmp_path / "rogue")
     rogue = crypto.load_context(tmp_path / "rogue" / crypto.SECRET_CONTEXT_FILE)
     original = client_module.train
@@ -61,25 +93,59 @@ def test_update_under_a_foreign_key_is_refused_and_the_round_goes_on(nodes, keys
 
     def train(msg, context):
         reply = original(msg, context)
-        if str(context.node_config["node-dir"]) == str(rogue_node):
-            bad = crypto.encrypt(rogue, np.ones(read_encrypted(reply.content[UPDATE], STATE).length))
-            content = RecordDict(
-                {
-                    UPDATE: encrypted_record(**{STATE: bad, METRICS: crypto.encrypt(rogue, np.ones(2))}),
-                    CONFIG: ConfigRecord({"fingerprint": rogue.fingerprint}),
-                }
-            )
-            return Message(content, reply_to=msg)
-        return reply
+        if str(context.node_config["node-dir"]) != str(rogue_node):
+            return reply
+        state = read_encrypted(reply.content[UPDATE], STATE)
+        metrics = read_encrypted(reply.content[UPDATE], METRICS)
+        bad = _damaged(kind, state, secret_key, rogue)
+        content = RecordDict(
+            {
+                UPDATE: encrypted_record(**{STATE: bad, METRICS: metrics}),
+                CONFIG: ConfigRecord({"fingerprint": bad.fingerprint}),
+            }
+        )
+        return Message(content, reply_to=msg)
 
     monkeypatch.setitem(client_module.app._registered_funcs, "train.default", train)
+    replies: list[Message] = []
     rc = run_config(keys, tmp_path / "ckpt", rounds=1, min_nodes=2)
-    run_inprocess(server_app, client_module.app, nodes[0], rc)
-    progress = (tmp_path / "ckpt" / "progress.json").read_text()
-    assert '"replies": 2' in progress and "encrypted under key" in progress
-    rc["min-nodes"] = 3
-    with pytest.raises(RoundFailed):
-        run_inprocess(server_app, client_module.app, nodes[0], {**rc, "checkpoint-dir": str(tmp_path / "c2")})
+    run_inprocess(server_app, client_module.app, nodes[0], rc, observer=lambda m, _b: replies.append(m))
+    history = json.loads((tmp_path / "ckpt" / "progress.json").read_text())["history"]
+    train_round = next(h for h in history if h["phase"] == "train")
+    assert train_round["replies"] == 2 and len(train_round["refused"]) == 1
+    assert REFUSAL[kind] in train_round["refused"][0]
+    survivors = [
+        crypto.decrypt(secret_key, read_encrypted(m.content[UPDATE], STATE))
+        for m in replies
+        if m.metadata.message_type == "train" and m.metadata.src_node_id != 1002
+    ]
+    assert len(survivors) == 2
+    summed = crypto.decrypt(
+        secret_key,
+        crypto.EncryptedVector.from_bytes((tmp_path / "ckpt" / "round_0001.state.ckks").read_bytes()),
+    )
+    expected = sum(v[:-1] for v in survivors) / sum(v[-1] for v in survivors)
+    assert np.allclose(summed[:-1] / summed[-1], expected, rtol=1e-6, atol=1e-7)
+
+
+def test_node_with_nan_weights_sends_nothing_and_says_why(nodes, keys, tmp_path, monkeypatch):
+    real_update, calls = federated.local_update, []
+
+    def update(*args):
+        new, n, loss = real_update(*args)
+        calls.append(1)
+        if len(calls) == 3:  # the third node's training diverged
+            new = np.where(np.arange(len(new)) == 5, np.nan, new)
+        return new, n, loss
+
+    monkeypatch.setattr(federated, "local_update", update)
+    replies: list[Message] = []
+    rc = run_config(keys, tmp_path / "c", rounds=1)
+    with pytest.raises(RoundFailed, match="minimum is 3"):
+        run_inprocess(server_app, client_module.app, nodes[0], rc, observer=lambda m, _b: replies.append(m))
+    errors = [m for m in replies if m.has_error()]
+    assert len(errors) == 1 and "NaN or infinite weights: update not sent" in errors[0].error.reason
+    assert all(UPDATE in m.content for m in replies if not m.has_error())
 
 
 def test_node_refuses_a_coordinator_announcing_another_key(nodes, keys, tmp_path):

@@ -14,6 +14,7 @@ import numpy as np
 from common import crypto
 from common.config import NodeConfig
 from common.model import DEFAULT_QUANTILES, ModelConfig
+from common.records import node_setting
 from common.training import TrainConfig
 from warehouse_node.pipeline import NodeData, holdout_metrics, local_update, save_global_model
 
@@ -34,26 +35,28 @@ class RoundSettings:
 
 
 def round_settings(cfg: Mapping) -> RoundSettings:
+    """Settings from the coordinator's config record; a wrong type is refused by name."""
     model = ModelConfig(
-        lookback=int(cfg.get("lookback", 28)),
-        horizon=int(cfg.get("horizon", 14)),
-        hidden=int(cfg.get("hidden", 32)),
-        heads=int(cfg.get("heads", 4)),
+        lookback=node_setting(cfg, "lookback", 28),
+        horizon=node_setting(cfg, "horizon", 14),
+        hidden=node_setting(cfg, "hidden", 32),
+        heads=node_setting(cfg, "heads", 4),
         quantiles=tuple(cfg.get("quantiles", DEFAULT_QUANTILES)),
-        anchor=str(cfg.get("anchor", "none")),
+        anchor=node_setting(cfg, "anchor", "none"),
     )
-    server_round, rounds = int(cfg.get("server-round", 0)), int(cfg.get("num-rounds", 0))
+    server_round, rounds = node_setting(cfg, "server-round", 0), node_setting(cfg, "num-rounds", 0)
     progress = ((server_round - 1) / rounds, server_round / rounds) if rounds and server_round else (0, 1)
     train = TrainConfig(
-        epochs=int(cfg.get("local-epochs", 2)),
-        learning_rate=float(cfg.get("learning-rate", 3e-3)),
-        max_batches_per_epoch=int(cfg.get("max-batches", 60)),
-        batch_size=int(cfg.get("batch-size", 256)),
-        scale_weight=float(cfg.get("scale-weight", 0.0)),
+        epochs=node_setting(cfg, "local-epochs", 2),
+        learning_rate=node_setting(cfg, "learning-rate", 3e-3),
+        max_batches_per_epoch=node_setting(cfg, "max-batches", 60),
+        batch_size=node_setting(cfg, "batch-size", 256),
+        scale_weight=node_setting(cfg, "scale-weight", 0.0),
         progress=progress,
     )
-    validation = int(cfg["validation-periods"]) if int(cfg.get("validation-periods", -1)) >= 0 else None
-    return RoundSettings(model, train, int(cfg.get("seed", 7)), server_round, validation)
+    held_out = node_setting(cfg, "validation-periods", -1)
+    validation = held_out if held_out >= 0 else None
+    return RoundSettings(model, train, node_setting(cfg, "seed", 7), server_round, validation)
 
 
 @dataclass

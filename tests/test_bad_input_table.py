@@ -1,0 +1,620 @@
+"""Bad input, counted: every case gets its exact one-line message, the right exit code, and loses nothing.
+
+Each case damages one input of a small synthetic warehouse (data file, node config, stock file,
+strategy or overrides file, keys, ciphertexts, run config, command-line arguments) and runs the
+command an operator or the planner would run. Where a command can go on, the rows it could not use
+are in its quarantine or rejected file, counted exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from common import crypto
+from common.config import load_node_config
+from common.model import ModelConfig, build_model, model_vector
+from common.records import check_node_settings
+from common.synthetic import SyntheticSpec, write_warehouse
+from coordinator.planner_cli import cli as planner
+from warehouse_node.cli import EXIT_PARTIAL
+from warehouse_node.cli import cli as node
+from warehouse_node.pipeline import QUARANTINE_FILE, forecast, prepare_node, save_global_model
+
+SPEC = SyntheticSpec(items=3, days=200, horizon_days=14, customers=20)
+
+
+@dataclass(frozen=True)
+class Base:
+    """A prepared warehouse with a forecast, copied afresh for every case."""
+
+    node: Path
+    forecasts: Path
+    keys: Path
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory) -> Base:
+    root = tmp_path_factory.mktemp("bad-input-base")
+    keys = root / "keys"
+    crypto.keygen(keys)
+    node_dir = root / "node"
+    write_warehouse(node_dir, 0, SPEC, seed=5)
+    cfg = load_node_config(node_dir)
+    prepare_node(cfg)
+    m = ModelConfig(lookback=14, horizon=14, hidden=8)
+    save_global_model(cfg, model_vector(build_model(m, 0)), m, 1)
+    fc = forecast(cfg)
+    fc.to_parquet(root / "forecasts.parquet", index=False)
+    return Base(node_dir, root / "forecasts.parquet", keys)
+
+
+@dataclass(frozen=True)
+class Work:
+    node: Path
+    forecasts: Path
+    keys: Path
+    tmp: Path
+    before: pd.DataFrame  # the base quarantine
+    notes: dict = field(default_factory=dict)  # values a case learns while damaging its input
+
+    @property
+    def empty(self) -> Path:
+        (self.tmp / "empty").mkdir(exist_ok=True)
+        return self.tmp / "empty"
+
+    def fields(self) -> dict[str, object]:
+        other = self.tmp / "other" / crypto.MANIFEST_FILE
+        return {
+            "tmp": self.tmp,
+            "node": self.node,
+            "keys": self.keys,
+            "fp": crypto.load_context(self.keys / crypto.PUBLIC_CONTEXT_FILE).fingerprint,
+            "other_fp": json.loads(other.read_text())["fingerprint"] if other.is_file() else "",
+            **self.notes,
+        }
+
+    @property
+    def orders(self) -> Path:
+        return self.node / "raw" / "orders.csv"
+
+    @property
+    def stock(self) -> Path:
+        return self.node / "stock.csv"
+
+    def edit_orders(self, change: Callable[[pd.DataFrame], pd.DataFrame]) -> None:
+        change(pd.read_csv(self.orders, dtype=str)).to_csv(self.orders, index=False)
+
+    def edit_stock(self, change: Callable[[pd.DataFrame], pd.DataFrame]) -> None:
+        change(pd.read_csv(self.stock)).to_csv(self.stock, index=False)
+
+    def set_toml(self, old: str, new: str) -> None:
+        toml = self.node / "node.toml"
+        text = toml.read_text()
+        assert old in text
+        toml.write_text(text.replace(old, new))
+
+    def replenish(self, *extra: str) -> list[str]:
+        files = ["--forecasts", str(self.forecasts), "--stock", str(self.stock)]
+        return ["replenish", *files, "--out", str(self.tmp / "decide"), *extra]
+
+    def quarantined(self, reason: str) -> int:
+        """Rows quarantined for ``reason`` by this case, beyond those the base data already had."""
+        now = pd.read_csv(self.node / "private" / QUARANTINE_FILE)
+        return int(now["reason"].str.startswith(reason).sum()) - int(
+            self.before["reason"].str.startswith(reason).sum()
+        )
+
+    def rejected(self, reason: str, name: str = "rejected.csv") -> int:
+        r = pd.read_csv(self.tmp / "decide" / name)
+        return int(r["reason"].str.contains(reason, regex=False).sum())
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    cli: object  # the click group, or None for a direct call
+    run: Callable[[Work], list[str] | Callable[[], object]]
+    exit_code: int
+    message: str | None  # the exact last line of output (None: the command succeeds quietly)
+    lost: Callable[[Work], bool] | None = None  # every row not used is accounted for
+
+
+def _break_rows(column: str, value: str, rows: list[int]) -> Callable[[Work], list[str]]:
+    def run(w: Work) -> list[str]:
+        def change(df: pd.DataFrame) -> pd.DataFrame:
+            df.loc[rows, column] = value
+            return df
+
+        w.edit_orders(change)
+        return ["prepare", "--node", str(w.node)]
+
+    return run
+
+
+def _prepare_after(edit: Callable[[Work], None]) -> Callable[[Work], list[str]]:
+    def run(w: Work) -> list[str]:
+        edit(w)
+        return ["prepare", "--node", str(w.node)]
+
+    return run
+
+
+def _stock(change: Callable[[pd.DataFrame], pd.DataFrame], *extra: str) -> Callable[[Work], list[str]]:
+    def run(w: Work) -> list[str]:
+        w.edit_stock(change)
+        return w.replenish(*extra)
+
+    return run
+
+
+def _set(df: pd.DataFrame, column: str, value: object, row: int = 0) -> pd.DataFrame:
+    df[column] = df[column].astype(object)
+    df.loc[row, column] = value
+    return df
+
+
+def _file(w: Work, name: str, text: str | bytes) -> Path:
+    path = w.tmp / name
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    return path
+
+
+def _ciphertext(w: Work, damage: Callable[[bytes], bytes]) -> Callable[[], object]:
+    key = crypto.load_context(w.keys / crypto.SECRET_CONTEXT_FILE)
+    vec = crypto.encrypt(key, np.ones(50))
+    blob = damage(vec.to_bytes())
+    w.notes["body"] = sum(len(c) for c in vec.chunks)
+    w.notes["short"] = w.notes["body"] - (len(vec.to_bytes()) - len(blob))
+    return lambda: crypto.decrypt(key, crypto.EncryptedVector.from_bytes(blob))
+
+
+def _other_key_ciphertext(w: Work) -> Callable[[], object]:
+    crypto.keygen(w.tmp / "other")
+    other = crypto.load_context(w.tmp / "other" / crypto.SECRET_CONTEXT_FILE)
+    ours = crypto.load_context(w.keys / crypto.SECRET_CONTEXT_FILE)
+    return lambda: crypto.decrypt(ours, crypto.encrypt(other, np.ones(5)))
+
+
+CASES: list[Case] = []
+
+
+def _periods_node(w: Work, rows: list[tuple[str, str, str]]) -> list[str]:
+    """Switch the node to per-period data (weekly sales per dept) with the given rows."""
+    lines = ["Date,Dept,Weekly_Sales", *(",".join(r) for r in rows)]
+    (w.node / "raw" / "weekly.csv").write_text("\n".join(lines) + "\n")
+    (w.node / "node.toml").write_text(
+        '[node]\nname = "weekly"\n\n[data]\npath = "raw/weekly.csv"\nkind = "periods"\n'
+        'frequency = "W-FRI"\ntimestamp = "Date"\nquantity = "Weekly_Sales"\nseries_keys = ["Dept"]\n'
+    )
+    return ["prepare", "--node", str(w.node)]
+
+
+WEEKS = [str(d.date()) for d in pd.date_range("2011-01-07", periods=20, freq="W-FRI")]
+PREPARE = ["prepare", "--node"]
+
+CASES += [
+    # ---- data files -------------------------------------------------------------------------
+    Case(
+        "quantity-not-a-number",
+        node,
+        _break_rows("quantity", "abc", [3, 7]),
+        0,
+        None,
+        lambda w: w.quarantined("missing or non-numeric quantity") == 2,
+    ),
+    Case(
+        "date-does-not-parse",
+        node,
+        _break_rows("order_ts", "31/31/2020", [4]),
+        0,
+        None,
+        lambda w: w.quarantined("unreadable timestamp") == 1,
+    ),
+    Case(
+        "missing-series-key",
+        node,
+        _break_rows("sku", "", [5]),
+        0,
+        None,
+        lambda w: w.quarantined("missing series key") == 1,
+    ),
+    Case(
+        "negative-quantity-is-a-return",
+        node,
+        _break_rows("quantity", "-3", [6]),
+        0,
+        None,
+        lambda w: w.quarantined("return: negative order line") == 1,
+    ),
+    Case(
+        "price-unreadable-is-repaired",
+        node,
+        _break_rows("unit_price", "12,99 EUR", [8]),
+        0,
+        None,
+        lambda w: w.quarantined("unreadable price") == 1,
+    ),
+    Case(
+        "duplicate-period-rows-summed",
+        node,
+        lambda w: _periods_node(w, [(d, "1", "10") for d in WEEKS] + [(WEEKS[3], "1", "5")]),
+        0,
+        None,
+        lambda w: w.quarantined("duplicate period row") == 2,
+    ),
+    Case(
+        "negative-period-sales-clipped",
+        node,
+        lambda w: _periods_node(w, [(d, "1", "-4" if i == 2 else "10") for i, d in enumerate(WEEKS)]),
+        0,
+        None,
+        lambda w: w.quarantined("negative demand clipped") == 1,
+    ),
+    Case(
+        "configured-column-missing",
+        node,
+        _prepare_after(lambda w: w.set_toml('quantity = "quantity"', 'quantity = "qty"')),
+        1,
+        "Error: data file is missing configured columns: qty (see [data] in node.toml)",
+    ),
+    Case(
+        "empty-file",
+        node,
+        _prepare_after(lambda w: w.orders.write_text("")),
+        1,
+        "Error: cannot read {node}/raw/orders.csv: the file is empty",
+    ),
+    Case(
+        "header-only",
+        node,
+        _prepare_after(lambda w: w.orders.write_text(w.orders.read_text().splitlines()[0] + "\n")),
+        1,
+        "Error: no usable rows after parsing: check the column mapping",
+    ),
+    Case(
+        "wrong-encoding",
+        node,
+        _prepare_after(lambda w: w.orders.write_bytes(w.orders.read_text().encode("utf-16"))),
+        1,
+        "Error: cannot read {node}/raw/orders.csv: not UTF-8 text (found byte 0xff); save it as UTF-8",
+    ),
+    Case(
+        "latin1-bytes",
+        node,
+        _prepare_after(lambda w: w.orders.write_bytes(w.orders.read_bytes().replace(b"Lane", b"Stra\xdfe"))),
+        1,
+        "Error: cannot read {node}/raw/orders.csv: not UTF-8 text (found byte 0xdf); save it as UTF-8",
+    ),
+    Case(
+        "data-file-not-found",
+        node,
+        _prepare_after(lambda w: w.set_toml('path = "raw/orders.csv"', 'path = "raw/none.csv"')),
+        1,
+        "Error: data file not found: {node}/raw/none.csv",
+    ),
+    # ---- node configuration -----------------------------------------------------------------
+    Case(
+        "node-toml-not-toml",
+        node,
+        _prepare_after(lambda w: (w.node / "node.toml").write_text("[data\n")),
+        1,
+        "Error: {node}/node.toml is not valid TOML: Expected ']' at the end of a table "
+        "declaration (at line 1, column 6)",
+    ),
+    Case(
+        "node-toml-without-data",
+        node,
+        _prepare_after(lambda w: (w.node / "node.toml").write_text('[node]\nname = "x"\n')),
+        1,
+        "Error: {node}/node.toml has no [data] section",
+    ),
+    Case(
+        "unknown-data-key",
+        node,
+        _prepare_after(lambda w: w.set_toml('kind = "orders"', 'kind = "orders"\nlead = 3')),
+        1,
+        "Error: [data] has unknown keys: lead",
+    ),
+    Case(
+        "bad-frequency",
+        node,
+        _prepare_after(lambda w: w.set_toml('frequency = "D"', 'frequency = "M"')),
+        1,
+        "Error: frequency must be 'D', 'W' or 'W-<DAY>', got 'M'",
+    ),
+    Case(
+        "cap-outliers-not-boolean",
+        node,
+        _prepare_after(lambda w: w.set_toml('kind = "orders"', 'kind = "orders"\ncap_outliers = "no"')),
+        1,
+        "Error: [data] cap_outliers must be true or false, got 'no'",
+    ),
+    Case(
+        "personal-column-as-series-key",
+        node,
+        _prepare_after(lambda w: w.set_toml('series_keys = ["sku"]', 'series_keys = ["customer_email"]')),
+        1,
+        "Error: column 'customer_email' is used as a key or attribute but column name "
+        "suggests personal data; map a non-personal column instead",
+    ),
+    Case(
+        "node-folder-without-node-toml",
+        node,
+        _prepare_after(lambda w: (w.node / "node.toml").unlink()),
+        1,
+        "Error: node config not found: {node}/node.toml",
+    ),
+    # ---- stock, forecasts, strategy and overrides files --------------------------------------
+    Case(
+        "stock-missing-column",
+        node,
+        _stock(lambda df: df.drop(columns=["on_hand"])),
+        1,
+        "Error: stock file is missing required columns: on_hand",
+    ),
+    Case(
+        "stock-unknown-sku",
+        node,
+        _stock(lambda df: _set(df, "sku", "SKU-NOPE")),
+        EXIT_PARTIAL,
+        "  1 x unknown sku: no forecast for it",
+        lambda w: w.rejected("no forecast") == 1,
+    ),
+    Case(
+        "stock-duplicate-sku",
+        node,
+        _stock(lambda df: pd.concat([df, df.iloc[[0]]], ignore_index=True)),
+        EXIT_PARTIAL,
+        "  2 x duplicate sku in stock file",
+        lambda w: w.rejected("duplicate") == 2,
+    ),
+    Case(
+        "stock-negative-on-hand",
+        node,
+        _stock(lambda df: _set(df, "on_hand", -5)),
+        EXIT_PARTIAL,
+        "  1 x on_hand is negative",
+        lambda w: w.rejected("on_hand") == 1,
+    ),
+    Case(
+        "stock-nan-on-hand",
+        node,
+        _stock(lambda df: _set(df, "on_hand", np.nan)),
+        EXIT_PARTIAL,
+        "  1 x on_hand is missing or not a number",
+        lambda w: w.rejected("on_hand") == 1,
+    ),
+    Case(
+        "stock-lead-time-zero",
+        node,
+        _stock(lambda df: _set(df, "lead_time", 0)),
+        EXIT_PARTIAL,
+        "  1 x lead_time must be a whole number of periods >= 1",
+        lambda w: w.rejected("lead_time") == 1,
+    ),
+    Case(
+        "stock-lead-time-not-integer",
+        node,
+        _stock(lambda df: _set(df, "lead_time", 1.5)),
+        EXIT_PARTIAL,
+        "  1 x lead_time must be a whole number of periods >= 1",
+        lambda w: w.rejected("lead_time") == 1,
+    ),
+    Case(
+        "stock-service-level-outside-0-1",
+        node,
+        _stock(lambda df: _set(df, "service_level", 1.2)),
+        EXIT_PARTIAL,
+        "  1 x service_level must be in (0, 1)",
+        lambda w: w.rejected("service_level") == 1,
+    ),
+    Case(
+        "stock-on-hand-not-a-number",
+        node,
+        _stock(lambda df: _set(df, "on_hand", "lots")),
+        EXIT_PARTIAL,
+        "  1 x on_hand is missing or not a number",
+        lambda w: w.rejected("on_hand") == 1,
+    ),
+    Case(
+        "stock-empty-file",
+        node,
+        lambda w: (w.stock.write_text(""), w.replenish())[1],
+        1,
+        "Error: cannot read {node}/stock.csv: the file is empty",
+    ),
+    Case(
+        "forecasts-missing-mean",
+        node,
+        lambda w: (
+            pd.read_parquet(w.forecasts).drop(columns=["mean"]).to_parquet(w.forecasts),
+            w.replenish(),
+        )[1],
+        1,
+        "Error: forecasts file is missing column 'mean'",
+    ),
+    Case(
+        "strategy-unknown-setting",
+        node,
+        lambda w: w.replenish("--strategy-config", str(_file(w, "s.toml", "promote_now = 0.5\n"))),
+        1,
+        "Error: unknown strategy setting 'promote_now': choose from promo_uplift, "
+        "suppress_stockout_prob, promote_max_stockout_prob, promote_min_cover, paths, seed",
+    ),
+    Case(
+        "overrides-unknown-status",
+        node,
+        lambda w: w.replenish(
+            "--overrides",
+            str(_file(w, "o.csv", f"sku,who,why,status\n{pd.read_csv(w.stock)['sku'][0]},ana,test,PANIC\n")),
+        ),
+        EXIT_PARTIAL,
+        "  1 x status must be one of REPLENISH_NOW, WARNING, OBSERVE or empty",
+        lambda w: w.rejected("status must be one of", "overrides_rejected.csv") == 1,
+    ),
+    # ---- keys and ciphertexts ---------------------------------------------------------------
+    Case(
+        "keygen-would-overwrite",
+        planner,
+        lambda w: ["keygen", "--out", str(w.keys)],
+        1,
+        "Error: {keys}/secret.ctx exists: refusing to overwrite keys",
+    ),
+    Case(
+        "ciphertext-truncated",
+        None,
+        lambda w: _ciphertext(w, lambda b: b[:-3000]),
+        1,
+        "corrupt ciphertext: header announces {body} bytes, body has {short}",
+    ),
+    Case(
+        "ciphertext-bad-header",
+        None,
+        lambda w: _ciphertext(w, lambda b: b"garbage" + b[7:]),
+        1,
+        "corrupt ciphertext: missing fedstock CKKS header",
+    ),
+    Case(
+        "ciphertext-corrupt-body",
+        None,
+        lambda w: _ciphertext(w, lambda b: b[:-5000] + bytes(5000)),
+        1,
+        "corrupt ciphertext: failed to parse CKKS stream",
+    ),
+    Case(
+        "ciphertext-under-another-key",
+        None,
+        _other_key_ciphertext,
+        1,
+        "ciphertext made under key {other_fp}, ours is {fp}",
+    ),
+    Case(
+        "context-file-not-a-context",
+        None,
+        lambda w: lambda: crypto.load_context(_file(w, "x.ctx", b"not a context")),
+        1,
+        "{tmp}/x.ctx is not a TenSEAL context (failed to parse stream)",
+    ),
+    Case(
+        "context-with-another-fingerprint",
+        None,
+        lambda w: lambda: crypto.load_context(w.keys / crypto.PUBLIC_CONTEXT_FILE, "0" * 32),
+        1,
+        "context {keys}/public.ctx has fingerprint {fp}, expected "
+        "00000000000000000000000000000000: wrong key material",
+    ),
+    # ---- run config -------------------------------------------------------------------------
+    Case(
+        "run-config-epochs-not-integer",
+        None,
+        lambda w: lambda: check_node_settings({"local-epochs": "two"}),
+        1,
+        "run config 'local-epochs' must be int, got 'two'",
+    ),
+    Case(
+        "run-config-learning-rate-not-number",
+        None,
+        lambda w: lambda: check_node_settings({"learning-rate": "fast"}),
+        1,
+        "run config 'learning-rate' must be float, got 'fast'",
+    ),
+    Case(
+        "run-config-rounds-fractional",
+        None,
+        lambda w: lambda: check_node_settings({"num-rounds": 2.5}),
+        1,
+        "run config 'num-rounds' must be int, got 2.5",
+    ),
+    # ---- command-line arguments -------------------------------------------------------------
+    Case(
+        "unknown-option",
+        node,
+        lambda w: w.replenish("--frobnicate"),
+        2,
+        "Error: No such option '--frobnicate'. Did you mean '--forecasts'?",
+    ),
+    Case(
+        "unknown-policy",
+        node,
+        lambda w: w.replenish("--policy", "guess"),
+        2,
+        "Error: Invalid value for '--policy': 'guess' is not one of 'seed-rule', "
+        "'classical', 'probabilistic'.",
+    ),
+    Case(
+        "simulate-zero-rounds",
+        planner,
+        lambda w: [
+            "simulate",
+            "--dataset",
+            "walmart",
+            "--data",
+            str(w.tmp),
+            "--out",
+            str(w.tmp / "o"),
+            "--rounds",
+            "0",
+        ],
+        2,
+        "Error: Invalid value for '--rounds': 0 is not in the range 1<=x<=200.",
+    ),
+    Case(
+        "resume-not-a-run",
+        planner,
+        lambda w: ["resume", str(w.empty)],
+        1,
+        "Error: {tmp}/empty holds no demo.json: not a demo run folder",
+    ),
+    Case(
+        "report-not-a-run",
+        planner,
+        lambda w: ["report", str(w.empty)],
+        1,
+        "Error: {tmp}/empty/forecasts.parquet not found: is {tmp}/empty a simulate run folder?",
+    ),
+]
+
+
+def _work(base: Base, tmp: Path) -> Work:
+    shutil.copytree(base.node, tmp / "node")
+    shutil.copy(base.forecasts, tmp / "forecasts.parquet")
+    before = pd.read_csv(tmp / "node" / "private" / QUARANTINE_FILE)
+    return Work(tmp / "node", tmp / "forecasts.parquet", base.keys, tmp, before)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_bad_input_is_refused_with_its_message_and_nothing_is_lost(case, base, tmp_path):
+    w = _work(base, tmp_path)
+    action = case.run(w)
+    expected = case.message.format(**w.fields()) if case.message else None
+    if case.cli is None:
+        with pytest.raises(ValueError) as err:
+            action()
+        assert str(err.value) == expected
+    else:
+        result = CliRunner().invoke(case.cli, action)
+        assert result.exit_code == case.exit_code, result.output
+        if expected is not None:
+            assert result.output.strip().splitlines()[-1] == expected
+        if case.exit_code == 1:
+            assert len(result.output.strip().splitlines()) == 1, result.output
+    if case.lost is not None:
+        assert case.lost(w)
+    decided = w.tmp / "decide" / "decisions.csv"
+    if decided.is_file():  # every stock row is either decided or rejected with its reason
+        rejected = w.tmp / "decide" / "rejected.csv"
+        n_rejected = len(pd.read_csv(rejected)) if rejected.is_file() else 0
+        assert len(pd.read_csv(decided)) + n_rejected == len(pd.read_csv(w.stock))
+
+
+def test_the_table_covers_at_least_thirty_bad_inputs():
+    assert len({c.name for c in CASES}) == len(CASES) >= 30

@@ -1,0 +1,87 @@
+"""The coordinator dies mid-run: `fedstock-planner resume` continues from the last intact checkpoint."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from flwr.common.constant import SUPERLINK_NODE_ID
+
+from common import crypto
+from common.records import GLOBAL, STATE, read_encrypted
+from coordinator import inprocess
+from coordinator.demo import DemoSettings, run_demo
+from coordinator.planner_cli import cli
+from coordinator.strategy import EncryptedFedAvg, latest_checkpoint
+
+SETTINGS = DemoSettings(nodes=3, rounds=3, local_epochs=1, items=4, days=400, engine="inprocess")
+
+
+def test_resume_continues_after_the_last_checkpoint_without_losing_or_repeating_a_round(
+    tmp_path, monkeypatch
+):
+    out = tmp_path / "run"
+    real_aggregate = EncryptedFedAvg.aggregate_train
+
+    def dies_in_round_two(self, server_round, replies):
+        if server_round + self.round_offset == 2:
+            raise RuntimeError("coordinator killed")
+        return real_aggregate(self, server_round, replies)
+
+    with monkeypatch.context() as m:
+        m.setattr(EncryptedFedAvg, "aggregate_train", dies_in_round_two)
+        with pytest.raises(RuntimeError, match="coordinator killed"):
+            run_demo(out, SETTINGS, lambda _line: None)
+    ckpt = out / "checkpoints"
+    assert latest_checkpoint(ckpt)[0] == 1 and not (ckpt / "round_0002.state.ckks").exists()
+    round1 = (ckpt / "round_0001.state.ckks").read_bytes()
+
+    sent: list = []
+    real_wire = inprocess.wire
+
+    def capture(msg):
+        copy, blob = real_wire(msg)
+        sent.append(copy)
+        return copy, blob
+
+    monkeypatch.setattr(inprocess, "wire", capture)
+    result = CliRunner().invoke(cli, ["resume", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "resuming run: 1 of 3 rounds done" in result.output
+    history = json.loads((ckpt / "progress.json").read_text())["history"]
+    assert [h["round"] for h in history if h["phase"] == "train"] == [1, 2, 3]
+    assert (ckpt / "round_0001.state.ckks").read_bytes() == round1  # round 1 was not redone
+    first_resumed = [
+        m
+        for m in sent
+        if m.metadata.src_node_id == SUPERLINK_NODE_ID
+        and m.metadata.message_type == "train"
+        and m.metadata.group_id == "2"
+    ]
+    assert len(first_resumed) == 3
+    assert all(read_encrypted(m.content[GLOBAL], STATE).to_bytes() == round1 for m in first_resumed)
+    assert (out / "decisions.csv").is_file() and len((out / "rounds.csv").read_text().splitlines()) == 4
+
+
+def test_torn_checkpoint_is_detected_and_the_previous_round_is_used(tmp_path, secret_key, caplog):
+    for r in (1, 2):
+        vec = crypto.encrypt(secret_key, np.full(10, float(r)))
+        (tmp_path / f"round_{r:04d}.state.ckks").write_bytes(vec.to_bytes())
+    assert latest_checkpoint(tmp_path) == (2, tmp_path / "round_0002.state.ckks")
+    torn = tmp_path / "round_0002.state.ckks"
+    torn.write_bytes(torn.read_bytes()[:-1000])
+    with caplog.at_level(logging.WARNING, logger="flwr"):
+        found = latest_checkpoint(tmp_path)
+    assert found == (1, tmp_path / "round_0001.state.ckks")
+    assert "round_0002.state.ckks is torn" in caplog.text
+
+
+def test_resume_refuses_a_folder_that_is_not_a_demo_run(tmp_path):
+    result = CliRunner().invoke(cli, ["resume", str(tmp_path)])
+    assert result.exit_code != 0
+    assert result.output.strip().splitlines()[-1] == (
+        f"Error: {tmp_path.resolve()} holds no demo.json: not a demo run folder"
+    )

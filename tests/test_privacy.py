@@ -1,0 +1,113 @@
+"""Privacy, shown: the coordinator is blind, and no PII leaves a warehouse node.
+
+One in-process federation (the real ServerApp and ClientApp, every message round-tripped through
+its wire bytes) is run with every message captured in both directions and the coordinator's log
+written to a file, then each node forecasts and decides. The assertions then look at bytes only.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from common import crypto
+from common.config import load_node_config
+from coordinator import inprocess
+from coordinator.inprocess import run_inprocess
+from coordinator.server_app import app as server_app
+from tests.conftest import make_nodes, run_config
+from warehouse_node import client_app as client_module
+from warehouse_node.pipeline import forecast
+from warehouse_node.replenish import run_replenish
+
+NODE_INPUTS = ("raw", "keys", "private", "stock.csv", "node.toml")  # given to the node, or private
+
+
+@pytest.fixture(scope="module")
+def federation(tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("privacy")
+    keys = root / "keys"
+    crypto.keygen(keys)
+    dirs, canaries = make_nodes(root / "nodes", keys)
+    coordinator = root / "coordinator"
+    coordinator.mkdir()
+    (coordinator / crypto.PUBLIC_CONTEXT_FILE).write_bytes((keys / crypto.PUBLIC_CONTEXT_FILE).read_bytes())
+    blobs: list[bytes] = []
+    real_wire = inprocess.wire
+
+    def capture(msg):
+        copy, blob = real_wire(msg)
+        blobs.append(blob)
+        return copy, blob
+
+    handler = logging.FileHandler(coordinator / "serverapp.log")
+    flwr_log = logging.getLogger("flwr")
+    flwr_log.addHandler(handler)
+    rc = {
+        **run_config(keys, coordinator / "checkpoints"),
+        "public-context": str(coordinator / crypto.PUBLIC_CONTEXT_FILE),
+    }
+    mp = pytest.MonkeyPatch()
+    mp.setattr(inprocess, "wire", capture)
+    try:
+        run_inprocess(server_app, client_module.app, dirs, rc)
+    finally:
+        mp.undo()
+        flwr_log.removeHandler(handler)
+        handler.close()
+    for d in dirs:
+        cfg = load_node_config(d)
+        cfg.out_dir.mkdir(parents=True, exist_ok=True)
+        forecast(cfg).to_parquet(cfg.out_dir / "forecasts.parquet", index=False)
+        run_replenish(cfg.out_dir / "forecasts.parquet", d / "stock.csv", cfg.out_dir)
+    return {"keys": keys, "nodes": dirs, "canaries": canaries, "coordinator": coordinator, "blobs": blobs}
+
+
+def _files(folder: Path, skip: tuple[str, ...] = ()) -> list[Path]:
+    return [p for p in folder.rglob("*") if p.is_file() and p.relative_to(folder).parts[0] not in skip]
+
+
+def _secret_only_slices(keys: Path, width: int = 48, wanted: int = 40) -> list[bytes]:
+    """Byte strings of secret.ctx that public.ctx does not contain: the secret key's own bytes."""
+    secret = (keys / crypto.SECRET_CONTEXT_FILE).read_bytes()
+    public = (keys / crypto.PUBLIC_CONTEXT_FILE).read_bytes()
+    step = max(width, len(secret) // (wanted * 4))
+    found = [secret[i : i + width] for i in range(0, len(secret) - width, step)]
+    return [s for s in found if s not in public][:wanted]
+
+
+def test_coordinator_holds_no_secret_key_and_cannot_decrypt_what_it_has(federation):
+    coordinator, blobs = federation["coordinator"], federation["blobs"]
+    artifacts = {str(p): p.read_bytes() for p in _files(coordinator)}
+    assert any(name.endswith(".state.ckks") for name in artifacts)
+    assert (coordinator / "serverapp.log").stat().st_size > 0
+    secret_slices = _secret_only_slices(federation["keys"])
+    assert len(secret_slices) >= 20
+    node_secret = (federation["nodes"][0] / "keys" / crypto.SECRET_CONTEXT_FILE).read_bytes()
+    assert all(s in node_secret for s in secret_slices)  # the probe finds a secret key where one is
+    for where, data in [*artifacts.items(), *((f"message {i}", b) for i, b in enumerate(blobs))]:
+        assert not any(s in data for s in secret_slices), f"secret key bytes in {where}"
+    public = crypto.load_context(coordinator / crypto.PUBLIC_CONTEXT_FILE)
+    assert not public.has_secret_key
+    for name in (n for n in artifacts if n.endswith(".ckks")):
+        vec = crypto.EncryptedVector.from_bytes(artifacts[name])
+        with pytest.raises(crypto.CryptoError, match="no secret key"):
+            crypto.decrypt(public, vec)
+        with pytest.raises(ValueError):
+            crypto._deserialize(public, vec)[0].decrypt()  # TenSEAL itself refuses, past our guard
+
+
+def test_no_pii_canary_in_any_message_coordinator_file_or_node_output(federation):
+    canaries = [v.encode() for per_node in federation["canaries"] for vs in per_node.values() for v in vs]
+    assert len(canaries) > 300
+    raw = b"".join(p.read_bytes() for d in federation["nodes"] for p in _files(d / "raw"))
+    assert sum(c in raw for c in canaries) == len(canaries)  # the probe finds them where they are
+    places = {f"message {i}": b for i, b in enumerate(federation["blobs"])}
+    places |= {str(p): p.read_bytes() for p in _files(federation["coordinator"])}
+    outputs = [p for d in federation["nodes"] for p in _files(d, NODE_INPUTS)]
+    assert {p.name for p in outputs} >= {"forecasts.parquet", "decisions.csv", "strategy.csv"}
+    places |= {str(p): p.read_bytes() for p in outputs}
+    hits = [(where, c.decode()) for where, data in places.items() for c in canaries if c in data]
+    assert hits == []
