@@ -39,6 +39,7 @@ class DemoSettings:
     items: int = 16
     days: int = 730
     engine: str = "deployment"  # or "inprocess"
+    tls: bool = False  # deployment only: TLS (CA made for the run) and SuperNode authentication
 
 
 def provision_node(node_dir: Path, keys_dir: Path, fingerprint: str) -> None:
@@ -98,8 +99,11 @@ def federate(out: Path, node_dirs: list[Path], s: DemoSettings, report: Report, 
             )
         seen["n"] = len(history)
 
-    with LocalDeployment(out / "deployment", node_dirs) as dep:
-        report(f"SuperLink on 127.0.0.1:{dep.superlink_port}, {len(node_dirs)} SuperNodes started")
+    with LocalDeployment(out / "deployment", node_dirs, tls=s.tls, auth=s.tls) as dep:
+        security = "TLS, SuperNode keys registered" if s.tls else "insecure transport"
+        report(
+            f"SuperLink on 127.0.0.1:{dep.superlink_port} ({security}), {len(node_dirs)} SuperNodes started"
+        )
         dep.run(rc_file, on_poll=poll)
         poll()
 
@@ -115,6 +119,8 @@ def check_rounds(out: Path, rounds: int) -> None:
 
 def run_demo(out: Path, s: DemoSettings, report: Report) -> dict[str, pd.DataFrame]:
     out = out.resolve()
+    if s.tls and s.engine != "deployment":
+        raise ValueError("--tls needs the deployment engine (real SuperLink and SuperNodes)")
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} is not empty: choose another --out or remove it")
     keys = out / "keys"

@@ -1,5 +1,8 @@
 """Start a real Flower deployment on loopback: SuperLink, SuperNodes, ``flwr run``; stop by PID.
 
+Optionally with TLS (a CA made for the deployment) and SuperNode authentication (each node's key
+registered through ``flwr supernode register``; an unregistered node is refused by the SuperLink).
+
 Used by ``fedstock-planner demo`` and the Deployment Engine smoke test. Every process is started in
 its own session, so stopping it by its PID's process group also stops the SuperExec and the
 ServerApp/ClientApp processes it spawned — and nothing else.
@@ -17,6 +20,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from coordinator.certs import make_certificates, make_node_key
 
 APP_DIR = Path(__file__).resolve().parent.parent  # the Flower app: pyproject.toml + packages
 FEDERATION = "fedstock-local"
@@ -68,12 +73,17 @@ class LocalDeployment:
     torch_threads: int = 1
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
     superlink_port: int = 0
+    tls: bool = False  # TLS with a self-signed CA made for this deployment (certs/)
+    auth: bool = False  # SuperNode authentication (needs TLS): each node's key is registered
     _logs: list = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.workdir = Path(self.workdir).resolve()
         self.flwr_home = self.workdir / "flwr-home"
         self.log_dir = self.workdir / "logs"
+        self.certs_dir = self.workdir / "certs"
+        if self.auth and not self.tls:
+            raise ValueError("SuperNode authentication needs TLS")
 
     def _spawn(self, name: str, args: list[str]) -> subprocess.Popen:
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -93,40 +103,64 @@ class LocalDeployment:
     def start(self) -> LocalDeployment:
         self.flwr_home.mkdir(parents=True, exist_ok=True)
         self.superlink_port = free_port()
+        address = f"127.0.0.1:{self.superlink_port}"
+        link_security = ["--insecure"]
+        connection = "insecure = true"
+        if self.tls:
+            if not (self.certs_dir / "ca.crt").is_file():
+                make_certificates(self.certs_dir, ["127.0.0.1", "localhost"])
+            link_security = [
+                *("--ssl-certfile", str(self.certs_dir / "server.pem")),
+                *("--ssl-keyfile", str(self.certs_dir / "server.key")),
+                *("--ssl-ca-certfile", str(self.certs_dir / "ca.crt")),
+                *(["--enable-supernode-auth"] if self.auth else []),
+            ]
+            connection = f'root-certificates = "{self.certs_dir / "ca.crt"}"'
         (self.flwr_home / "config.toml").write_text(
-            f'[superlink.{FEDERATION}]\naddress = "127.0.0.1:{self.superlink_port}"\ninsecure = true\n'
+            f'[superlink.{FEDERATION}]\naddress = "{address}"\n{connection}\n'
         )
         link = self._spawn(
             "superlink",
             [
                 _tool("flower-superlink"),
-                "--insecure",
+                *link_security,
                 "--disable-runtime-dependency-installation",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.superlink_port),
+                *("--host", "127.0.0.1", "--port", str(self.superlink_port)),
             ],
         )
         wait_for_port(self.superlink_port, proc=link)
         for i, node_dir in enumerate(self.node_dirs):
-            cfg = f"node-dir='{Path(node_dir).resolve()}' torch-threads={self.torch_threads}"
-            self._spawn(
-                f"supernode-{i}",
-                [
-                    _tool("flower-supernode"),
-                    "--insecure",
-                    "--superlink",
-                    f"127.0.0.1:{self.superlink_port}",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(free_port()),
-                    "--node-config",
-                    cfg,
-                ],
-            )
+            self.start_supernode(f"supernode-{i}", node_dir)
         return self
+
+    def start_supernode(self, name: str, node_dir: Path, register: bool = True) -> subprocess.Popen:
+        """One SuperNode; with node auth it gets its own key, registered with the SuperLink or not."""
+        security = ["--insecure"]
+        if self.tls:
+            security = ["--root-certificates", str(self.certs_dir / "ca.crt")]
+        if self.auth:
+            public = make_node_key(self.certs_dir, name)
+            if register:
+                self._register(public, name)
+            security += ["--auth-supernode-private-key", str(public.with_suffix(""))]
+        cfg = f"node-dir='{Path(node_dir).resolve()}' torch-threads={self.torch_threads}"
+        return self._spawn(
+            name,
+            [
+                _tool("flower-supernode"),
+                *security,
+                *("--superlink", f"127.0.0.1:{self.superlink_port}"),
+                *("--host", "127.0.0.1", "--port", str(free_port())),
+                *("--node-config", cfg),
+            ],
+        )
+
+    def _register(self, public_key: Path, name: str) -> None:
+        args = [_tool("flwr"), "supernode", "register", str(public_key), FEDERATION, "--name", name]
+        done = subprocess.run(args, env=_env(self.flwr_home), cwd=self.workdir, capture_output=True)
+        (self.log_dir / f"register-{name}.log").write_bytes(done.stdout + done.stderr)
+        if done.returncode != 0:
+            raise RuntimeError(f"registering {name} with the SuperLink failed; see {self.log_dir}")
 
     def run(
         self, run_config: Path, timeout: float = 1200.0, on_poll: Callable[[], None] | None = None

@@ -53,6 +53,37 @@ def keygen(out_dir: str, poly_modulus: str) -> None:
     console.print(f"  {out / crypto.PUBLIC_CONTEXT_FILE}  (public: the coordinator)")
 
 
+@cli.command()
+@click.option(
+    "--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Folder for the files."
+)
+@click.option(
+    "--host",
+    "hosts",
+    multiple=True,
+    default=("127.0.0.1", "localhost"),
+    show_default=True,
+    help="Address the SuperLink is reached at (repeat): its certificate is valid for these.",
+)
+@click.option(
+    "--node", "node_names", multiple=True, help="Make an auth key pair for this SuperNode (repeat)."
+)
+@one_line_errors
+def certs(out_dir: str, hosts: tuple[str, ...], node_names: tuple[str, ...]) -> None:
+    """Make the federation's CA, the SuperLink certificate and SuperNode auth keys (TLS + node auth)."""
+    from coordinator.certs import make_certificates, make_node_key
+
+    out = Path(out_dir)
+    try:
+        make_certificates(out, list(hosts))
+    except FileExistsError as exc:
+        raise click.ClickException(str(exc)) from None
+    console.print(f"CA {out / 'ca.crt'}; SuperLink certificate {out / 'server.pem'} for {', '.join(hosts)}")
+    for name in node_names:
+        public = make_node_key(out, name)
+        console.print(f"  {name}: {public.with_suffix('')} (0600, on the node); register {public}")
+
+
 def _clock() -> Callable[[str], None]:
     start = time.monotonic()
 
@@ -112,12 +143,17 @@ def _summary(outputs: dict, out: Path, seconds: float) -> None:
     help="deployment: real SuperLink + SuperNodes on loopback; inprocess: same apps, one process.",
 )
 @click.option("--seed", default=7, show_default=True, type=int)
+@click.option(
+    "--tls", is_flag=True, help="TLS with a CA made for this run, and SuperNode authentication (deployment)."
+)
 @one_line_errors
-def demo(nodes: int, rounds: int, local_epochs: int, out_dir: str, engine: str, seed: int) -> None:
+def demo(nodes: int, rounds: int, local_epochs: int, out_dir: str, engine: str, seed: int, tls: bool) -> None:
     """Run a demo federation on built-in synthetic warehouses, end to end."""
     start = time.monotonic()
     out_dir = out_dir or f"runs/demo-{time.strftime('%Y%m%d-%H%M%S')}"
-    settings = DemoSettings(nodes=nodes, rounds=rounds, local_epochs=local_epochs, engine=engine, seed=seed)
+    settings = DemoSettings(
+        nodes=nodes, rounds=rounds, local_epochs=local_epochs, engine=engine, seed=seed, tls=tls
+    )
 
     try:
         outputs = run_demo(Path(out_dir), settings, _clock())

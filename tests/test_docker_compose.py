@@ -26,3 +26,22 @@ def test_compose_file_defines_superlink_three_supernodes_and_the_serverapp_runne
     assert "flwr run /src" in planner and "public-context='/app/keys/public.ctx'" in planner
     superlink_mounts = " ".join(services["superlink"]["volumes"])
     assert "public.ctx" in superlink_mounts and "secret.ctx" not in superlink_mounts
+
+
+def test_compose_transport_is_tls_with_registered_supernode_keys():
+    spec = yaml.safe_load(COMPOSE.read_text())
+    services = spec["services"]
+    everything = COMPOSE.read_text()
+    assert "--insecure" not in everything and "insecure = true" not in everything
+    link = " ".join(services["superlink"]["command"])
+    assert "--ssl-certfile /certs/server.pem" in link and "--enable-supernode-auth" in link
+    node_keys = set()
+    for name in (s for s in services if s.startswith("supernode-")):
+        command = " ".join(services[name]["command"])
+        assert "--root-certificates /certs/ca.crt" in command
+        assert "--auth-supernode-private-key /certs/node.key" in command
+        node_keys.update(v for v in services[name]["volumes"] if v.endswith(":/certs/node.key:ro"))
+    assert len(node_keys) == 3  # each SuperNode its own key
+    register = " ".join(services["register"]["command"])
+    assert "flwr supernode register" in register and "root-certificates" in register
+    assert not any("ca.key" in v for svc in services.values() for v in svc.get("volumes", []))
