@@ -60,6 +60,10 @@ NODE_SETTINGS: dict[str, type] = {
     "max-batches": int,
     "learning-rate": float,
     "seed": int,
+    "dp-clip": float,  # differential privacy (common/privacy.py); 0 = off
+    "dp-noise": float,
+    "dp-nodes": int,
+    "dp-delta": float,
 }
 
 

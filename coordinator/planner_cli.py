@@ -1,4 +1,7 @@
-"""fedstock-planner: the central planner's commands (keys, demo federation, simulations)."""
+"""fedstock-planner: the central planner's commands.
+
+keygen, certs (TLS and SuperNode keys), demo, resume, simulate, report.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ from rich.table import Table
 from common import crypto
 from common.cli_errors import one_line_errors
 from coordinator.demo import DemoSettings, resume_demo, run_demo
+from coordinator.planner import progress
 from coordinator.simulate import MODES, SimulationSettings, simulate
 
 console = Console(stderr=True)
@@ -198,17 +202,49 @@ def resume(run_dir: str) -> None:
 @click.option("--rounds", default=6, show_default=True, type=click.IntRange(1, 200))
 @click.option("--seed", default=7, show_default=True, type=int)
 @click.option("--until", default=None, help="Use history up to this date only (hold out what follows).")
+@click.option(
+    "--dp-clip",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="he mode: differential privacy, L2 clip of each node's update (0 = off).",
+)
+@click.option(
+    "--dp-noise",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Noise multiplier of the summed updates.",
+)
 @one_line_errors
 def simulate_cmd(
-    dataset: str, data_dir: str, out_dir: str, mode: str, rounds: int, seed: int, until: str | None
+    dataset: str,
+    data_dir: str,
+    out_dir: str,
+    mode: str,
+    rounds: int,
+    seed: int,
+    until: str | None,
+    dp_clip: float,
+    dp_noise: float,
 ) -> None:
     """Federate one node per store of a public dataset; write RUN_DIR/forecasts.parquet."""
-    settings = SimulationSettings(dataset, Path(data_dir), mode, rounds, seed, until)
+    if dp_clip and mode != "he":
+        raise click.UsageError("--dp-clip needs --mode he (privacy applies to the encrypted federation)")
+    overrides = (("dp-clip", dp_clip), ("dp-noise", dp_noise)) if dp_clip else ()
+    settings = SimulationSettings(dataset, Path(data_dir), mode, rounds, seed, until, overrides)
     try:
         result = simulate(Path(out_dir), settings, _clock())
     except (FileExistsError, ValueError) as exc:
         raise click.ClickException(str(exc).splitlines()[0]) from None
     console.print(f"wrote {Path(out_dir).resolve() / 'forecasts.parquet'} ({len(result)} rows)")
+    privacy = progress(Path(out_dir) / "checkpoints").get("privacy")
+    if privacy:
+        console.print(
+            f"differential privacy: (ε = {privacy['epsilon']:.2f}, δ = {privacy['delta']:g}) over "
+            f"{privacy['rounds']} rounds, {privacy['nodes']} nodes, "
+            f"noise multiplier {privacy['noise_multiplier']:g}"
+        )
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 
 from common import crypto
+from common.privacy import epsilon, privacy_from_config
 from common.records import NODE_SETTINGS, check_node_settings
 from coordinator.strategy import EncryptedFedAvg, latest_checkpoint, load_state
 
@@ -33,7 +34,13 @@ def main(grid: Grid, context: Context) -> None:
     check_node_settings(rc)  # a wrong type stops here, by name, before any node works
     key = crypto.load_context(str(rc["public-context"]))
     checkpoint_dir = Path(str(rc.get("checkpoint-dir") or "checkpoints")).resolve()
-    strategy = EncryptedFedAvg(key, checkpoint_dir, min_nodes=int(rc.get("min-nodes", 2)))
+    privacy = privacy_from_config(dict(rc))
+    min_nodes = int(rc.get("min-nodes", 2))
+    train_config = node_config_record(rc)
+    if privacy is not None:  # fewer replies than dp-nodes would sum less noise than promised
+        min_nodes = max(min_nodes, privacy.nodes)
+        train_config["dp-nodes"] = privacy.nodes
+    strategy = EncryptedFedAvg(key, checkpoint_dir, min_nodes=min_nodes)
     initial, done = ArrayRecord(), 0
     if rc.get("resume") and (found := latest_checkpoint(checkpoint_dir)):
         done, path = found
@@ -44,11 +51,29 @@ def main(grid: Grid, context: Context) -> None:
         log(INFO, "all %d rounds already done", done)
         return
     strategy.resume_after(done)
+    if privacy is not None:
+        total = int(rc.get("num-rounds", 3))
+        strategy.privacy = {
+            "epsilon": round(epsilon(privacy, total), 4),
+            "delta": privacy.delta,
+            "rounds": total,
+            "noise_multiplier": privacy.noise_multiplier,
+            "clip": privacy.clip,
+            "nodes": privacy.nodes,
+            "accountant": "dp_accounting RDP, Gaussian mechanism on the sum of clipped node updates",
+        }
+        log(
+            INFO,
+            "differential privacy: (ε=%.3g, δ=%g) after %d rounds",
+            strategy.privacy["epsilon"],
+            privacy.delta,
+            total,
+        )
     strategy.start(
         grid,
         initial_arrays=initial,
         num_rounds=rounds,
         timeout=float(rc.get("round-timeout", 900.0)),
-        train_config=node_config_record(rc),
-        evaluate_config=node_config_record(rc),
+        train_config=train_config,
+        evaluate_config=train_config,
     )

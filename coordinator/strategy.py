@@ -57,6 +57,7 @@ class EncryptedFedAvg(Strategy):
         self.state_length: int | None = None
         self.history: list[dict] = []
         self.round_offset = 0  # rounds already done before a resume
+        self.privacy: dict | None = None  # (ε, δ) of the run when its updates are differentially private
 
     def summary(self) -> None:
         log(INFO, "\t├── EncryptedFedAvg: key %s, min nodes %d", self.key.fingerprint, self.min_nodes)
@@ -180,6 +181,8 @@ class EncryptedFedAvg(Strategy):
         path = self.checkpoint_dir / PROGRESS_FILE
         tmp = path.with_suffix(".tmp")
         body = {"fingerprint": self.key.fingerprint, "last_round": server_round, "history": self.history}
+        if self.privacy is not None:
+            body["privacy"] = self.privacy
         tmp.write_text(json.dumps(body, indent=2) + "\n")
         tmp.replace(path)
 

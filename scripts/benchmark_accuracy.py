@@ -8,6 +8,7 @@ median over seeds and the min..max spread, and are written to BENCHMARKS.md betw
 
     .venv/bin/python scripts/benchmark_accuracy.py                 # both datasets, 3 seeds
     .venv/bin/python scripts/benchmark_accuracy.py --quick         # smoke run: 1 seed, 2 rounds
+    .venv/bin/python scripts/benchmark_accuracy.py --datasets walmart --dp 0.5,1.0   # + DP row
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from common.evaluation import ets, score, seasonal_naive, write_marked_section
 from common.public_data import DATASETS, load_sales
 from coordinator.simulate import PRESETS, SimulationSettings, prepare_nodes, train_and_forecast
+from coordinator.strategy import PROGRESS_FILE
 
 ROOT = Path(__file__).resolve().parents[1]
 SETUPS = {
@@ -60,6 +62,7 @@ LABELS = {
     "plain": "LSTM-attention, federated plaintext",
     "he": "LSTM-attention, federated CKKS (real ServerApp/ClientApp)",
     "central": "LSTM-attention, centralized (all data pooled)",
+    "he-dp": "LSTM-attention, federated CKKS + differential privacy",
 }
 
 
@@ -77,7 +80,10 @@ def baselines(name: str, history: pd.DataFrame) -> dict[str, Callable[[], pd.Dat
     }
 
 
-def run_dataset(name: str, data: Path, work: Path, seeds: list[int], rounds: int) -> list[dict]:
+def run_dataset(
+    name: str, data: Path, work: Path, seeds: list[int], rounds: int, dp: tuple[float, float] | None = None
+) -> list[dict]:
+    """Baselines and every model mode; with ``dp`` (clip, noise multiplier) only CKKS + DP."""
     ds, st = DATASETS[name], SETUPS[name]
     sales = load_sales(name, data)
     cut = pd.Timestamp(st["until"])
@@ -94,20 +100,27 @@ def run_dataset(name: str, data: Path, work: Path, seeds: list[int], rounds: int
         return row
 
     rows = []
-    for method, make in baselines(name, history).items():
+    for method, make in baselines(name, history).items() if dp is None else ():
         started = time.monotonic()
         fc = make()
         rows.append(evaluate(method, None, fc, time.monotonic() - started))
+    overrides = () if dp is None else (("dp-clip", dp[0]), ("dp-noise", dp[1]))
     if work.exists():
         shutil.rmtree(work)
     base = SimulationSettings(name, data, until=st["until"], rounds=rounds)
     nodes = prepare_nodes(base, work, log)
     for seed in seeds:
-        for mode in MODEL_MODES:
-            s = SimulationSettings(name, data, mode=mode, rounds=rounds, seed=seed, until=st["until"])
+        for mode in MODEL_MODES if dp is None else ("he",):
+            s = SimulationSettings(
+                name, data, mode=mode, rounds=rounds, seed=seed, until=st["until"], overrides=overrides
+            )
             t0 = time.monotonic()
             fc = train_and_forecast(nodes, s, work, log)
-            rows.append(evaluate(mode, seed, fc, time.monotonic() - t0))
+            row = evaluate(mode if dp is None else "he-dp", seed, fc, time.monotonic() - t0)
+            if dp is not None:
+                privacy = json.loads((work / "checkpoints" / PROGRESS_FILE).read_text())["privacy"]
+                row.update({f"dp_{k}": privacy[k] for k in ("clip", "noise_multiplier", "nodes", "epsilon")})
+            rows.append(row)
             if (work / "checkpoints").exists():
                 shutil.rmtree(work / "checkpoints")
     return rows
@@ -185,6 +198,22 @@ def section(rows: pd.DataFrame, name: str, title: str) -> list[str]:
         "",
         table(rows, name),
         "",
+        *dp_note(sub),
+    ]
+
+
+def dp_note(sub: pd.DataFrame) -> list[str]:
+    dp = sub[sub["method"] == "he-dp"]
+    if dp.empty:
+        return []
+    first = dp.iloc[0]
+    return [
+        f"Differential privacy row: command `{first['command']}`; each node clips its update to L2 "
+        f"norm {first['dp_clip']:g} and adds its share of Gaussian noise so that the sum of "
+        f"{int(first['dp_nodes'])} updates carries noise multiplier {first['dp_noise_multiplier']:g}: "
+        f"(ε = {first['dp_epsilon']:.2f}, δ = 1e-5) over {int(first['rounds'])} rounds (node-level, "
+        "RDP accountant of `dp_accounting`).",
+        "",
     ]
 
 
@@ -219,8 +248,20 @@ def write_markdown(rows: pd.DataFrame) -> None:
 @click.option("--datasets", default="walmart,store_item", show_default=True)
 @click.option("--quick", is_flag=True, help="1 seed, 2 rounds: a smoke check, not a result.")
 @click.option("--report-only", is_flag=True, help="Rewrite BENCHMARKS.md from WORK/accuracy.csv.")
+@click.option(
+    "--dp",
+    default=None,
+    help="CLIP,NOISE: run only federated CKKS with differential privacy; other rows are kept.",
+)
 def main(
-    data_root: str, work: str, seeds: str, rounds: int, datasets: str, quick: bool, report_only: bool
+    data_root: str,
+    work: str,
+    seeds: str,
+    rounds: int,
+    datasets: str,
+    quick: bool,
+    report_only: bool,
+    dp: str | None,
 ) -> None:
     if report_only:
         write_markdown(pd.read_csv(Path(work) / "accuracy.csv"))
@@ -232,11 +273,13 @@ def main(
     csv = Path(work) / "accuracy.csv"
     for name in datasets.split(","):
         folder = Path(data_root) / FOLDERS[name]
-        rows = run_dataset(name, folder, Path(work) / name, seed_list, rounds)
+        dp_pair = tuple(float(v) for v in dp.split(",")) if dp else None
+        rows = run_dataset(name, folder, Path(work) / name, seed_list, rounds, dp_pair)
         frame = pd.DataFrame(rows).assign(command=command, rounds=rounds, quick=quick)
-        if csv.is_file():  # keep the other datasets' last results; each is written as it finishes
+        if csv.is_file():  # keep the other results; the methods just run replace their old rows
             old = pd.read_csv(csv)
-            frame = pd.concat([old[old["dataset"] != name], frame], ignore_index=True)
+            replaced = (old["dataset"] == name) & old["method"].isin(frame["method"].unique())
+            frame = pd.concat([old[~replaced], frame], ignore_index=True)
         frame.to_csv(csv, index=False)
         write_markdown(frame)
         log(f"wrote BENCHMARKS.md and {csv}")

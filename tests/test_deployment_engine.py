@@ -1,13 +1,19 @@
 """Smoke test on Flower's Deployment Engine: SuperLink + 3 SuperNodes on free loopback ports."""
 
 import os
+import signal
 import stat
+import time
 
+import numpy as np
 import pytest
+import torch
 
 from common import crypto
+from common.config import load_node_config
 from coordinator.deployment import LocalDeployment
 from coordinator.planner import progress, round_metrics
+from warehouse_node.federated import NodeSession, round_settings
 
 pytestmark = pytest.mark.slow
 
@@ -63,3 +69,55 @@ def test_tls_and_node_auth_refuse_an_unregistered_node_and_run_with_the_register
     certs = tmp_path / "deployment" / "certs"
     for private in (certs / "ca.key", certs / "server.key", certs / "nodes" / "supernode-0.key"):
         assert stat.S_IMODE(os.stat(private).st_mode) == 0o600
+
+
+def _survivors_average(node_dirs, rc: dict, secret_key) -> tuple[np.ndarray, np.ndarray]:
+    """Round 1 recomputed at each node (same seed, same start): (survivors' average, all nodes')."""
+    torch.set_num_threads(1)
+    settings = round_settings({**rc, "server-round": 1})
+    states = []
+    for d in node_dirs:
+        session = NodeSession.open(load_node_config(d))
+        state, _ = session.train(settings, None)
+        states.append(crypto.decrypt(secret_key, state))
+    survivors = states[:2]
+    return (
+        sum(s[:-1] for s in survivors) / sum(s[-1] for s in survivors),
+        sum(s[:-1] for s in states) / sum(s[-1] for s in states),
+    )
+
+
+def test_a_node_killed_mid_round_leaves_the_round_to_the_survivors(nodes, keys, secret_key, tmp_path):
+    from tests.conftest import run_config
+
+    rc = run_config(keys, tmp_path / "ckpt", rounds=2, min_nodes=2)
+    rc_file = tmp_path / "run_config.toml"
+    rc_file.write_text("".join(f"{k} = {v!r}\n".replace("'", '"') for k, v in rc.items()))
+    dep = LocalDeployment(tmp_path / "deployment", nodes[0])
+    victim_log = tmp_path / "deployment" / "logs" / "supernode-2.log"
+    killed = []
+
+    def kill_when_training() -> None:
+        if not killed and "Receiving: train message" in victim_log.read_text(errors="replace"):
+            os.killpg(dep.procs["supernode-2"].pid, signal.SIGKILL)  # by PID, mid-round
+            killed.append(time.monotonic())
+
+    try:
+        dep.start()
+        dep.run(rc_file, timeout=480, on_poll=kill_when_training)
+    finally:
+        dep.stop()
+    logs = "\n".join(p.read_text(errors="replace") for p in (tmp_path / "deployment" / "logs").glob("*.log"))
+    done = progress(tmp_path / "ckpt")
+    assert killed and done.get("last_round") == 2, logs[-3000:]
+    train = [h for h in done["history"] if h["phase"] == "train"]
+    assert [h["replies"] for h in train] == [2, 2]
+    assert "Node Unavailable" in train[0]["refused"][0]
+    survivors, everyone = _survivors_average(nodes[0], rc, secret_key)
+    state = crypto.decrypt(
+        secret_key,
+        crypto.EncryptedVector.from_bytes((tmp_path / "ckpt" / "round_0001.state.ckks").read_bytes()),
+    )
+    aggregate = state[:-1] / state[-1]
+    assert np.allclose(aggregate, survivors, rtol=1e-4, atol=1e-5)
+    assert not np.allclose(aggregate, everyone, rtol=1e-4, atol=1e-5)

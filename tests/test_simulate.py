@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from click.testing import CliRunner
 
 from common.public_data import write_walmart_nodes
+from coordinator.planner_cli import cli as planner
 from coordinator.simulate import SimulationSettings, prepare_nodes, simulate, train_and_forecast
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -98,3 +101,18 @@ def test_store_item_forecasts_90_days_per_item(tmp_path):
     assert list(fc.columns[:4]) == ["store", "item", "date", "mean"]
     assert len(fc) == 2 * 3 * 90
     assert fc["date"].min() == pd.Timestamp("2017-10-03") and fc["date"].max() == pd.Timestamp("2017-12-31")
+
+
+def test_simulate_with_differential_privacy_reports_epsilon(walmart_slice, tmp_path):
+    args = ["simulate", "--dataset", "walmart", "--data", str(walmart_slice), "--until", "2012-04-27"]
+    result = CliRunner().invoke(
+        planner, [*args, "--out", str(tmp_path / "dp"), "--rounds", "1", "--dp-clip", "0.5"]
+    )
+    assert result.exit_code == 0, result.output
+    privacy = json.loads((tmp_path / "dp" / "checkpoints" / "progress.json").read_text())["privacy"]
+    assert privacy["nodes"] == 3 and privacy["clip"] == 0.5 and privacy["noise_multiplier"] == 1.0
+    assert f"differential privacy: (ε = {privacy['epsilon']:.2f}, δ = 1e-05) over 1 rounds" in result.output
+    misuse = CliRunner().invoke(
+        planner, [*args, "--out", str(tmp_path / "x"), "--mode", "local", "--dp-clip", "1"]
+    )
+    assert misuse.exit_code == 2 and "--dp-clip needs --mode he" in misuse.output

@@ -13,8 +13,9 @@ import numpy as np
 
 from common import crypto
 from common.config import NodeConfig
-from common.model import DEFAULT_QUANTILES, ModelConfig
-from common.records import node_setting
+from common.model import DEFAULT_QUANTILES, ModelConfig, build_model, model_vector
+from common.privacy import PrivacySettings, privacy_from_config, privatize
+from common.records import check_node_settings, node_setting
 from common.training import TrainConfig
 from warehouse_node.pipeline import NodeData, holdout_metrics, local_update, save_global_model
 
@@ -28,6 +29,7 @@ class RoundSettings:
     seed: int
     server_round: int
     validation: int | None  # periods held out for scoring; None = one horizon; 0 = none
+    privacy: PrivacySettings | None = None  # differential privacy of the update, if the run asks
 
     @property
     def round_seed(self) -> int:
@@ -56,7 +58,9 @@ def round_settings(cfg: Mapping) -> RoundSettings:
     )
     held_out = node_setting(cfg, "validation-periods", -1)
     validation = held_out if held_out >= 0 else None
-    return RoundSettings(model, train, node_setting(cfg, "seed", 7), server_round, validation)
+    check_node_settings(cfg)
+    privacy = privacy_from_config(dict(cfg))
+    return RoundSettings(model, train, node_setting(cfg, "seed", 7), server_round, validation, privacy)
 
 
 @dataclass
@@ -87,6 +91,10 @@ class NodeSession:
         new, n, loss = local_update(self.data(s), s.model, s.train, weights, s.round_seed)
         if not np.all(np.isfinite(new)) or not np.isfinite(loss):
             raise ValueError("local training produced NaN or infinite weights: update not sent")
+        if s.privacy is not None:  # clipped, noised, and weighted 1 like every other node
+            start = weights if weights is not None else model_vector(build_model(s.model, s.round_seed))
+            new, _ = privatize(start, new, s.privacy)
+            n = 1
         state = crypto.encrypt(self.key, np.append(n * new, n))
         metrics = crypto.encrypt(self.key, np.array([n * loss, n], dtype=float))
         return state, metrics
