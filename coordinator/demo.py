@@ -69,7 +69,7 @@ def run_config(out: Path, s: DemoSettings, resume: bool = False) -> dict:
     }
 
 
-def _toml_value(v: object) -> str:
+def toml_value(v: object) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
     return f'"{v}"' if isinstance(v, str) else str(v)
@@ -87,7 +87,7 @@ def federate(out: Path, node_dirs: list[Path], s: DemoSettings, report: Report, 
     from coordinator.deployment import LocalDeployment
 
     rc_file = out / "run_config.toml"
-    rc_file.write_text("".join(f"{k} = {_toml_value(v)}\n" for k, v in rc.items()))
+    rc_file.write_text("".join(f"{k} = {toml_value(v)}\n" for k, v in rc.items()))
     seen = {"n": 0}
 
     def poll() -> None:

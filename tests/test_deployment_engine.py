@@ -11,6 +11,7 @@ import torch
 
 from common import crypto
 from common.config import load_node_config
+from coordinator.demo import toml_value
 from coordinator.deployment import LocalDeployment
 from coordinator.planner import progress, round_metrics
 from warehouse_node.federated import NodeSession, round_settings
@@ -121,3 +122,45 @@ def test_a_node_killed_mid_round_leaves_the_round_to_the_survivors(nodes, keys, 
     aggregate = state[:-1] / state[-1]
     assert np.allclose(aggregate, survivors, rtol=1e-4, atol=1e-5)
     assert not np.allclose(aggregate, everyone, rtol=1e-4, atol=1e-5)
+
+
+def test_coordinator_killed_by_pid_resumes_from_its_last_checkpoint(nodes, keys, secret_key, tmp_path):
+    from tests.conftest import run_config
+
+    ckpt = tmp_path / "ckpt"
+    rc = run_config(keys, ckpt, rounds=2)
+    rc_file = tmp_path / "run_config.toml"
+    killed = []
+
+    def write(config: dict) -> None:
+        rc_file.write_text("".join(f"{k} = {toml_value(v)}\n" for k, v in config.items()))
+
+    first = LocalDeployment(tmp_path / "first", nodes[0])
+
+    def kill_after_round_one() -> None:
+        if not killed and (ckpt / "round_0001.state.ckks").is_file():
+            os.killpg(first.procs["superlink"].pid, signal.SIGKILL)  # SuperLink, SuperExec, ServerApp
+            killed.append(True)
+
+    write(rc)
+    try:
+        first.start()
+        first.run(rc_file, timeout=480, on_poll=kill_after_round_one)
+    finally:
+        first.stop()
+    assert killed and progress(ckpt)["last_round"] == 1 and not (ckpt / "round_0002.state.ckks").exists()
+    round1 = (ckpt / "round_0001.state.ckks").read_bytes()
+    write({**rc, "resume": True})
+    second = LocalDeployment(tmp_path / "second", nodes[0])
+    try:
+        second.start()
+        second.run(rc_file, timeout=480)
+    finally:
+        second.stop()
+    logs = "\n".join(p.read_text(errors="replace") for p in (tmp_path / "second" / "logs").glob("*.log"))
+    done = progress(ckpt)
+    assert done["last_round"] == 2, logs[-3000:]
+    assert [h["round"] for h in done["history"] if h["phase"] == "train"] == [1, 2]
+    assert (ckpt / "round_0001.state.ckks").read_bytes() == round1  # not redone
+    assert "resuming after round 1" in logs
+    assert not any(first.alive().values()) and not any(second.alive().values())
