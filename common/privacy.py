@@ -60,6 +60,19 @@ def epsilon(s: PrivacySettings, rounds: int) -> float:
     return float(accountant.get_epsilon(s.delta))
 
 
+def privacy_report(s: PrivacySettings, rounds: int) -> dict:
+    """What a run promises, for progress.json and the planner."""
+    return {
+        "epsilon": round(epsilon(s, rounds), 4),
+        "delta": s.delta,
+        "rounds": rounds,
+        "noise_multiplier": s.noise_multiplier,
+        "clip": s.clip,
+        "nodes": s.nodes,
+        "accountant": "dp_accounting RDP, Gaussian mechanism on the sum of clipped node updates",
+    }
+
+
 def privacy_from_config(cfg: dict) -> PrivacySettings | None:
     """DP settings from a run config (``dp-clip`` 0 or absent: off)."""
     clip = float(cfg.get("dp-clip", 0.0) or 0.0)

@@ -5,7 +5,9 @@ Layout of ``OUT``::
     keys/                 secret.ctx (0600), public.ctx, keys.json
     nodes/warehouse-NN/   one folder per node: node.toml, raw/, keys/, private/, out/
     checkpoints/          the coordinator's encrypted state and metrics, every round
-    deployment/           SuperLink / SuperNode / flwr run logs
+    deployment/           SuperLink / SuperNode / flwr run logs (certs/ with --tls)
+    deployment-resumed-*/ the same for each `fedstock-planner resume`
+    demo.json             the settings, so that `resume` can continue the run
     forecasts.parquet, decisions.csv, strategy.csv, rounds.csv   (all nodes, with a node column)
 """
 
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -99,7 +102,9 @@ def federate(out: Path, node_dirs: list[Path], s: DemoSettings, report: Report, 
             )
         seen["n"] = len(history)
 
-    with LocalDeployment(out / "deployment", node_dirs, tls=s.tls, auth=s.tls) as dep:
+    # a resumed run keeps the logs of the attempt that died
+    workdir = out / (f"deployment-resumed-{time.strftime('%Y%m%d-%H%M%S')}" if resume else "deployment")
+    with LocalDeployment(workdir, node_dirs, tls=s.tls, auth=s.tls) as dep:
         security = "TLS, SuperNode keys registered" if s.tls else "insecure transport"
         report(
             f"SuperLink on 127.0.0.1:{dep.superlink_port} ({security}), {len(node_dirs)} SuperNodes started"

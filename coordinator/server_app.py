@@ -15,7 +15,7 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 
 from common import crypto
-from common.privacy import epsilon, privacy_from_config
+from common.privacy import privacy_from_config, privacy_report
 from common.records import NODE_SETTINGS, check_node_settings
 from coordinator.strategy import EncryptedFedAvg, latest_checkpoint, load_state
 
@@ -52,23 +52,8 @@ def main(grid: Grid, context: Context) -> None:
         return
     strategy.resume_after(done)
     if privacy is not None:
-        total = int(rc.get("num-rounds", 3))
-        strategy.privacy = {
-            "epsilon": round(epsilon(privacy, total), 4),
-            "delta": privacy.delta,
-            "rounds": total,
-            "noise_multiplier": privacy.noise_multiplier,
-            "clip": privacy.clip,
-            "nodes": privacy.nodes,
-            "accountant": "dp_accounting RDP, Gaussian mechanism on the sum of clipped node updates",
-        }
-        log(
-            INFO,
-            "differential privacy: (ε=%.3g, δ=%g) after %d rounds",
-            strategy.privacy["epsilon"],
-            privacy.delta,
-            total,
-        )
+        strategy.privacy = privacy_report(privacy, int(rc.get("num-rounds", 3)))
+        log(INFO, "differential privacy: %s", strategy.privacy)
     strategy.start(
         grid,
         initial_arrays=initial,
