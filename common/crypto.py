@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import tenseal as ts
+
+from common.files import write_private
 
 SECRET_CONTEXT_FILE = "secret.ctx"
 PUBLIC_CONTEXT_FILE = "public.ctx"
@@ -92,11 +93,8 @@ def keygen(
     ctx.global_scale = 2**scale_bits
     public = _public_bytes(ctx)
     fingerprint = hashlib.sha256(public).hexdigest()[:32]
-    secret_path = out / SECRET_CONTEXT_FILE
-    fd = os.open(secret_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(ctx.serialize(save_secret_key=True, save_galois_keys=False, save_relin_keys=False))
-    os.chmod(secret_path, 0o600)
+    secret = ctx.serialize(save_secret_key=True, save_galois_keys=False, save_relin_keys=False)
+    write_private(out / SECRET_CONTEXT_FILE, secret)
     (out / PUBLIC_CONTEXT_FILE).write_bytes(public)
     manifest = {
         "fingerprint": fingerprint,
@@ -235,7 +233,7 @@ class RunningSum:
     """
 
     def __init__(self, key: KeyContext, length: int) -> None:
-        self.key, self.length, self.count = key, length, 0
+        self.key, self.length = key, length
         self._total: list[ts.CKKSVector] | None = None
 
     def add(self, vec: EncryptedVector) -> None:
@@ -249,7 +247,6 @@ class RunningSum:
         except (ValueError, RuntimeError) as exc:  # e.g. another scale or level than the sum so far
             raise CryptoError(f"ciphertext cannot be added: {exc}") from None
         self._total = summed
-        self.count += 1
 
     def result(self) -> EncryptedVector:
         if self._total is None:

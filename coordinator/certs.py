@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import os
 from pathlib import Path
 
 from cryptography import x509
@@ -21,14 +20,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from common.files import write_private
+
 VALID_DAYS = 365
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-    os.chmod(path, 0o600)
 
 
 def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
@@ -84,9 +78,9 @@ def make_certificates(out: Path, hosts: list[str]) -> None:
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .sign(ca_key, hashes.SHA384())
     )
-    _write_private(out / "ca.key", _pem_key(ca_key))
+    write_private(out / "ca.key", _pem_key(ca_key))
     (out / "ca.crt").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    _write_private(out / "server.key", _pem_key(server_key))
+    write_private(out / "server.key", _pem_key(server_key))
     (out / "server.pem").write_bytes(server.public_bytes(serialization.Encoding.PEM))
 
 
@@ -99,6 +93,6 @@ def make_node_key(out: Path, name: str) -> Path:
         serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
     )
     public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
-    _write_private(folder / f"{name}.key", private)
+    write_private(folder / f"{name}.key", private)
     (folder / f"{name}.key.pub").write_bytes(public + f" fedstock-{name}\n".encode())
     return folder / f"{name}.key.pub"
