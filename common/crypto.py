@@ -9,6 +9,20 @@ Key material
 * ``public.ctx`` – parameters and public key only. For the coordinator: enough to deserialize and
   add ciphertexts, never to decrypt.
 
+Parameters (measured in BENCHMARKS.md, "CKKS overhead")
+--------------------------------------------------------
+Aggregation needs additions only, so no multiplicative depth, Galois or relinearization keys are
+kept. N=4096 is the smallest ring with 2048 slots per ciphertext; SEAL's 128-bit table allows 109
+coefficient-modulus bits there and we use 76: a 56-bit data prime (a serialized ciphertext holds
+one 64-bit word per coefficient; SEAL's zstd squeezes the unused bits, so 56 bits cost 7.6x float32
+where 60 cost 8.0x) and a 20-bit special prime, which only key switching would use. Values travel at
+scale 2^35: fresh noise is about 2^12 / 2^35 = 1.2e-7 per value, and a sum may reach
+``sum_bound`` = 2^(56 - 2 - 35) = 2^19 before it wraps. Callers keep their sums inside that bound
+(see warehouse_node/federated.py) or pick a lower scale for large values (``scale_bits``).
+
+TenSEAL is used from one thread per process: contexts are made with ``n_threads=1`` (no worker
+pool) and every operation checks that it runs on the thread that loaded the key.
+
 The fingerprint is the SHA-256 of the public context's bytes (TenSEAL serializes it
 deterministically), so every holder can recompute it from its own file and nobody has to trust a
 label. Every ciphertext travels in an :class:`EncryptedVector` envelope that carries the fingerprint
@@ -19,8 +33,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import struct
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -32,12 +48,9 @@ SECRET_CONTEXT_FILE = "secret.ctx"
 PUBLIC_CONTEXT_FILE = "public.ctx"
 MANIFEST_FILE = "keys.json"
 
-# Additions only: no multiplicative depth is needed. N=8192 with a 140-bit data modulus keeps
-# 128-bit security (SEAL's bound is 218 bits at N=8192) and leaves ~2^99 of head-room above the
-# 2^40 scale, so sums of n·w over many nodes never wrap.
-DEFAULT_POLY_MODULUS = 8192
-DEFAULT_COEFF_BITS = (60, 40, 40, 60)
-DEFAULT_SCALE_BITS = 40
+DEFAULT_POLY_MODULUS = 4096
+DEFAULT_COEFF_BITS = (56, 20)  # data prime, special prime
+DEFAULT_SCALE_BITS = 35
 
 _MAGIC = b"FSCKKS1\n"
 
@@ -52,10 +65,11 @@ class KeyMismatchError(CryptoError):
 
 @dataclass(frozen=True)
 class KeyContext:
-    """A loaded TenSEAL context plus its fingerprint."""
+    """A loaded TenSEAL context plus its fingerprint and the thread allowed to use it."""
 
     context: ts.Context
     fingerprint: str
+    thread: int = field(default_factory=threading.get_ident)
 
     @property
     def has_secret_key(self) -> bool:
@@ -64,6 +78,24 @@ class KeyContext:
     @property
     def slot_count(self) -> int:
         return self.context.seal_context().data.key_context_data().parms().poly_modulus_degree() // 2
+
+    @property
+    def data_bits(self) -> int:
+        """Bits of the modulus that ciphertexts are made at (the special prime excluded)."""
+        return self.context.seal_context().data.first_context_data().total_coeff_modulus_bit_count()
+
+    @property
+    def scale_bits(self) -> int:
+        return round(math.log2(self.context.global_scale))
+
+    def check_thread(self) -> None:
+        if threading.get_ident() != self.thread:
+            raise CryptoError("TenSEAL key used from a second thread: use one thread per process")
+
+
+def sum_bound(key: KeyContext, scale_bits: int | None = None) -> float:
+    """Largest |value| a sum of ciphertexts may reach at this scale and still decrypt (1 bit of margin)."""
+    return 2.0 ** (key.data_bits - 2 - (key.scale_bits if scale_bits is None else scale_bits))
 
 
 def _public_bytes(context: ts.Context) -> bytes:
@@ -89,6 +121,7 @@ def keygen(
         ts.SCHEME_TYPE.CKKS,
         poly_modulus_degree=poly_modulus_degree,
         coeff_mod_bit_sizes=list(coeff_mod_bit_sizes),
+        n_threads=1,
     )
     ctx.global_scale = 2**scale_bits
     public = _public_bytes(ctx)
@@ -114,7 +147,7 @@ def load_context(path: str | Path, expect_fingerprint: str | None = None) -> Key
     if not p.is_file():
         raise CryptoError(f"context file not found: {p}")
     try:
-        ctx = ts.context_from(p.read_bytes())
+        ctx = ts.context_from(p.read_bytes(), n_threads=1)
     except Exception as exc:  # TenSEAL raises bare ValueError/RuntimeError on bad bytes
         raise CryptoError(f"{p} is not a TenSEAL context ({exc})") from None
     fp = fingerprint_of(ctx)
@@ -174,19 +207,31 @@ def _check_key(key: KeyContext, vec: EncryptedVector) -> None:
 
 def _deserialize(key: KeyContext, vec: EncryptedVector) -> list[ts.CKKSVector]:
     _check_key(key, vec)
+    key.check_thread()
     try:
         return [ts.ckks_vector_from(key.context, c) for c in vec.chunks]
     except Exception as exc:
         raise CryptoError(f"corrupt ciphertext: {exc}") from None
 
 
-def encrypt(key: KeyContext, values: np.ndarray) -> EncryptedVector:
+def encrypt(
+    key: KeyContext, values: np.ndarray, scale_bits: int | None = None, addends: int = 1
+) -> EncryptedVector:
+    """Encrypt at 2^scale_bits (default: the key's scale). Refuse values that a sum of ``addends``
+    such vectors could push past ``sum_bound``: a wrapped sum would decrypt to garbage, silently."""
+    key.check_thread()
     flat = np.asarray(values, dtype=np.float64).ravel()
     if not np.all(np.isfinite(flat)):
         raise CryptoError("refusing to encrypt a vector with NaN or infinite values")
-    slots = key.slot_count
+    bound = sum_bound(key, scale_bits) / max(addends, 1)
+    if len(flat) and (peak := float(np.abs(flat).max())) > bound:
+        raise CryptoError(
+            f"value {peak:.4g} too large: a sum of {addends} would exceed what the key holds "
+            f"at scale 2^{key.scale_bits if scale_bits is None else scale_bits} (each at most {bound:.4g})"
+        )
+    slots, scale = key.slot_count, 2.0 ** (key.scale_bits if scale_bits is None else scale_bits)
     chunks = tuple(
-        ts.ckks_vector(key.context, flat[i : i + slots].tolist()).serialize()
+        ts.ckks_vector(key.context, flat[i : i + slots].tolist(), scale=scale).serialize()
         for i in range(0, max(len(flat), 1), slots)
     )
     return EncryptedVector(key.fingerprint, len(flat), chunks)
@@ -202,15 +247,21 @@ def decrypt(key: KeyContext, vec: EncryptedVector) -> np.ndarray:
     return flat[: vec.length]
 
 
-_CHUNK_LIMITS: dict[str, int] = {}
+_FRESH: dict[str, tuple[int, int]] = {}  # fingerprint -> (bytes of a full fresh ciphertext, primes)
+
+
+def _fresh_profile(key: KeyContext) -> tuple[int, int]:
+    if key.fingerprint not in _FRESH:
+        probe = np.random.default_rng(0).standard_normal(key.slot_count)
+        (chunk,) = encrypt(key, probe).chunks
+        (ct,) = ts.ckks_vector_from(key.context, chunk).ciphertext()
+        _FRESH[key.fingerprint] = len(chunk), ct.coeff_modulus_size()
+    return _FRESH[key.fingerprint]
 
 
 def max_chunk_bytes(key: KeyContext) -> int:
     """Largest plausible serialized ciphertext under this key: a full fresh one, plus a quarter."""
-    if key.fingerprint not in _CHUNK_LIMITS:
-        probe = np.random.default_rng(0).standard_normal(key.slot_count)
-        _CHUNK_LIMITS[key.fingerprint] = len(encrypt(key, probe).chunks[0]) * 5 // 4
-    return _CHUNK_LIMITS[key.fingerprint]
+    return _fresh_profile(key)[0] * 5 // 4
 
 
 def check_shape(key: KeyContext, vec: EncryptedVector, length: int) -> None:
@@ -226,20 +277,35 @@ def check_shape(key: KeyContext, vec: EncryptedVector, length: int) -> None:
         raise CryptoError(f"oversized ciphertext: {largest} bytes, at most {limit} expected")
 
 
+def _check_made_fresh(key: KeyContext, parts: list[ts.CKKSVector], scale_bits: int) -> None:
+    """Each ciphertext must be what ``encrypt`` makes: two polynomials at the data level and scale."""
+    primes = _fresh_profile(key)[1]
+    for part in parts:
+        (ct,) = part.ciphertext()
+        if ct.size() != 2 or ct.coeff_modulus_size() != primes or ct.scale != 2.0**scale_bits:
+            raise CryptoError(
+                f"ciphertext of size {ct.size()}, {ct.coeff_modulus_size()} primes, scale {ct.scale:.6g}; "
+                f"expected 2, {primes}, 2^{scale_bits}"
+            )
+
+
 class RunningSum:
     """Homomorphic sum built one vector at a time, so that a bad vector spoils only itself.
 
-    Needs no secret key. Holds one set of ciphertexts, never every input at once.
+    Needs no secret key. Holds one set of ciphertexts, never every input at once. Every input must
+    be at ``scale_bits`` (default: the key's scale), so the first reply cannot set it for the rest.
     """
 
-    def __init__(self, key: KeyContext, length: int) -> None:
+    def __init__(self, key: KeyContext, length: int, scale_bits: int | None = None) -> None:
         self.key, self.length = key, length
+        self.scale_bits = key.scale_bits if scale_bits is None else scale_bits
         self._total: list[ts.CKKSVector] | None = None
 
     def add(self, vec: EncryptedVector) -> None:
         """Add one vector; raise CryptoError (leaving the sum unchanged) if it is unusable."""
         check_shape(self.key, vec, self.length)
         parts = _deserialize(self.key, vec)
+        _check_made_fresh(self.key, parts, self.scale_bits)
         try:
             summed = (
                 parts if self._total is None else [a + b for a, b in zip(self._total, parts, strict=True)]
@@ -254,11 +320,11 @@ class RunningSum:
         return EncryptedVector(self.key.fingerprint, self.length, tuple(c.serialize() for c in self._total))
 
 
-def add(key: KeyContext, vectors: list[EncryptedVector]) -> EncryptedVector:
+def add(key: KeyContext, vectors: list[EncryptedVector], scale_bits: int | None = None) -> EncryptedVector:
     """Homomorphic sum of same-length vectors. Needs no secret key."""
     if not vectors:
         raise CryptoError("nothing to add")
-    total = RunningSum(key, vectors[0].length)
+    total = RunningSum(key, vectors[0].length, scale_bits)
     for v in vectors:
         if v.length != total.length:
             raise CryptoError(f"cannot add vectors of length {v.length} and {total.length}")

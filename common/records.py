@@ -18,9 +18,15 @@ CIPHERTEXT_STYPE = "fedstock.ckks"
 STATE, METRICS = "state", "metrics"  # keys inside the ArrayRecord
 GLOBAL, UPDATE, CONFIG = "global", "update", "config"  # keys inside the RecordDict
 
-# Order of the values in the encrypted metric vectors (each ends with its weight).
-TRAIN_METRICS = ("n_x_train_pinball", "n_windows")
+# A train reply is ONE vector, [weight·w (the model), weight·train pinball, weight]: packing the two
+# metric values into the model's last ciphertext saves a whole ciphertext (2048 slots) per reply.
+# weight = training windows / WEIGHT_UNIT (1 for every node under differential privacy); the unit
+# keeps Σ weight·w far inside the CKKS sum bound (crypto.sum_bound) while the sum stays precise.
+STATE_TAIL = ("weight_x_train_pinball", "weight")
+WEIGHT_UNIT = 1024
+# Evaluation sums (absolute errors in units, point counts) are large: they travel at a lower scale.
 EVAL_METRICS = ("abs_err_model", "abs_err_naive", "pinball_scaled", "covered_80", "points", "nodes")
+METRIC_SCALE_BITS = 16
 
 
 def to_array(vec: EncryptedVector) -> Array:

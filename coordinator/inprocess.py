@@ -119,11 +119,12 @@ def run_inprocess(
     node_dirs: list[Path],
     run_config: dict,
     torch_threads: int = 1,
+    grid_class: Callable[..., InProcessGrid] = InProcessGrid,
     **grid_kwargs,
 ) -> InProcessGrid:
     """Run one federation over the given node folders; return the grid (for inspection)."""
     nodes = [{"node-dir": str(Path(d).resolve()), "torch-threads": torch_threads} for d in node_dirs]
-    grid = InProcessGrid(client_app, nodes, run_config, **grid_kwargs)
+    grid = grid_class(client_app, nodes, run_config, **grid_kwargs)
     context = Context(
         run_id=grid._run_id,
         node_id=SUPERLINK_NODE_ID,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from common import crypto
-from common.records import EVAL_METRICS, TRAIN_METRICS
+from common.records import EVAL_METRICS, STATE_TAIL
 from coordinator.strategy import PROGRESS_FILE
 
 
@@ -19,14 +19,10 @@ def _read(key: crypto.KeyContext, path: Path) -> list[float]:
 def round_metrics(checkpoint_dir: Path, key: crypto.KeyContext) -> pd.DataFrame:
     """Per round: weighted train loss, and hold-out MAE of the model vs seasonal naive, coverage."""
     rows = []
-    for path in sorted(Path(checkpoint_dir).glob("round_*.train_metrics.ckks")):
+    for path in sorted(Path(checkpoint_dir).glob("round_*.state.ckks")):
         r = int(path.name.split("_")[1].split(".")[0])
-        train = dict(zip(TRAIN_METRICS, _read(key, path), strict=True))
-        row = {
-            "round": r,
-            "train_pinball": train["n_x_train_pinball"] / train["n_windows"],
-            "train_windows": round(train["n_windows"]),
-        }
+        train = dict(zip(STATE_TAIL, _read(key, path)[-len(STATE_TAIL) :], strict=True))
+        row = {"round": r, "train_pinball": train["weight_x_train_pinball"] / train["weight"]}
         eval_path = path.with_name(f"round_{r:04d}.eval_metrics.ckks")
         if eval_path.is_file():
             ev = dict(zip(EVAL_METRICS, _read(key, eval_path), strict=True))

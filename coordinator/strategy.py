@@ -1,9 +1,9 @@
 """Encrypted FedAvg: sum ciphertexts, never decrypt, checkpoint the encrypted state every round.
 
-The coordinator holds a context without secret key. Each node replies Enc([n·w, n]); the sum is
-Enc([Σn·w, Σn]), which only key holders can turn into w = Σn·w / Σn. A reply made under another
-key, of another length, or not decodable is refused and the round goes on with the others, as long
-as ``min_nodes`` valid replies arrived.
+The coordinator holds a context without secret key. Each node replies Enc([n·w, n·loss, n]); the
+sum is Enc([Σn·w, Σn·loss, Σn]), which only key holders can turn into w = Σn·w / Σn. A reply made
+under another key, of another length or scale, or not decodable is refused and the round goes on
+with the others, as long as ``min_nodes`` valid replies arrived.
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from common.records import (
     CONFIG,
     EVAL_METRICS,
     GLOBAL,
+    METRIC_SCALE_BITS,
     METRICS,
     STATE,
-    TRAIN_METRICS,
     UPDATE,
     encrypted_record,
     read_encrypted,
@@ -71,6 +71,7 @@ class EncryptedFedAvg(Strategy):
         server_round += self.round_offset
         config["server-round"] = server_round
         config["fingerprint"] = self.key.fingerprint
+        config["round-nodes"] = len(nodes)  # each node keeps its reply small enough for this many
         content = (
             RecordDict({GLOBAL: arrays, CONFIG: config}) if len(arrays) else RecordDict({CONFIG: config})
         )
@@ -117,10 +118,10 @@ class EncryptedFedAvg(Strategy):
         return decoded, refused
 
     def _sum(
-        self, decoded: list[dict], name: str, expected: int, refused: list[str]
+        self, decoded: list[dict], name: str, expected: int, refused: list[str], scale_bits: int | None = None
     ) -> tuple[crypto.EncryptedVector, list[dict]]:
         """Stream the sum; a reply of the wrong shape or with corrupt bytes is refused on its own."""
-        total, good = crypto.RunningSum(self.key, expected), []
+        total, good = crypto.RunningSum(self.key, expected, scale_bits), []
         for d in decoded:
             try:
                 total.add(d[name])
@@ -135,19 +136,15 @@ class EncryptedFedAvg(Strategy):
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         server_round += self.round_offset
-        decoded, refused = self._valid(replies, (STATE, METRICS))
+        decoded, refused = self._valid(replies, (STATE,))
         if not decoded:
             raise RoundFailed(f"round {server_round}: no valid replies ({'; '.join(refused)})")
         expected = self.state_length or Counter(d[STATE].length for d in decoded).most_common(1)[0][0]
-        # Metrics first (small), then the model over the replies whose metrics were usable: the model
-        # is the weighted average of exactly the replies counted in `good`.
-        metrics, good = self._sum(decoded, METRICS, len(TRAIN_METRICS), refused)
-        state, good = self._sum(good, STATE, expected, refused)
+        state, good = self._sum(decoded, STATE, expected, refused)
         for line in refused:
             log(WARNING, "round %d: %s", server_round, line)
         self.state_length = state.length
         self._checkpoint(server_round, "state", state)
-        self._checkpoint(server_round, "train_metrics", metrics)
         self._progress(server_round, "train", len(good), refused)
         return encrypted_record(**{STATE: state}), MetricRecord(
             {"replies": len(good), "refused": len(refused)}
@@ -159,7 +156,7 @@ class EncryptedFedAvg(Strategy):
         if not decoded:
             log(WARNING, "round %d evaluate: no valid replies", server_round)
             return None
-        metrics, good = self._sum(decoded, METRICS, len(EVAL_METRICS), refused)
+        metrics, good = self._sum(decoded, METRICS, len(EVAL_METRICS), refused, METRIC_SCALE_BITS)
         for line in refused:
             log(WARNING, "round %d evaluate: %s", server_round, line)
         self._checkpoint(server_round, "eval_metrics", metrics)

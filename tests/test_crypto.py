@@ -1,10 +1,15 @@
+import json
 import os
 import stat
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 
 from common import crypto
+from common.model import ModelConfig, build_model, model_vector
+from common.records import STATE_TAIL, WEIGHT_UNIT
+from warehouse_node.federated import global_weights, update_values
 
 
 def test_round_trip_recovers_values(secret_key):
@@ -81,3 +86,58 @@ def test_vectors_of_different_length_are_not_added(secret_key):
         crypto.add(
             secret_key, [crypto.encrypt(secret_key, np.ones(3)), crypto.encrypt(secret_key, np.ones(4))]
         )
+
+
+def test_default_parameters_are_128_bit_secure_and_carry_no_evaluation_keys(keys, public_key):
+    manifest = json.loads((keys / crypto.MANIFEST_FILE).read_text())
+    # SEAL's 128-bit table (HomomorphicEncryption.org standard): at most 109 modulus bits at N=4096
+    assert manifest["poly_modulus_degree"] == 4096 and sum(manifest["coeff_mod_bit_sizes"]) <= 109
+    assert not public_key.context.has_galois_keys() and not public_key.context.has_relin_keys()
+    with pytest.raises(ValueError):  # and SEAL itself refuses anything weaker than 128 bits
+        crypto.keygen(keys.parent / "weak", coeff_mod_bit_sizes=(57, 53))
+
+
+def test_weighted_average_of_100_nodes_is_within_1e_6_of_plaintext_fedavg(secret_key, public_key):
+    """Realistic federation: the project's model, weights as large as trained ones (max |w| ≈ 4),
+    training windows as on Walmart (≈ 6,500 per store), store_item (76,450) and small sites."""
+    rng = np.random.default_rng(5)
+    base = model_vector(build_model(ModelConfig(), 0))
+    windows = np.concatenate(
+        [rng.integers(6000, 6900, 45), np.full(10, 76_450), np.round(10 ** rng.uniform(2, 5, 45))]
+    )
+    weights = [base + rng.standard_t(5, base.size) * 0.35 for _ in windows]
+    assert max(np.abs(w).max() for w in weights) > 3
+    total = crypto.RunningSum(public_key, base.size + len(STATE_TAIL))
+    for w, n in zip(weights, windows, strict=True):
+        values = update_values(w, n / WEIGHT_UNIT, loss=0.3)
+        total.add(crypto.encrypt(secret_key, values, addends=len(windows)))
+    encrypted = global_weights(crypto.decrypt(secret_key, total.result()))
+    plain = sum(n * w for n, w in zip(windows, weights, strict=True)) / windows.sum()
+    err = encrypted - plain
+    assert np.abs(err).max() / np.abs(plain).max() < 1e-6
+    assert np.linalg.norm(err) / np.linalg.norm(plain) < 1e-6
+
+
+def test_sum_at_the_bound_decrypts_and_values_beyond_it_are_refused(secret_key, public_key):
+    addends, bound = 50, crypto.sum_bound(secret_key)
+    part = np.full(secret_key.slot_count, bound / addends)
+    part[::2] *= -1
+    summed = crypto.add(public_key, [crypto.encrypt(secret_key, part, addends=addends)] * addends)
+    assert np.allclose(crypto.decrypt(secret_key, summed), part * addends, rtol=0, atol=1e-3)
+    with pytest.raises(crypto.CryptoError, match="too large: a sum of 51"):
+        crypto.encrypt(secret_key, part, addends=addends + 1)
+
+
+def test_a_vector_at_another_scale_is_refused_even_when_it_comes_first(secret_key, public_key):
+    total = crypto.RunningSum(public_key, 10)
+    with pytest.raises(crypto.CryptoError, match="scale"):
+        total.add(crypto.encrypt(secret_key, np.ones(10), scale_bits=secret_key.scale_bits - 3))
+    total.add(crypto.encrypt(secret_key, np.ones(10)))
+    assert np.allclose(crypto.decrypt(secret_key, total.result()), 1.0, atol=1e-6)
+
+
+def test_tenseal_is_used_from_one_thread_only(secret_key):
+    with ThreadPoolExecutor(1) as pool:
+        attempt = pool.submit(crypto.encrypt, secret_key, np.ones(3))
+    with pytest.raises(crypto.CryptoError, match="second thread"):
+        attempt.result()

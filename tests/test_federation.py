@@ -8,7 +8,7 @@ import pytest
 from flwr.app import ConfigRecord, Message, RecordDict
 
 from common import crypto
-from common.records import CONFIG, METRICS, STATE, UPDATE, encrypted_record, read_encrypted
+from common.records import CONFIG, STATE, UPDATE, encrypted_record, read_encrypted
 from coordinator.inprocess import run_inprocess
 from coordinator.planner import round_metrics
 from coordinator.server_app import app as server_app
@@ -26,7 +26,7 @@ def test_three_nodes_two_rounds_aggregate_is_the_weighted_average(nodes, keys, s
     run_inprocess(server_app, client_module.app, dirs, rc, observer=lambda m, _b: replies.append(m))
     train = [m for m in replies if m.metadata.message_type == "train"]
     assert len(train) == 6 and all(not m.has_error() for m in replies)
-    # round 2: the checkpoint is the sum of the three encrypted [n·w, n] replies
+    # round 2: the checkpoint is the sum of the three encrypted [n·w, n·loss, n] replies
     round2 = [read_encrypted(m.content[UPDATE], STATE) for m in train if m.metadata.group_id == "2"]
     per_node = [crypto.decrypt(secret_key, v) for v in round2]
     expected = sum(v[:-1] for v in per_node) / sum(v[-1] for v in per_node)
@@ -63,6 +63,8 @@ def _damaged(kind: str, state: crypto.EncryptedVector, key: crypto.KeyContext, r
         return crypto.encrypt(rogue, np.ones(state.length))
     if kind == "wrong length":
         return crypto.encrypt(key, np.ones(state.length + 1))
+    if kind == "other scale":
+        return crypto.encrypt(key, np.ones(state.length), scale_bits=key.scale_bits - 5)
     if kind == "corrupt bytes":
         chunk = state.chunks[0]
         return replace(state, chunks=(chunk[:100] + bytes(len(chunk) - 100), *state.chunks[1:]))
@@ -76,6 +78,7 @@ def _damaged(kind: str, state: crypto.EncryptedVector, key: crypto.KeyContext, r
 REFUSAL = {
     "foreign key": "encrypted under key",
     "wrong length": "values, expected",
+    "other scale": "scale",
     "corrupt bytes": "corrupt ciphertext",
     "truncated": "corrupt ciphertext",
     "oversized": "oversized ciphertext",
@@ -96,11 +99,10 @@ def test_bad_update_is_refused_and_the_aggregate_is_the_survivors_average(
         if str(context.node_config["node-dir"]) != str(rogue_node):
             return reply
         state = read_encrypted(reply.content[UPDATE], STATE)
-        metrics = read_encrypted(reply.content[UPDATE], METRICS)
         bad = _damaged(kind, state, secret_key, rogue)
         content = RecordDict(
             {
-                UPDATE: encrypted_record(**{STATE: bad, METRICS: metrics}),
+                UPDATE: encrypted_record(**{STATE: bad}),
                 CONFIG: ConfigRecord({"fingerprint": bad.fingerprint}),
             }
         )

@@ -41,10 +41,10 @@ def _global_weights(session: NodeSession, msg: Message) -> np.ndarray | None:
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     session = _session(msg, context)
-    state, metrics = session.train(round_settings(msg.content[CONFIG]), _global_weights(session, msg))
+    state = session.train(round_settings(msg.content[CONFIG]), _global_weights(session, msg))
     content = RecordDict(
         {
-            UPDATE: encrypted_record(**{STATE: state, METRICS: metrics}),
+            UPDATE: encrypted_record(**{STATE: state}),
             CONFIG: ConfigRecord({"fingerprint": session.key.fingerprint}),
         }
     )

@@ -1,7 +1,7 @@
 """One node's part of a federated round, between its data and the ciphertexts (no Flower here).
 
-The node replies with Enc([n·w, n]) and Enc([n·loss, n]); the coordinator only adds them. From the
-summed state Enc([Σn·w, Σn]) each node recovers the global weights w = Σn·w / Σn.
+The node replies with Enc([n·w, n·loss, n]), n its FedAvg weight; the coordinator only adds. From
+the summed state Enc([Σn·w, Σn·loss, Σn]) each node recovers the global weights w = Σn·w / Σn.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from common import crypto
 from common.config import NodeConfig
 from common.model import DEFAULT_QUANTILES, ModelConfig, build_model, model_vector
 from common.privacy import PrivacySettings, privacy_from_config, privatize
-from common.records import check_node_settings, node_setting
+from common.records import METRIC_SCALE_BITS, STATE_TAIL, WEIGHT_UNIT, check_node_settings, node_setting
 from common.training import TrainConfig
 from warehouse_node.pipeline import NodeData, holdout_metrics, local_update, save_global_model
 
@@ -30,6 +30,7 @@ class RoundSettings:
     server_round: int
     validation: int | None  # periods held out for scoring; None = one horizon; 0 = none
     privacy: PrivacySettings | None = None  # differential privacy of the update, if the run asks
+    nodes: int = 1  # replies the coordinator will add this round (bounds what one may send)
 
     @property
     def round_seed(self) -> int:
@@ -60,7 +61,21 @@ def round_settings(cfg: Mapping) -> RoundSettings:
     validation = held_out if held_out >= 0 else None
     check_node_settings(cfg)
     privacy = privacy_from_config(dict(cfg))
-    return RoundSettings(model, train, node_setting(cfg, "seed", 7), server_round, validation, privacy)
+    seed, nodes = node_setting(cfg, "seed", 7), node_setting(cfg, "round-nodes", 1)
+    return RoundSettings(model, train, seed, server_round, validation, privacy, nodes)
+
+
+def update_values(weights: np.ndarray, n: float, loss: float) -> np.ndarray:
+    """What a node encrypts: [n·w, n·loss, n] (layout in common/records.py)."""
+    return np.append(n * weights, [n * loss, n])
+
+
+def global_weights(summed: np.ndarray) -> np.ndarray:
+    """w = Σn·w / Σn from the decrypted sum of every node's ``update_values``."""
+    total = summed[-1]
+    if not np.isfinite(total) or total < 0.5 / WEIGHT_UNIT:
+        raise crypto.CryptoError(f"global state decrypts to a weight total of {total:g}: corrupt")
+    return summed[: -len(STATE_TAIL)] / total
 
 
 @dataclass
@@ -76,28 +91,21 @@ class NodeSession:
         return cls(cfg, key)
 
     def recover_weights(self, state: crypto.EncryptedVector) -> np.ndarray:
-        summed = crypto.decrypt(self.key, state)
-        total = summed[-1]
-        if not np.isfinite(total) or total < 0.5:
-            raise crypto.CryptoError(f"global state decrypts to a weight total of {total:g}: corrupt")
-        return summed[:-1] / total
+        return global_weights(crypto.decrypt(self.key, state))
 
     def data(self, s: RoundSettings) -> NodeData:
         return NodeData.load(self.cfg, s.model.horizon, s.validation)
 
-    def train(
-        self, s: RoundSettings, weights: np.ndarray | None
-    ) -> tuple[crypto.EncryptedVector, crypto.EncryptedVector]:
-        new, n, loss = local_update(self.data(s), s.model, s.train, weights, s.round_seed)
+    def train(self, s: RoundSettings, weights: np.ndarray | None) -> crypto.EncryptedVector:
+        new, windows, loss = local_update(self.data(s), s.model, s.train, weights, s.round_seed)
         if not np.all(np.isfinite(new)) or not np.isfinite(loss):
             raise ValueError("local training produced NaN or infinite weights: update not sent")
+        n = windows / WEIGHT_UNIT
         if s.privacy is not None:  # clipped, noised, and weighted 1 like every other node
             start = weights if weights is not None else model_vector(build_model(s.model, s.round_seed))
             new, _ = privatize(start, new, s.privacy)
-            n = 1
-        state = crypto.encrypt(self.key, np.append(n * new, n))
-        metrics = crypto.encrypt(self.key, np.array([n * loss, n], dtype=float))
-        return state, metrics
+            n = 1.0
+        return crypto.encrypt(self.key, update_values(new, n, loss), addends=s.nodes)
 
     def evaluate(self, s: RoundSettings, weights: np.ndarray) -> crypto.EncryptedVector:
         """Keep the decrypted global model (private) and return encrypted hold-out error sums."""
@@ -106,4 +114,4 @@ class NodeSession:
         values = [
             sums[k] for k in ("abs_err_model", "abs_err_naive", "pinball_scaled", "covered_80", "points")
         ]
-        return crypto.encrypt(self.key, np.array([*values, 1.0]))
+        return crypto.encrypt(self.key, np.array([*values, 1.0]), METRIC_SCALE_BITS, addends=s.nodes)
