@@ -160,11 +160,14 @@ def load_context(path: str | Path, expect_fingerprint: str | None = None) -> Key
 
 @dataclass(frozen=True)
 class EncryptedVector:
-    """A flat float vector encrypted as ceil(length / slots) CKKS ciphertexts."""
+    """A flat float vector encrypted as ceil(length / slots) CKKS ciphertexts.
+
+    ``from_bytes`` keeps views into the message's bytes, not copies: a coordinator holding a round's
+    replies holds each update once."""
 
     fingerprint: str
     length: int
-    chunks: tuple[bytes, ...]
+    chunks: tuple[bytes | memoryview, ...]
 
     def to_bytes(self) -> bytes:
         header = json.dumps(
@@ -188,7 +191,7 @@ class EncryptedVector:
             sizes = [int(s) for s in header["chunk_sizes"]]
         except (ValueError, KeyError, TypeError):
             raise CryptoError("corrupt ciphertext: unreadable header") from None
-        body = blob[start + hlen :]
+        body = memoryview(blob)[start + hlen :]
         if sum(sizes) != len(body) or length < 0:
             raise CryptoError(
                 f"corrupt ciphertext: header announces {sum(sizes)} bytes, body has {len(body)}"
@@ -209,7 +212,7 @@ def _deserialize(key: KeyContext, vec: EncryptedVector) -> list[ts.CKKSVector]:
     _check_key(key, vec)
     key.check_thread()
     try:
-        return [ts.ckks_vector_from(key.context, c) for c in vec.chunks]
+        return [ts.ckks_vector_from(key.context, bytes(c)) for c in vec.chunks]
     except Exception as exc:
         raise CryptoError(f"corrupt ciphertext: {exc}") from None
 

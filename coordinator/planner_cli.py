@@ -35,23 +35,16 @@ def cli() -> None:
     type=click.Path(file_okay=False),
     help="Folder for secret.ctx (nodes, planner), public.ctx (coordinator), keys.json.",
 )
-@click.option(
-    "--poly-modulus",
-    default=crypto.DEFAULT_POLY_MODULUS,
-    show_default=True,
-    type=click.Choice(["4096", "8192", "16384"]),
-    help="CKKS ring dimension N.",
-)
 @one_line_errors
-def keygen(out_dir: str, poly_modulus: str) -> None:
-    """Generate the CKKS key pair shared by the nodes and the planner."""
+def keygen(out_dir: str) -> None:
+    """Generate the CKKS key pair shared by the nodes and the planner.
+
+    Parameters: N=4096, moduli [56, 20] bits, scale 2^35 (128-bit security; chosen and measured in
+    BENCHMARKS.md, "CKKS overhead")."""
     out = Path(out_dir)
     if (out / crypto.SECRET_CONTEXT_FILE).exists():
         raise click.ClickException(f"{out / crypto.SECRET_CONTEXT_FILE} exists: refusing to overwrite keys")
-    n = int(poly_modulus)
-    bits = crypto.DEFAULT_COEFF_BITS if n >= 8192 else (40, 20, 40)
-    scale = crypto.DEFAULT_SCALE_BITS if n >= 8192 else 20
-    fingerprint = crypto.keygen(out, n, bits, scale)
+    fingerprint = crypto.keygen(out)
     console.print(f"fingerprint {fingerprint}")
     console.print(f"  {out / crypto.SECRET_CONTEXT_FILE}  (secret, 0600: nodes and planner only)")
     console.print(f"  {out / crypto.PUBLIC_CONTEXT_FILE}  (public: the coordinator)")

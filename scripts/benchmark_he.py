@@ -8,7 +8,7 @@ writes nothing):
 2. one update, for the project's model and a 1M-parameter variant: encrypt, decrypt, bytes;
 3. the coordinator's streamed sum of 10, 45 and 100 updates: time and peak memory (own process);
 4. full rounds through the real ServerApp/ClientApp on Walmart stores, CKKS vs plain Flower FedAvg
-   (``scripts/plaintext_fedavg.py``) over the same node code and seeds, interleaved, 3 repeats;
+   (``scripts/plaintext_fedavg.py``) over the same node code and seeds, interleaved, 5 repeats;
 5. 100 synthetic nodes end to end.
 The last line printed is one JSON object with the headline ratios.
 """
@@ -69,7 +69,7 @@ def report(quick: bool, data_root: Path, out: Path) -> tuple[list[str], dict]:
     ]
     say(json.dumps(aggregation, indent=1))
     counts = (3,) if quick else (10, 45)
-    rounds = round_times(data_root, out / "rounds", counts, repeats=2 if quick else 3, quick=quick, say=say)
+    rounds = round_times(data_root, out / "rounds", counts, repeats=2 if quick else 5, quick=quick, say=say)
     say(json.dumps(rounds, indent=1))
     scale = None if quick else scale_run(out / "scale", nodes=100, say=say)
     say(json.dumps(scale, indent=1))

@@ -151,7 +151,7 @@ def scale_run(work: Path, nodes: int, say: Say) -> dict:
         "round_2_s": round(last["round_s"], 1),
         "per_node_s": round(last["round_s"] / nodes, 2),
         "coordinator_s": round(last["coordinator_s"], 2),
-        "replies_mb": round(last["reply_mb"], 1),
+        "replies_held_mb": round(last["reply_mb"], 1),
         "forecast_rows": forecasts,
         "process_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3),
     }

@@ -66,12 +66,12 @@ def _damaged(kind: str, state: crypto.EncryptedVector, key: crypto.KeyContext, r
     if kind == "other scale":
         return crypto.encrypt(key, np.ones(state.length), scale_bits=key.scale_bits - 5)
     if kind == "corrupt bytes":
-        chunk = state.chunks[0]
+        chunk = bytes(state.chunks[0])
         return replace(state, chunks=(chunk[:100] + bytes(len(chunk) - 100), *state.chunks[1:]))
     if kind == "truncated":
         return replace(state, chunks=(state.chunks[0][: len(state.chunks[0]) // 2], *state.chunks[1:]))
     if kind == "oversized":
-        return replace(state, chunks=(state.chunks[0] * 2, *state.chunks[1:]))
+        return replace(state, chunks=(bytes(state.chunks[0]) * 2, *state.chunks[1:]))
     raise AssertionError(kind)
 
 
