@@ -81,9 +81,16 @@ def baselines(name: str, history: pd.DataFrame) -> dict[str, Callable[[], pd.Dat
 
 
 def run_dataset(
-    name: str, data: Path, work: Path, seeds: list[int], rounds: int, dp: tuple[float, float] | None = None
+    name: str,
+    data: Path,
+    work: Path,
+    seeds: list[int],
+    rounds: int,
+    dp: tuple[float, float] | None = None,
+    modes: tuple[str, ...] = MODEL_MODES,
 ) -> list[dict]:
-    """Baselines and every model mode; with ``dp`` (clip, noise multiplier) only CKKS + DP."""
+    """Baselines and the model modes (baselines only with every mode); with ``dp`` (clip, noise
+    multiplier) only CKKS + DP."""
     ds, st = DATASETS[name], SETUPS[name]
     sales = load_sales(name, data)
     cut = pd.Timestamp(st["until"])
@@ -100,7 +107,7 @@ def run_dataset(
         return row
 
     rows = []
-    for method, make in baselines(name, history).items() if dp is None else ():
+    for method, make in baselines(name, history).items() if dp is None and modes == MODEL_MODES else ():
         started = time.monotonic()
         fc = make()
         rows.append(evaluate(method, None, fc, time.monotonic() - started))
@@ -110,7 +117,7 @@ def run_dataset(
     base = SimulationSettings(name, data, until=st["until"], rounds=rounds)
     nodes = prepare_nodes(base, work, log)
     for seed in seeds:
-        for mode in MODEL_MODES if dp is None else ("he",):
+        for mode in modes if dp is None else ("he",):
             s = SimulationSettings(
                 name, data, mode=mode, rounds=rounds, seed=seed, until=st["until"], overrides=overrides
             )
@@ -253,6 +260,12 @@ def write_markdown(rows: pd.DataFrame) -> None:
     default=None,
     help="CLIP,NOISE: run only federated CKKS with differential privacy; other rows are kept.",
 )
+@click.option(
+    "--modes",
+    default=",".join(MODEL_MODES),
+    show_default=True,
+    help="Model modes to run; with fewer than all, baselines are skipped and other rows are kept.",
+)
 def main(
     data_root: str,
     work: str,
@@ -262,6 +275,7 @@ def main(
     quick: bool,
     report_only: bool,
     dp: str | None,
+    modes: str,
 ) -> None:
     if report_only:
         write_markdown(pd.read_csv(Path(work) / "accuracy.csv"))
@@ -274,7 +288,10 @@ def main(
     for name in datasets.split(","):
         folder = Path(data_root) / FOLDERS[name]
         dp_pair = tuple(float(v) for v in dp.split(",")) if dp else None
-        rows = run_dataset(name, folder, Path(work) / name, seed_list, rounds, dp_pair)
+        chosen = tuple(m for m in MODEL_MODES if m in modes.split(","))
+        if not chosen or set(modes.split(",")) - set(MODEL_MODES):
+            raise click.BadParameter(f"choose from {','.join(MODEL_MODES)}", param_hint="--modes")
+        rows = run_dataset(name, folder, Path(work) / name, seed_list, rounds, dp_pair, chosen)
         frame = pd.DataFrame(rows).assign(command=command, rounds=rounds, quick=quick)
         if csv.is_file():  # keep the other results; the methods just run replace their old rows
             old = pd.read_csv(csv)
