@@ -8,12 +8,13 @@ import pytest
 from flwr.app import ConfigRecord, Message, RecordDict
 
 from common import crypto
+from common.config import load_node_config
 from common.records import CONFIG, STATE, UPDATE, encrypted_record, read_encrypted
 from coordinator.inprocess import run_inprocess
 from coordinator.planner import round_metrics
 from coordinator.server_app import app as server_app
 from coordinator.strategy import RoundFailed
-from tests.conftest import run_config
+from tests.conftest import FAST_RUN, run_config
 from warehouse_node import client_app as client_module
 from warehouse_node import federated
 from warehouse_node.pipeline import MODEL_FILE
@@ -165,3 +166,14 @@ def test_coordinator_refuses_to_start_with_a_secret_key(nodes, keys, tmp_path):
     rc["public-context"] = str(keys / crypto.SECRET_CONTEXT_FILE)
     with pytest.raises(crypto.CryptoError, match="must not hold a secret key"):
         run_inprocess(server_app, client_module.app, nodes[0], rc)
+
+
+def test_node_refuses_an_update_whose_sum_over_the_round_could_wrap(nodes):
+    """The coordinator announces how many replies it will add; a node whose values, summed over that
+    many, could pass the CKKS bound sends nothing rather than a sum that decrypts to garbage."""
+    session = federated.NodeSession.open(load_node_config(nodes[0][0]))
+    fine = federated.round_settings({**FAST_RUN, "server-round": 1, "round-nodes": 3})
+    assert fine.nodes == 3 and session.train(fine, None).length > 0
+    huge = federated.round_settings({**FAST_RUN, "server-round": 1, "round-nodes": 10**7})
+    with pytest.raises(crypto.CryptoError, match="too large: a sum of 10000000"):
+        session.train(huge, None)
