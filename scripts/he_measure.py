@@ -25,7 +25,6 @@ sys.path.insert(0, str(ROOT))
 from common import crypto  # noqa: E402
 from common.records import STATE_TAIL, WEIGHT_UNIT  # noqa: E402
 
-Say = Callable[[str], None]
 MODELS = {"project": 32, "1M": 184}  # hidden size; lookback/horizon/heads as the Walmart preset
 # Distinct encrypted updates; larger counts reuse them (the sum's cost does not depend on values).
 DISTINCT = 10

@@ -15,7 +15,7 @@ from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAvg
 
-from common.config import load_node_config
+from common.config import NodeConfig, load_node_config
 from common.model import build_model, model_vector
 from coordinator.server_app import node_config_record
 from warehouse_node.federated import RoundSettings, round_settings
@@ -25,17 +25,17 @@ client = ClientApp()
 server = ServerApp()
 
 
-def _node(msg: Message, context: Context) -> tuple[RoundSettings, NodeData, np.ndarray]:
+def _node(msg: Message, context: Context) -> tuple[NodeConfig, RoundSettings, NodeData, np.ndarray]:
     torch.set_num_threads(int(context.node_config.get("torch-threads", 1)))
     cfg = load_node_config(str(context.node_config["node-dir"]))
     s = round_settings(msg.content["config"])
     weights = np.concatenate([a.ravel() for a in msg.content["arrays"].to_numpy_ndarrays()])
-    return s, NodeData.load(cfg, s.model.horizon, s.validation), weights.astype(np.float64)
+    return cfg, s, NodeData.load(cfg, s.model.horizon, s.validation), weights.astype(np.float64)
 
 
 @client.train()
 def train(msg: Message, context: Context) -> Message:
-    s, data, weights = _node(msg, context)
+    _, s, data, weights = _node(msg, context)
     new, n, loss = local_update(data, s.model, s.train, weights, s.round_seed)
     reply = {
         "arrays": ArrayRecord([new.astype(np.float32)]),
@@ -46,8 +46,7 @@ def train(msg: Message, context: Context) -> Message:
 
 @client.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
-    s, data, weights = _node(msg, context)
-    cfg = load_node_config(str(context.node_config["node-dir"]))
+    cfg, s, data, weights = _node(msg, context)
     save_global_model(cfg, weights, s.model, s.server_round)
     sums = holdout_metrics(data, s.model, weights, cfg.data.season)
     metrics = MetricRecord({"num-examples": int(sums["points"]), **{k: float(v) for k, v in sums.items()}})
