@@ -27,7 +27,7 @@ A node is described by ``node.toml`` in its folder; paths in it are relative to 
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
@@ -191,3 +191,14 @@ def load_node_config(path: str | Path) -> NodeConfig:
         key_fingerprint=node.get("key_fingerprint") or None,
         extra={k: v for k, v in raw.items() if k not in ("node", "data")},
     )
+
+
+def with_site_files(
+    cfg: NodeConfig, data: str | Path | None = None, secret_context: str | Path | None = None
+) -> NodeConfig:
+    """The same node with its raw data file and/or secret context given on the command line."""
+    if data:
+        cfg = replace(cfg, data=replace(cfg.data, path=Path(data).resolve()))
+    if secret_context:
+        cfg = replace(cfg, secret_context=Path(secret_context).resolve())
+    return cfg

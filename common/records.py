@@ -15,7 +15,7 @@ from flwr.app import Array, ArrayRecord
 from common.crypto import CryptoError, EncryptedVector
 
 CIPHERTEXT_STYPE = "fedstock.ckks"
-STATE, METRICS = "state", "metrics"  # keys inside the ArrayRecord
+STATE, METRICS, NETWORK = "state", "metrics", "network"  # keys inside the ArrayRecord
 GLOBAL, UPDATE, CONFIG = "global", "update", "config"  # keys inside the RecordDict
 
 # A train reply is ONE vector, [weight·w (the model), weight·train pinball, weight]: packing the two
@@ -70,6 +70,9 @@ NODE_SETTINGS: dict[str, type] = {
     "dp-noise": float,
     "dp-nodes": int,
     "dp-delta": float,
+    "network-group": str,  # network forecast (common/network.py): "" = total only, else a series key
+    "network-groups": str,  # its values, comma-separated: the same cells at every site
+    "network-min-sites": int,  # a node refuses to send its totals into a smaller sum
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,9 +49,16 @@ def window_weight(log_scale: torch.Tensor, power: float) -> torch.Tensor | None:
     return torch.expm1(log_scale).clamp_min(1e-6) ** power if power else None
 
 
-def train_local(model: DemandForecaster, windows: WindowSet, cfg: TrainConfig, seed: int) -> float:
+def train_local(
+    model: DemandForecaster,
+    windows: WindowSet,
+    cfg: TrainConfig,
+    seed: int,
+    on_epoch: Callable[[int, int, float], None] | None = None,
+) -> float:
     """Train in place; return the mean pinball loss over the batches seen (scaled units).
-    Deterministic for a seed (batch order and dropout), so plaintext and encrypted runs match."""
+    Deterministic for a seed (batch order and dropout), so plaintext and encrypted runs match.
+    ``on_epoch(epoch, epochs, mean loss of the epoch)`` reports progress."""
     if len(windows) == 0:
         raise ValueError("no training windows: the history is shorter than lookback/2 + horizon")
     rng = np.random.default_rng(seed)
@@ -62,7 +70,7 @@ def train_local(model: DemandForecaster, windows: WindowSet, cfg: TrainConfig, s
     start, stop = cfg.progress
     model.train()
     losses = []
-    for _ in range(cfg.epochs):
+    for epoch in range(cfg.epochs):
         order = rng.permutation(len(windows))
         for k in range(batches_per_epoch):
             b = _tensors(windows.batch(order[k * cfg.batch_size : (k + 1) * cfg.batch_size]))
@@ -76,6 +84,8 @@ def train_local(model: DemandForecaster, windows: WindowSet, cfg: TrainConfig, s
             optimizer.step()
             losses.append(loss.item())
             step += 1
+        if on_epoch is not None:
+            on_epoch(epoch + 1, cfg.epochs, float(np.mean(losses[-batches_per_epoch:])))
     torch.random.set_rng_state(torch_state)
     return float(np.mean(losses))
 

@@ -24,6 +24,7 @@ import pandas as pd
 
 from common import crypto
 from common.config import load_node_config
+from common.processes import write_run_config
 from common.synthetic import SyntheticSpec, write_warehouse
 from coordinator.planner import progress, round_metrics
 from warehouse_node.pipeline import forecast, prepare_node
@@ -72,12 +73,6 @@ def run_config(out: Path, s: DemoSettings, resume: bool = False) -> dict:
     }
 
 
-def toml_value(v: object) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    return f'"{v}"' if isinstance(v, str) else str(v)
-
-
 def federate(out: Path, node_dirs: list[Path], s: DemoSettings, report: Report, resume: bool = False) -> None:
     rc = run_config(out, s, resume)
     if s.engine == "inprocess":
@@ -90,7 +85,7 @@ def federate(out: Path, node_dirs: list[Path], s: DemoSettings, report: Report, 
     from coordinator.deployment import LocalDeployment
 
     rc_file = out / "run_config.toml"
-    rc_file.write_text("".join(f"{k} = {toml_value(v)}\n" for k, v in rc.items()))
+    write_run_config(rc_file, rc)
     seen = {"n": 0}
 
     def poll() -> None:

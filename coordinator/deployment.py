@@ -15,12 +15,12 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from common.processes import flower_env, flower_tool, write_connection
 from coordinator.certs import make_certificates, make_node_key
 
 APP_DIR = Path(__file__).resolve().parent.parent  # the Flower app: pyproject.toml + packages
@@ -42,26 +42,6 @@ def wait_for_port(port: int, timeout: float = 60.0, proc: subprocess.Popen | Non
             return
         time.sleep(0.3)
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout:.0f}s")
-
-
-def _env(flwr_home: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    bin_dir = str(Path(sys.executable).parent)
-    env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
-    env.update(
-        {
-            "FLWR_HOME": str(flwr_home),
-            "FLWR_TELEMETRY_ENABLED": "0",
-            "FLWR_DISABLE_UPDATE_CHECK": "1",
-            "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
-            "PYTHONUNBUFFERED": "1",
-        }
-    )
-    return env
-
-
-def _tool(name: str) -> str:
-    return str(Path(sys.executable).parent / name)
 
 
 @dataclass
@@ -93,7 +73,7 @@ class LocalDeployment:
             args,
             stdout=log,
             stderr=subprocess.STDOUT,
-            env=_env(self.flwr_home),
+            env=flower_env(self.flwr_home),
             cwd=self.workdir,
             start_new_session=True,
         )
@@ -105,7 +85,6 @@ class LocalDeployment:
         self.superlink_port = free_port()
         address = f"127.0.0.1:{self.superlink_port}"
         link_security = ["--insecure"]
-        connection = "insecure = true"
         if self.tls:
             if not (self.certs_dir / "ca.crt").is_file():
                 make_certificates(self.certs_dir, ["127.0.0.1", "localhost"])
@@ -115,14 +94,11 @@ class LocalDeployment:
                 *("--ssl-ca-certfile", str(self.certs_dir / "ca.crt")),
                 *(["--enable-supernode-auth"] if self.auth else []),
             ]
-            connection = f'root-certificates = "{self.certs_dir / "ca.crt"}"'
-        (self.flwr_home / "config.toml").write_text(
-            f'[superlink.{FEDERATION}]\naddress = "{address}"\n{connection}\n'
-        )
+        write_connection(self.flwr_home, FEDERATION, address, self.certs_dir / "ca.crt" if self.tls else None)
         link = self._spawn(
             "superlink",
             [
-                _tool("flower-superlink"),
+                flower_tool("flower-superlink"),
                 *link_security,
                 "--disable-runtime-dependency-installation",
                 *("--host", "127.0.0.1", "--port", str(self.superlink_port)),
@@ -147,7 +123,7 @@ class LocalDeployment:
         return self._spawn(
             name,
             [
-                _tool("flower-supernode"),
+                flower_tool("flower-supernode"),
                 *security,
                 *("--superlink", f"127.0.0.1:{self.superlink_port}"),
                 *("--host", "127.0.0.1", "--port", str(free_port())),
@@ -156,8 +132,8 @@ class LocalDeployment:
         )
 
     def _register(self, public_key: Path, name: str) -> None:
-        args = [_tool("flwr"), "supernode", "register", str(public_key), FEDERATION, "--name", name]
-        done = subprocess.run(args, env=_env(self.flwr_home), cwd=self.workdir, capture_output=True)
+        args = [flower_tool("flwr"), "supernode", "register", str(public_key), FEDERATION, "--name", name]
+        done = subprocess.run(args, env=flower_env(self.flwr_home), cwd=self.workdir, capture_output=True)
         (self.log_dir / f"register-{name}.log").write_bytes(done.stdout + done.stderr)
         if done.returncode != 0:
             raise RuntimeError(f"registering {name} with the SuperLink failed; see {self.log_dir}")
@@ -168,13 +144,21 @@ class LocalDeployment:
         """``flwr run APP fedstock-local --stream`` with a run-config TOML file; return its exit code.
 
         Note: flwr run exits 0 even when the run failed; callers check what the ServerApp wrote."""
-        args = [_tool("flwr"), "run", str(APP_DIR), FEDERATION, "--stream", "--run-config", str(run_config)]
+        args = [
+            flower_tool("flwr"),
+            "run",
+            str(APP_DIR),
+            FEDERATION,
+            "--stream",
+            "--run-config",
+            str(run_config),
+        ]
         with open(self.log_dir / "flwr-run.log", "wb") as log:
             proc = subprocess.Popen(
                 args,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env=_env(self.flwr_home),
+                env=flower_env(self.flwr_home),
                 cwd=self.workdir,
                 start_new_session=True,
             )

@@ -1,6 +1,7 @@
 """fedstock-planner: the central planner's commands.
 
-keygen, certs (TLS and SuperNode keys), demo, resume, simulate, report.
+keygen, certs (TLS and SuperNode keys), demo, resume, simulate, report; and, against a real
+SuperLink, run, status and network-forecast (coordinator/planner_console.py).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from common import crypto
 from common.cli_errors import one_line_errors
 from coordinator.demo import DemoSettings, resume_demo, run_demo
 from coordinator.planner import progress
+from coordinator.planner_console import network_forecast_cmd, run_cmd, status_cmd
 from coordinator.simulate import MODES, SimulationSettings, simulate
 
 console = Console(stderr=True)
@@ -240,10 +242,6 @@ def simulate_cmd(
         )
 
 
-if __name__ == "__main__":
-    cli()
-
-
 @cli.command()
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
 @click.option(
@@ -277,3 +275,7 @@ def report(
         Path(inventory_path) if inventory_path else None,
     )
     console.print(f"report written: {path}")
+
+
+for command in (run_cmd, status_cmd, network_forecast_cmd):
+    cli.add_command(command)

@@ -1,8 +1,10 @@
 """Coordinator ServerApp: runs EncryptedFedAvg with the public context only.
 
 Run config (pyproject ``[tool.flwr.app.config]``, overridable with ``flwr run --run-config``):
-``public-context`` (path to public.ctx), ``checkpoint-dir``, ``num-rounds``, ``min-nodes``,
-``round-timeout``, ``resume`` and the federation-wide model settings forwarded to every node.
+``public-context`` (path to public.ctx), ``checkpoint-dir`` (or ``runs-dir``: then the run's
+folder is RUNS_DIR/RUN_ID), ``num-rounds``, ``min-nodes``, ``round-timeout``, ``resume``,
+``network-forecast`` and ``network-min-sites`` (the encrypted network totals after the last round)
+and the federation-wide model settings forwarded to every node.
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 
 from common import crypto
+from common.network import Layout
 from common.privacy import privacy_from_config, privacy_report
-from common.records import NODE_SETTINGS, check_node_settings
+from common.records import NODE_SETTINGS, check_node_settings, node_setting
 from coordinator.strategy import EncryptedFedAvg, latest_checkpoint, load_state
 
 app = ServerApp()
@@ -26,6 +29,23 @@ def node_config_record(run_config: dict) -> ConfigRecord:
     return ConfigRecord({k: run_config[k] for k in NODE_SETTINGS if k in run_config})
 
 
+def run_folder(rc: dict, run_id: int) -> Path:
+    """checkpoint-dir if set; else RUNS_DIR/RUN_ID, where `fedstock-planner status RUN_ID` looks."""
+    if rc.get("checkpoint-dir"):
+        return Path(str(rc["checkpoint-dir"])).resolve()
+    return (Path(str(rc.get("runs-dir") or "runs")) / str(run_id)).resolve()
+
+
+def network_settings(rc: dict) -> tuple[Layout, int]:
+    """The network forecast's cells and minimum of sites; a bad setting stops the run before round 1."""
+    min_sites = int(rc.get("network-min-sites", 3))
+    if min_sites < 2:
+        raise ValueError(f"run config 'network-min-sites' must be at least 2, got {min_sites}")
+    horizon = node_setting(rc, "horizon", 14)  # the nodes' forecast periods
+    layout = Layout.of(str(rc.get("network-group", "")), str(rc.get("network-groups", "")), horizon)
+    return layout, min_sites
+
+
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     rc = context.run_config
@@ -33,7 +53,8 @@ def main(grid: Grid, context: Context) -> None:
         raise ValueError("run config 'public-context' is not set: pass the coordinator's public.ctx")
     check_node_settings(rc)  # a wrong type stops here, by name, before any node works
     key = crypto.load_context(str(rc["public-context"]))
-    checkpoint_dir = Path(str(rc.get("checkpoint-dir") or "checkpoints")).resolve()
+    checkpoint_dir = run_folder(dict(rc), context.run_id)
+    network = network_settings(dict(rc)) if rc.get("network-forecast") else None
     privacy = privacy_from_config(dict(rc))
     min_nodes = int(rc.get("min-nodes", 2))
     train_config = node_config_record(rc)
@@ -47,6 +68,7 @@ def main(grid: Grid, context: Context) -> None:
         initial = load_state(key, path)
         log(INFO, "resuming after round %d from %s", done, path)
     rounds = int(rc.get("num-rounds", 3)) - done
+    strategy.planned_rounds = int(rc.get("num-rounds", 3))
     if rounds <= 0:
         log(INFO, "all %d rounds already done", done)
         return
@@ -54,11 +76,15 @@ def main(grid: Grid, context: Context) -> None:
     if privacy is not None:
         strategy.privacy = privacy_report(privacy, int(rc.get("num-rounds", 3)))
         log(INFO, "differential privacy: %s", strategy.privacy)
-    strategy.start(
+    timeout = float(rc.get("round-timeout", 900.0))
+    result = strategy.start(
         grid,
         initial_arrays=initial,
         num_rounds=rounds,
-        timeout=float(rc.get("round-timeout", 900.0)),
+        timeout=timeout,
         train_config=train_config,
         evaluate_config=train_config,
     )
+    if network is not None:
+        layout, min_sites = network
+        strategy.network_round(grid, result.arrays, train_config, layout, min_sites, timeout)

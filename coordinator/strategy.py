@@ -21,12 +21,14 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from common import crypto
+from common.network import DIGIT_SCALE_BITS, Layout
 from common.records import (
     CONFIG,
     EVAL_METRICS,
     GLOBAL,
     METRIC_SCALE_BITS,
     METRICS,
+    NETWORK,
     STATE,
     UPDATE,
     encrypted_record,
@@ -34,6 +36,7 @@ from common.records import (
 )
 
 PROGRESS_FILE = "progress.json"
+NETWORK_FILE, NETWORK_META = "network.ckks", "network.json"
 
 
 class RoundFailed(RuntimeError):
@@ -58,6 +61,7 @@ class EncryptedFedAvg(Strategy):
         self.history: list[dict] = []
         self.round_offset = 0  # rounds already done before a resume
         self.privacy: dict | None = None  # (ε, δ) of the run when its updates are differentially private
+        self.planned_rounds: int | None = None  # shown by `fedstock-planner status`
 
     def summary(self) -> None:
         log(INFO, "\t├── EncryptedFedAvg: key %s, min nodes %d", self.key.fingerprint, self.min_nodes)
@@ -112,15 +116,23 @@ class EncryptedFedAvg(Strategy):
                 for vec in vecs.values():
                     if vec.fingerprint != self.key.fingerprint:
                         raise crypto.KeyMismatchError(f"encrypted under key {vec.fingerprint}")
-                decoded.append({"node": node, **vecs})
+                config = dict(msg.content[CONFIG]) if CONFIG in msg.content.config_records else {}
+                decoded.append({"node": node, "config": config, **vecs})
             except (crypto.CryptoError, KeyError) as exc:
                 refused.append(f"node {node}: refused: {exc}")
         return decoded, refused
 
     def _sum(
-        self, decoded: list[dict], name: str, expected: int, refused: list[str], scale_bits: int | None = None
+        self,
+        decoded: list[dict],
+        name: str,
+        expected: int,
+        refused: list[str],
+        scale_bits: int | None = None,
+        minimum: int | None = None,
     ) -> tuple[crypto.EncryptedVector, list[dict]]:
         """Stream the sum; a reply of the wrong shape or with corrupt bytes is refused on its own."""
+        minimum = self.min_nodes if minimum is None else minimum
         total, good = crypto.RunningSum(self.key, expected, scale_bits), []
         for d in decoded:
             try:
@@ -128,8 +140,8 @@ class EncryptedFedAvg(Strategy):
                 good.append(d)
             except crypto.CryptoError as exc:
                 refused.append(f"node {d['node']}: refused: {name}: {exc}")
-        if len(good) < self.min_nodes:
-            raise RoundFailed(f"{len(good)} valid {name} replies, the minimum is {self.min_nodes}")
+        if len(good) < minimum:
+            raise RoundFailed(f"{len(good)} valid {name} replies, the minimum is {minimum}")
         return total.result(), good
 
     def aggregate_train(
@@ -145,7 +157,7 @@ class EncryptedFedAvg(Strategy):
             log(WARNING, "round %d: %s", server_round, line)
         self.state_length = state.length
         self._checkpoint(server_round, "state", state)
-        self._progress(server_round, "train", len(good), refused)
+        self._progress(server_round, "train", good, refused)
         return encrypted_record(**{STATE: state}), MetricRecord(
             {"replies": len(good), "refused": len(refused)}
         )
@@ -160,28 +172,83 @@ class EncryptedFedAvg(Strategy):
         for line in refused:
             log(WARNING, "round %d evaluate: %s", server_round, line)
         self._checkpoint(server_round, "eval_metrics", metrics)
-        self._progress(server_round, "evaluate", len(good), refused)
+        self._progress(server_round, "evaluate", good, refused)
         return MetricRecord({"replies": len(good), "refused": len(refused)})
 
-    # ---- checkpoints --------------------------------------------------------------------------
-    def _checkpoint(self, server_round: int, name: str, vec: crypto.EncryptedVector) -> None:
-        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
-        path = self.checkpoint_dir / f"round_{server_round:04d}.{name}.ckks"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(vec.to_bytes())
-        tmp.replace(path)  # atomic: a crash never leaves a half-written checkpoint
+    # ---- the network forecast, after the last round ----------------------------------------------
+    def network_round(
+        self,
+        grid: Grid,
+        arrays: ArrayRecord,
+        config: ConfigRecord,
+        layout: Layout,
+        min_sites: int,
+        timeout: float,
+    ) -> dict:
+        """Ask every node for its encrypted totals and sum those that agree on the periods.
 
-    def _progress(self, server_round: int, phase: str, used: int, refused: list[str]) -> None:
-        self.history.append(
-            {"round": server_round, "phase": phase, "replies": used, "refused": refused, "time": time.time()}
-        )
-        path = self.checkpoint_dir / PROGRESS_FILE
+        Fewer than ``min_sites`` usable replies: nothing is summed or written but the refusal."""
+        done = max((h["round"] for h in self.history), default=self.round_offset)
+        messages = self._messages(arrays, config, grid, MessageType.QUERY, done - self.round_offset)
+        decoded, refused = self._valid(grid.send_and_receive(messages, timeout=timeout), (NETWORK,))
+        periods = Counter(d["config"].get("network-dates", "") for d in decoded).most_common(1)
+        dates = periods[0][0] if periods else ""
+        agreeing = []
+        for d in decoded:
+            if d["config"].get("network-dates", "") == dates:
+                agreeing.append(d)
+            else:
+                refused.append(f"node {d['node']}: refused: forecasts other periods than the network's")
+        meta = {
+            "round": done,
+            "group_by": layout.group_by,
+            "groups": list(layout.groups),
+            "dates": dates.split(",") if dates else [],
+            "min_sites": min_sites,
+        }
+        try:
+            total, good = self._sum(agreeing, NETWORK, layout.length, refused, DIGIT_SCALE_BITS, min_sites)
+        except RoundFailed as exc:
+            meta.update(status="refused", reason=str(exc), sites=0, nodes=[], refused=refused)
+        else:
+            self._write(self.checkpoint_dir / NETWORK_FILE, total.to_bytes())
+            meta.update(status="summed", sites=len(good), nodes=[d["node"] for d in good], refused=refused)
+        for line in refused:
+            log(WARNING, "network forecast: %s", line)
+        self._write(self.checkpoint_dir / NETWORK_META, (json.dumps(meta, indent=2) + "\n").encode())
+        log(INFO, "network forecast: %s over %d sites", meta["status"], meta["sites"])
+        return meta
+
+    # ---- checkpoints --------------------------------------------------------------------------
+    def _write(self, path: Path, blob: bytes) -> None:
+        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
-        body = {"fingerprint": self.key.fingerprint, "last_round": server_round, "history": self.history}
+        tmp.write_bytes(blob)
+        tmp.replace(path)  # atomic: a crash never leaves a half-written file
+
+    def _checkpoint(self, server_round: int, name: str, vec: crypto.EncryptedVector) -> None:
+        self._write(self.checkpoint_dir / f"round_{server_round:04d}.{name}.ckks", vec.to_bytes())
+
+    def _progress(self, server_round: int, phase: str, used: list[dict], refused: list[str]) -> None:
+        self.history.append(
+            {
+                "round": server_round,
+                "phase": phase,
+                "replies": len(used),
+                "nodes": [d["node"] for d in used],
+                "refused": refused,
+                "time": time.time(),
+            }
+        )
+        body = {
+            "fingerprint": self.key.fingerprint,
+            "last_round": server_round,
+            "planned_rounds": self.planned_rounds,
+            "history": self.history,
+        }
         if self.privacy is not None:
             body["privacy"] = self.privacy
-        tmp.write_text(json.dumps(body, indent=2) + "\n")
-        tmp.replace(path)
+        self._write(self.checkpoint_dir / PROGRESS_FILE, (json.dumps(body, indent=2) + "\n").encode())
 
     def resume_after(self, done: int) -> None:
         """Continue after ``done`` rounds: keep their history, drop anything logged past them."""

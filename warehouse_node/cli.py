@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -12,6 +14,8 @@ from rich.table import Table
 from common.cli_errors import one_line_errors
 from common.config import load_node_config
 from common.policies import POLICIES
+from warehouse_node import journal
+from warehouse_node.join import JoinSettings, check_site, run_supernode, status_lines, superlink_reachable
 from warehouse_node.pipeline import QUARANTINE_FILE, forecast, prepare_node
 from warehouse_node.replenish import run_replenish
 
@@ -63,6 +67,15 @@ def forecast_cmd(node_dir: str, out_path: str | None) -> None:
     path = Path(out_path) if out_path else cfg.out_dir / "forecasts.parquet"
     path.parent.mkdir(parents=True, exist_ok=True)
     frame.to_parquet(path, index=False)
+    dates = sorted(frame["date"].unique())
+    journal.record(
+        cfg,
+        "forecast",
+        start=str(dates[0])[:10],
+        end=str(dates[-1])[:10],
+        periods=len(dates),
+        series=int(frame["sku"].nunique()),
+    )
     console.print(f"{cfg.name}: {frame['sku'].nunique()} skus x {frame['date'].nunique()} periods -> {path}")
 
 
@@ -125,3 +138,89 @@ def replenish(
                 console.print(f"  {n} x {reason}")
     if partial:
         sys.exit(EXIT_PARTIAL)
+
+
+def _file(path: str | None) -> Path | None:
+    return Path(path) if path else None
+
+
+@cli.command()
+@click.option("--superlink", required=True, help="HOST:PORT of the federation's SuperLink.")
+@click.option("--config", "config_path", required=True, type=click.Path(exists=True), help="node.toml.")
+@click.option("--data", "data_path", type=click.Path(exists=True, dir_okay=False), help="Raw data file.")
+@click.option(
+    "--keys", "keys_dir", type=click.Path(exists=True, file_okay=False), help="Folder with secret.ctx."
+)
+@click.option("--tls-ca", type=click.Path(dir_okay=False), help="CA certificate of the SuperLink.")
+@click.option("--auth-key", type=click.Path(dir_okay=False), help="This SuperNode's private key (node auth).")
+@click.option("--insecure", is_flag=True, help="No TLS: for a test network on one machine only.")
+@click.option("--fingerprint", default=None, help="The federation's key fingerprint, from the planner.")
+@click.option(
+    "--port",
+    default=9094,
+    show_default=True,
+    type=click.IntRange(1, 65535),
+    help="This SuperNode's local ClientApp port (one per SuperNode on a machine).",
+)
+@click.option("--torch-threads", default=0, type=click.IntRange(0, 256), help="0: torch's default.")
+@click.option("--verbose", is_flag=True, help="Show every line of Flower's output too.")
+@one_line_errors
+def join(
+    superlink: str,
+    config_path: str,
+    data_path: str | None,
+    keys_dir: str | None,
+    tls_ca: str | None,
+    auth_key: str | None,
+    insecure: bool,
+    fingerprint: str | None,
+    port: int,
+    torch_threads: int,
+    verbose: bool,
+) -> None:
+    """Check this site, then run its SuperNode in the foreground (Ctrl-C leaves cleanly)."""
+    settings = JoinSettings(
+        superlink,
+        Path(config_path),
+        _file(data_path),
+        _file(keys_dir),
+        _file(tls_ca),
+        _file(auth_key),
+        insecure,
+        fingerprint,
+        port,
+        torch_threads,
+        verbose,
+    )
+    cfg, checks = check_site(settings)
+    for line in checks:
+        console.print(f"[green]ok[/green] {line}", soft_wrap=True)
+    if not superlink_reachable(superlink):
+        console.print(
+            f"[yellow]SuperLink {superlink} does not answer yet: the SuperNode keeps trying[/yellow]"
+        )
+
+    def say(line: str) -> None:
+        console.print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] {line}", highlight=False, soft_wrap=True)
+
+    code = run_supernode(settings, cfg, say)
+    if code:
+        sys.exit(code)
+
+
+@cli.command()
+@click.option("--config", "config_path", required=True, type=click.Path(exists=True), help="node.toml.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
+@one_line_errors
+def status(config_path: str, as_json: bool) -> None:
+    """What this node has done: rounds answered, last global model, last forecast, its SuperNode."""
+    cfg = load_node_config(config_path)
+    state = journal.read_status(cfg)
+    rows = dict(status_lines(state))
+    if as_json:
+        print(json.dumps({**state, "supernode": rows["supernode"]}, indent=2, default=str))
+        return
+    table = Table(title=f"{cfg.name}: node status ({journal.status_path(cfg)})", show_header=False)
+    for what, value in rows.items():
+        table.add_row(what, value)
+    console.print(table)

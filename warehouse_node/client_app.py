@@ -1,31 +1,57 @@
 """Warehouse node ClientApp: decrypt the global model, train locally, reply encrypted.
 
-Node config (``flower-supernode --node-config``): ``node-dir`` (folder with node.toml) and
-optionally ``torch-threads``.
+Node config (``flower-supernode --node-config``): ``node-dir`` (folder with node.toml), optionally
+``data`` (raw data file) and ``keys`` (folder with secret.ctx) overriding node.toml, and
+``torch-threads``. Each step prints one ``fedstock-node |`` line, which ``fedstock-node join`` shows.
 """
 
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import torch
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
 from common import crypto
-from common.config import load_node_config
-from common.records import CONFIG, GLOBAL, METRICS, STATE, UPDATE, encrypted_record, read_encrypted
+from common.config import NodeConfig, load_node_config, with_site_files
+from common.network import NetworkError
+from common.records import (
+    CONFIG,
+    GLOBAL,
+    METRICS,
+    NETWORK,
+    STATE,
+    UPDATE,
+    encrypted_record,
+    read_encrypted,
+)
+from warehouse_node import journal
 from warehouse_node.federated import NodeSession, round_settings
 
 app = ClientApp()
+LOG_PREFIX = "fedstock-node | "
+
+
+def say(line: str) -> None:
+    print(LOG_PREFIX + line, flush=True)
+
+
+def node_config(context: Context) -> NodeConfig:
+    nc = context.node_config
+    keys = str(nc.get("keys", ""))
+    secret = f"{keys}/{crypto.SECRET_CONTEXT_FILE}" if keys else None
+    return with_site_files(load_node_config(str(nc["node-dir"])), str(nc.get("data", "")), secret)
 
 
 def _session(msg: Message, context: Context) -> NodeSession:
     threads = int(context.node_config.get("torch-threads", 0))
     if threads > 0:
         torch.set_num_threads(threads)
-    session = NodeSession.open(load_node_config(str(context.node_config["node-dir"])))
+    session = NodeSession.open(node_config(context))
     announced = str(msg.content[CONFIG].get("fingerprint", ""))
     if announced != session.key.fingerprint:
+        say(f"refused: the coordinator announces key {announced or '(none)'}")
         raise crypto.KeyMismatchError(
             f"coordinator announces key {announced or '(none)'}, this node holds {session.key.fingerprint}"
         )
@@ -38,17 +64,30 @@ def _global_weights(session: NodeSession, msg: Message) -> np.ndarray | None:
     return session.recover_weights(read_encrypted(msg.content[GLOBAL], STATE))
 
 
+def _reply(msg: Message, session: NodeSession, name: str, vec: crypto.EncryptedVector, **extra) -> Message:
+    config = ConfigRecord({"fingerprint": session.key.fingerprint, **extra})
+    return Message(RecordDict({UPDATE: encrypted_record(**{name: vec}), CONFIG: config}), reply_to=msg)
+
+
+def _sent(vec: crypto.EncryptedVector) -> int:
+    return sum(len(c) for c in vec.chunks)
+
+
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     session = _session(msg, context)
-    state = session.train(round_settings(msg.content[CONFIG]), _global_weights(session, msg))
-    content = RecordDict(
-        {
-            UPDATE: encrypted_record(**{STATE: state}),
-            CONFIG: ConfigRecord({"fingerprint": session.key.fingerprint}),
-        }
-    )
-    return Message(content, reply_to=msg)
+    settings = round_settings(msg.content[CONFIG])
+    run, rnd = context.run_id, settings.server_round
+    say(f"run {run} round {rnd}: joined ({settings.nodes} sites), training {settings.train.epochs} epochs")
+    weights = _global_weights(session, msg)
+
+    def on_epoch(epoch: int, epochs: int, loss: float) -> None:
+        say(f"run {run} round {rnd}: epoch {epoch}/{epochs}, pinball loss {loss:.4f}")
+
+    state = session.train(settings, weights, on_epoch)
+    journal.record(session.cfg, "train", run=run, round=rnd, bytes=_sent(state))
+    say(f"run {run} round {rnd}: update sent, {_sent(state) / 1e6:.2f} MB encrypted")
+    return _reply(msg, session, STATE, state)
 
 
 @app.evaluate()
@@ -57,11 +96,43 @@ def evaluate(msg: Message, context: Context) -> Message:
     weights = _global_weights(session, msg)
     if weights is None:
         raise ValueError("evaluate needs a global model, none was sent")
-    metrics = session.evaluate(round_settings(msg.content[CONFIG]), weights)
-    content = RecordDict(
-        {
-            UPDATE: encrypted_record(**{METRICS: metrics}),
-            CONFIG: ConfigRecord({"fingerprint": session.key.fingerprint}),
-        }
+    settings = round_settings(msg.content[CONFIG])
+    metrics = session.evaluate(settings, weights)
+    model = journal.model_fingerprint(weights)
+    run, rnd = context.run_id, settings.server_round
+    journal.record(session.cfg, "evaluate", run=run, round=rnd, model=model, bytes=_sent(metrics))
+    say(f"run {run} round {rnd}: global model {model} decrypted and scored, encrypted scores sent")
+    return _reply(msg, session, METRICS, metrics)
+
+
+@app.query()
+def network_totals(msg: Message, context: Context) -> Message:
+    """After the last round: forecast with the final model and send encrypted network totals."""
+    session = _session(msg, context)
+    weights = _global_weights(session, msg)
+    if weights is None:
+        raise ValueError("the network forecast needs the final global model, none was sent")
+    settings = round_settings(msg.content[CONFIG])
+    run = context.run_id
+    try:
+        vec, dates, series = session.network_totals(settings, weights)
+    except NetworkError as exc:
+        say(f"run {run}: network forecast refused: {exc}")
+        raise
+    start, end = (pd.Timestamp(d).date().isoformat() for d in (dates[0], dates[-1]))
+    model = journal.model_fingerprint(weights)
+    journal.record(
+        session.cfg,
+        "forecast",
+        run=run,
+        round=settings.server_round,
+        model=model,
+        start=start,
+        end=end,
+        periods=len(dates),
+        series=series,
+        bytes=_sent(vec),
     )
-    return Message(content, reply_to=msg)
+    say(f"run {run}: forecast {start}..{end} with model {model}; encrypted totals sent, {_sent(vec)} bytes")
+    iso = ",".join(pd.Timestamp(d).date().isoformat() for d in dates)
+    return _reply(msg, session, NETWORK, vec, **{"network-dates": iso})

@@ -6,18 +6,22 @@ the summed state Enc([Σn·w, Σn·loss, Σn]) each node recovers the global wei
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
 from common import crypto
 from common.config import NodeConfig
 from common.model import DEFAULT_QUANTILES, ModelConfig, build_model, model_vector
+from common.network import DIGIT_SCALE_BITS, Layout, NetworkError, site_cells, to_digits
 from common.privacy import PrivacySettings, privacy_from_config, privatize
 from common.records import METRIC_SCALE_BITS, STATE_TAIL, WEIGHT_UNIT, check_node_settings, node_setting
 from common.training import TrainConfig
-from warehouse_node.pipeline import NodeData, holdout_metrics, local_update, save_global_model
+from warehouse_node.pipeline import NodeData, forecast, holdout_metrics, local_update, save_global_model
+
+NETWORK_TOTALS_FILE = "network_totals.parquet"  # NODE/out: what this site put into the network sum
 
 
 @dataclass(frozen=True)
@@ -31,6 +35,8 @@ class RoundSettings:
     validation: int | None  # periods held out for scoring; None = one horizon; 0 = none
     privacy: PrivacySettings | None = None  # differential privacy of the update, if the run asks
     nodes: int = 1  # replies the coordinator will add this round (bounds what one may send)
+    network: Layout | None = None  # cells of the network forecast (common/network.py)
+    network_min_sites: int = 3
 
     @property
     def round_seed(self) -> int:
@@ -62,7 +68,10 @@ def round_settings(cfg: Mapping) -> RoundSettings:
     check_node_settings(cfg)
     privacy = privacy_from_config(dict(cfg))
     seed, nodes = node_setting(cfg, "seed", 7), node_setting(cfg, "round-nodes", 1)
-    return RoundSettings(model, train, seed, server_round, validation, privacy, nodes)
+    group_by, groups = node_setting(cfg, "network-group", ""), node_setting(cfg, "network-groups", "")
+    network = Layout.of(group_by, groups, model.horizon)
+    min_sites = node_setting(cfg, "network-min-sites", 3)
+    return RoundSettings(model, train, seed, server_round, validation, privacy, nodes, network, min_sites)
 
 
 def update_values(weights: np.ndarray, n: float, loss: float) -> np.ndarray:
@@ -96,8 +105,13 @@ class NodeSession:
     def data(self, s: RoundSettings) -> NodeData:
         return NodeData.load(self.cfg, s.model.horizon, s.validation)
 
-    def train(self, s: RoundSettings, weights: np.ndarray | None) -> crypto.EncryptedVector:
-        new, windows, loss = local_update(self.data(s), s.model, s.train, weights, s.round_seed)
+    def train(
+        self,
+        s: RoundSettings,
+        weights: np.ndarray | None,
+        on_epoch: Callable[[int, int, float], None] | None = None,
+    ) -> crypto.EncryptedVector:
+        new, windows, loss = local_update(self.data(s), s.model, s.train, weights, s.round_seed, on_epoch)
         if not np.all(np.isfinite(new)) or not np.isfinite(loss):
             raise ValueError("local training produced NaN or infinite weights: update not sent")
         n = windows / WEIGHT_UNIT
@@ -115,3 +129,28 @@ class NodeSession:
             sums[k] for k in ("abs_err_model", "abs_err_naive", "pinball_scaled", "covered_80", "points")
         ]
         return crypto.encrypt(self.key, np.array([*values, 1.0]), METRIC_SCALE_BITS, addends=s.nodes)
+
+    def network_totals(
+        self, s: RoundSettings, weights: np.ndarray
+    ) -> tuple[crypto.EncryptedVector, list, int]:
+        """Forecast with the final global model; encrypt this site's totals per group and period.
+
+        Keeps the forecast and the totals it sent in NODE/out; returns (ciphertext, period dates,
+        series forecast)."""
+        if s.network is None:
+            raise NetworkError("no network layout in the run config")
+        if s.nodes < s.network_min_sites:
+            raise NetworkError(
+                f"the coordinator would sum {s.nodes} sites, fewer than the minimum of "
+                f"{s.network_min_sites}: this site keeps its totals"
+            )
+        save_global_model(self.cfg, weights, s.model, s.server_round)
+        frame = forecast(self.cfg)
+        dates = sorted(pd.to_datetime(frame["date"].unique()))
+        values, table = site_cells(frame, s.network, dates)
+        self.cfg.out_dir.mkdir(parents=True, exist_ok=True)
+        frame.to_parquet(self.cfg.out_dir / "forecasts.parquet", index=False)
+        table.to_parquet(self.cfg.out_dir / NETWORK_TOTALS_FILE, index=False)
+        digits = to_digits(values)
+        vec = crypto.encrypt(self.key, digits, DIGIT_SCALE_BITS, addends=s.nodes)
+        return vec, dates, int(frame["sku"].nunique())

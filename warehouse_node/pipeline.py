@@ -7,6 +7,7 @@ the quarantine file and the decrypted global model.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -118,14 +119,19 @@ class NodeData:
 
 
 def local_update(
-    data: NodeData, m: ModelConfig, t: TrainConfig, global_vector: np.ndarray | None, seed: int
+    data: NodeData,
+    m: ModelConfig,
+    t: TrainConfig,
+    global_vector: np.ndarray | None,
+    seed: int,
+    on_epoch: Callable[[int, int, float], None] | None = None,
 ) -> tuple[np.ndarray, int, float]:
     """Start from the global model (or the seeded initial one); return (weights, n, train loss)."""
     model = build_model(m, seed)
     if global_vector is not None:
         load_vector(model, global_vector)
     windows = data.train_windows(m)
-    loss = train_local(model, windows, t, seed)
+    loss = train_local(model, windows, t, seed, on_epoch)
     return model_vector(model), len(windows), loss
 
 

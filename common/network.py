@@ -1,0 +1,171 @@
+"""The network's demand without any site's: per-site forecast totals, summed exactly under CKKS.
+
+Each node turns its own forecast into cells, one per (group, period, quantity):
+
+* ``mean``: the sum of its series' mean forecasts;
+* ``var_series``: Σ sdᵢ², the variance of that sum if its series' errors were independent;
+* ``var_site``: (Σ sdᵢ)², the variance if they moved together (one store's departments share its
+  traffic, weather and local events);
+* ``sd_site``: Σ sdᵢ, so that the planner can also add sites as if they moved together;
+
+with sdᵢ = (q90 − q10) / 2.563 of each series and period (the calibrated forecast interval), plus
+one ``sites`` cell holding 1. Summed over sites, the cells give the network mean and its variance
+under three dependence assumptions (``DEPENDENCE``); the benchmark measures which one covers.
+
+Exact sums. CKKS adds with an absolute error of about 2^12 / scale per addend, so one scale cannot
+give both the range of a large retailer's dollar variances (10^12 and more) and a precision of 1e-6
+on a small site's unit counts. Each value is written in fixed point with ``FRACTION_BITS`` and cut
+into ``LIMBS`` base-2^24 digits; digit sums stay integers far below the CKKS bound, so the planner
+rounds each decrypted digit sum to the nearest integer and rebuilds the exact fixed-point total.
+A digit sum that is not close to an integer means a corrupt or wrapped sum and is refused.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+QUANTITIES = ("mean", "var_series", "var_site", "sd_site")
+DEPENDENCE = {
+    "series": "every series of every site independent",
+    "site": "series of one site move together; sites independent",
+    "network": "every series moves together",
+}
+DEFAULT_DEPENDENCE = "site"
+TOTAL, OTHER = "total", "other"
+Z90 = 1.2815515655446004  # standard normal 0.9 quantile: (q90 - q10) / (2 Z90) is one sd
+FRACTION_BITS = 24
+DIGIT_BITS = 24
+LIMBS = 3  # fraction + two integer digits: totals below 2^48 (2.8e14) at 6e-8 resolution
+DIGIT_SCALE_BITS = 20  # CKKS scale of the digits: sum error ~2^-8·√sites, far below 0.5
+MAX_VALUE = 2.0 ** (DIGIT_BITS * (LIMBS - 1))  # one site's value; the digit sums bound the total
+FAN_LEVELS = (0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95)
+
+
+class NetworkError(ValueError):
+    """A network forecast that cannot be built or read."""
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Which cells a node's vector holds: agreed by the whole federation through the run config."""
+
+    group_by: str  # "" = network total only; else a series key column (e.g. "Dept")
+    groups: tuple[str, ...]  # the group values every site uses, in order ("total" first, "other" last)
+    periods: int
+
+    @classmethod
+    def of(cls, group_by: str, listed: str | list[str], periods: int) -> Layout:
+        values = [v.strip() for v in listed.split(",")] if isinstance(listed, str) else list(listed)
+        values = [str(v) for v in values if str(v)]
+        if group_by and not values:
+            raise NetworkError(f"network-group {group_by!r} needs the list of its values (network-groups)")
+        if len(set(values)) != len(values) or {TOTAL, OTHER} & set(values):
+            raise NetworkError("network-groups must be distinct and must not be 'total' or 'other'")
+        groups = (TOTAL, *values, OTHER) if group_by else (TOTAL,)
+        return cls(group_by, groups, int(periods))
+
+    @property
+    def cells(self) -> int:
+        return len(self.groups) * self.periods * len(QUANTITIES) + 1  # + the sites cell
+
+    @property
+    def length(self) -> int:
+        return self.cells * LIMBS
+
+
+def series_sd(forecasts: pd.DataFrame) -> np.ndarray:
+    if not {"q10", "q90"} <= set(forecasts.columns):
+        raise NetworkError("forecasts have no q10 and q90 columns: the model must predict both")
+    return np.clip((forecasts["q90"] - forecasts["q10"]).to_numpy(float), 0.0, None) / (2 * Z90)
+
+
+def site_cells(forecasts: pd.DataFrame, layout: Layout, dates: list) -> tuple[np.ndarray, pd.DataFrame]:
+    """One site's cells from its forecast rows (date, mean, q10, q90 and the group column).
+
+    Returns the flat cell vector and the same numbers as a table (kept by the node for audit)."""
+    if len(dates) != layout.periods:
+        raise NetworkError(f"{len(dates)} forecast periods, the network layout has {layout.periods}")
+    frame = forecasts.assign(
+        sd=series_sd(forecasts), period=forecasts["date"].map({d: i for i, d in enumerate(dates)})
+    )
+    if frame["period"].isna().any():
+        raise NetworkError("forecast rows outside the network's periods")
+    if layout.group_by and layout.group_by not in frame.columns:
+        raise NetworkError(f"network-group {layout.group_by!r} is not a series key of this site")
+    parts = [frame.assign(group=TOTAL)]
+    if layout.group_by:
+        named = frame[layout.group_by].astype(str)
+        parts.append(frame.assign(group=named.where(named.isin(layout.groups[1:-1]), OTHER)))
+    rows = pd.concat(parts, ignore_index=True)
+    rows["sd2"] = rows["sd"] ** 2
+    agg = rows.groupby(["group", "period"]).agg(
+        mean=("mean", "sum"), var_series=("sd2", "sum"), sd_site=("sd", "sum")
+    )
+    agg["var_site"] = agg["sd_site"] ** 2
+    full = pd.MultiIndex.from_product([layout.groups, range(layout.periods)], names=["group", "period"])
+    table = agg.reindex(full, fill_value=0.0)[list(QUANTITIES)]
+    values = np.append(table.to_numpy(float).ravel(), 1.0)
+    table = table.reset_index()
+    table["date"] = [dates[int(p)] for p in table["period"]]
+    return values, table.drop(columns=["period"])
+
+
+def to_digits(values: np.ndarray) -> np.ndarray:
+    """Fixed-point digits of non-negative values, limb-major: [fraction..., units..., 2^24s...]."""
+    v = np.asarray(values, dtype=np.float64)
+    if not np.all(np.isfinite(v)) or (v < 0).any():
+        raise NetworkError("network totals must be finite and non-negative")
+    if v.size and v.max() >= MAX_VALUE:
+        raise NetworkError(f"a network total of {v.max():.4g} exceeds {MAX_VALUE:.4g}")
+    whole = np.floor(v)  # exact in float64: v < 2^48
+    fraction = np.rint((v - whole) * 2.0**FRACTION_BITS)
+    carry = fraction >= 2.0**FRACTION_BITS
+    whole, fraction = whole + carry, np.where(carry, 0.0, fraction)
+    base = 2.0**DIGIT_BITS
+    digits = [fraction, np.mod(whole, base), np.floor(whole / base)]
+    return np.concatenate(digits).astype(np.float64)
+
+
+def from_digits(summed: np.ndarray, cells: int, tolerance: float = 0.25) -> np.ndarray:
+    """Exact totals from the decrypted digit sums; refuse sums that are not near integers."""
+    if len(summed) != cells * LIMBS:
+        raise NetworkError(f"{len(summed)} digit sums, expected {cells * LIMBS}")
+    whole = np.rint(summed)
+    if (off := float(np.abs(summed - whole).max(initial=0.0))) > tolerance or (whole < 0).any():
+        raise NetworkError(f"network sum is not exact (a digit is {off:.3f} off an integer): corrupt")
+    limbs = whole.reshape(LIMBS, cells)
+    return sum(limbs[k] * 2.0 ** (DIGIT_BITS * k) for k in range(LIMBS)) / 2.0**FRACTION_BITS
+
+
+def network_table(
+    totals: np.ndarray, layout: Layout, dates: list, dependence: str = DEFAULT_DEPENDENCE
+) -> pd.DataFrame:
+    """The planner's view: per group and period, mean, sd and normal quantiles (clipped at 0)."""
+    if dependence not in DEPENDENCE:
+        raise NetworkError(f"unknown dependence {dependence!r}: choose one of {', '.join(DEPENDENCE)}")
+    cells = totals[:-1].reshape(len(layout.groups), layout.periods, len(QUANTITIES))
+    q = {name: cells[..., i] for i, name in enumerate(QUANTITIES)}
+    sd = {
+        "series": np.sqrt(q["var_series"]),
+        "site": np.sqrt(q["var_site"]),
+        "network": q["sd_site"],
+    }
+    out = pd.DataFrame(
+        {
+            "group": np.repeat(layout.groups, layout.periods),
+            "date": np.tile(pd.to_datetime(dates), len(layout.groups)),
+            "mean": q["mean"].ravel(),
+            "sd": sd[dependence].ravel(),
+            **{f"sd_{name}": value.ravel() for name, value in sd.items()},
+        }
+    )
+    z = torch.special.ndtri(torch.tensor(FAN_LEVELS, dtype=torch.float64)).numpy()
+    for level, zl in zip(FAN_LEVELS, z, strict=True):
+        out[f"q{round(level * 100):02d}"] = np.clip(out["mean"] + zl * out["sd"], 0.0, None)
+    out["sites"] = round(totals[-1])
+    out["dependence"] = dependence
+    return out

@@ -1,0 +1,292 @@
+"""fedstock-planner run / status / network-forecast: a federation on a real SuperLink, watched.
+
+The run is submitted with Flower's ``flwr run`` (coordinator/control.py). Its encrypted results
+land in RUNS/RUN_ID, written by the ServerApp on the SuperLink's host; the planner's console runs
+there (or reads that folder over a mount) and decrypts them with the planner's secret context.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import tomllib
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from common import crypto
+from common.cli_errors import one_line_errors
+from common.network import DEFAULT_DEPENDENCE, DEPENDENCE
+from coordinator import control
+from coordinator.deployment import APP_DIR
+from coordinator.planner import MIN_SITES, fan_chart, network_forecast, progress, run_status
+
+console = Console(stderr=True)
+
+runs_option = click.option(
+    "--runs",
+    "runs_dir",
+    envvar="FEDSTOCK_RUNS",
+    default="runs",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="The runs folder: RUNS/RUN_ID holds each run's encrypted results [env FEDSTOCK_RUNS].",
+)
+keys_option = click.option(
+    "--keys",
+    "keys_dir",
+    envvar="FEDSTOCK_KEYS",
+    default="keys",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Folder with secret.ctx (the planner's) and public.ctx [env FEDSTOCK_KEYS].",
+)
+
+
+def _planner_keys(keys_dir: str) -> tuple[crypto.KeyContext, Path]:
+    """The planner's secret context, and the public one it hands the coordinator (same key pair)."""
+    keys = Path(keys_dir)
+    secret = crypto.load_context(keys / crypto.SECRET_CONTEXT_FILE)
+    public_path = (keys / crypto.PUBLIC_CONTEXT_FILE).resolve()
+    public = crypto.load_context(public_path, secret.fingerprint)
+    if public.has_secret_key:
+        raise crypto.CryptoError(
+            f"{public_path} holds a secret key: the coordinator must get public.ctx only"
+        )
+    return secret, public_path
+
+
+def _app_config_keys() -> set[str]:
+    return set(tomllib.loads((APP_DIR / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"])
+
+
+def _user_run_config(path: str | None) -> dict:
+    if not path:
+        return {}
+    try:
+        values = tomllib.loads(Path(path).read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise click.UsageError(f"--run-config {path} is not valid TOML: {exc}") from None
+    unknown = sorted(set(values) - _app_config_keys())
+    if unknown:
+        raise click.UsageError(f"--run-config {path}: unknown run-config keys: {', '.join(unknown)}")
+    return values
+
+
+def _round_line(r: dict) -> str:
+    def num(x: float | None) -> str:
+        return "-" if x is None else f"{x:.4f}"
+
+    line = f"round {r['round']}: {len(r['trained'])} nodes trained, loss {num(r['train_loss'])}"
+    if r["evaluated"]:
+        line += f"; {len(r['evaluated'])} validated, loss {num(r['validation_loss'])}"
+        line += f", MAE {num(r['validation_mae'])} vs naive {num(r['naive_mae'])}"
+    return line + (f"; {len(r['refused'])} replies refused" if r["refused"] else "")
+
+
+def follow(runs: Path, run_id: int, folder: Path, key: crypto.KeyContext, poll: float = 2.0) -> dict:
+    """Show each round as the ServerApp finishes it, until Flower reports the run finished."""
+    printed: set[int] = set()
+    entries = -1
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task(f"run {run_id}: rounds", total=None)
+        while True:
+            info = control.run_info(runs, run_id)
+            finished = str(info.get("status", "")).startswith("finished")
+            if len(progress(folder).get("history", [])) != entries or finished:
+                entries = len(progress(folder).get("history", []))
+                status = run_status(folder, key)
+                for r in status["rounds"]:
+                    if r["round"] not in printed and (r["evaluated"] or r["round"] < status["rounds_done"]):
+                        bar.console.print(_round_line(r))
+                        printed.add(r["round"])
+                bar.update(task, completed=status["rounds_done"], total=status["rounds_planned"])
+            if finished:
+                return info
+            time.sleep(poll)
+
+
+@click.command("run")
+@click.option("--superlink", required=True, help="HOST:PORT of the federation's SuperLink.")
+@click.option(
+    "--tls-ca", type=click.Path(exists=True, dir_okay=False), help="CA of the SuperLink's certificate."
+)
+@click.option("--insecure", is_flag=True, help="No TLS: for a test network on one machine only.")
+@keys_option
+@runs_option
+@click.option("--rounds", type=click.IntRange(1, 1000), default=None, help="Rounds [app default: 3].")
+@click.option("--min-nodes", type=click.IntRange(1), default=None, help="Replies a round needs [default: 2].")
+@click.option(
+    "--run-config",
+    "run_config_path",
+    type=click.Path(exists=True, dir_okay=False),
+    help="TOML of further run-config values (model and training settings, see pyproject.toml).",
+)
+@click.option("--network/--no-network", default=True, show_default=True, help="Network forecast at the end.")
+@click.option("--network-group", default="", help="Series key to break the network forecast down by.")
+@click.option("--network-groups", default="", help="That key's values, comma-separated.")
+@click.option("--min-sites", type=click.IntRange(MIN_SITES), default=MIN_SITES, show_default=True)
+@click.option(
+    "--resume", "resume_run", type=int, default=None, help="Continue RUN_ID from its last checkpoint."
+)
+@click.option("--detach", is_flag=True, help="Print the run id and return at once.")
+@one_line_errors
+def run_cmd(
+    superlink: str,
+    tls_ca: str | None,
+    insecure: bool,
+    keys_dir: str,
+    runs_dir: str,
+    rounds: int | None,
+    min_nodes: int | None,
+    run_config_path: str | None,
+    network: bool,
+    network_group: str,
+    network_groups: str,
+    min_sites: int,
+    resume_run: int | None,
+    detach: bool,
+) -> None:
+    """Start a federation run on an existing SuperLink (through `flwr run`) and follow it."""
+    if bool(tls_ca) == insecure:
+        raise click.UsageError("pass --tls-ca FILE, or --insecure for a test network (not both)")
+    key, public = _planner_keys(keys_dir)
+    runs = Path(runs_dir).resolve()
+    runs.mkdir(parents=True, exist_ok=True)
+    rc = {**_user_run_config(run_config_path), "public-context": str(public), "runs-dir": str(runs)}
+    rc.update({k: v for k, v in (("num-rounds", rounds), ("min-nodes", min_nodes)) if v is not None})
+    if network:
+        rc.update({"network-forecast": True, "network-min-sites": min_sites})
+        rc.update({"network-group": network_group, "network-groups": network_groups})
+    if resume_run is not None:
+        if not (runs / str(resume_run)).is_dir():
+            raise click.UsageError(f"--resume {resume_run}: no such run in {runs}")
+        rc.update({"checkpoint-dir": str(runs / str(resume_run)), "resume": True})
+    control.connect(runs, superlink, Path(tls_ca) if tls_ca else None)
+    run_id = control.start_run(runs, rc)
+    print(run_id, flush=True)
+    folder = runs / str(resume_run if resume_run is not None else run_id)
+    console.print(f"run {run_id} started on {superlink}; encrypted results in {folder}")
+    if detach:
+        return
+    try:
+        info = follow(runs, run_id, folder, key)
+    except KeyboardInterrupt:
+        console.print(f"stopped following; run {run_id} goes on: fedstock-planner status {folder.name}")
+        sys.exit(130)
+    if info.get("status") != "finished:completed":
+        raise click.ClickException(f"run {run_id} {info.get('status')}: {info.get('status-details', '')}")
+    _print_status(run_status(folder, key), info)
+
+
+def _latest_run(runs: Path) -> str:
+    found = (
+        sorted(
+            (p for p in runs.iterdir() if p.is_dir() and (p / "progress.json").is_file()),
+            key=lambda p: (p / "progress.json").stat().st_mtime,
+        )
+        if runs.is_dir()
+        else []
+    )
+    if not found:
+        raise click.ClickException(f"no runs in {runs}")
+    return found[-1].name
+
+
+def _print_status(status: dict, info: dict | None) -> None:
+    flower = (info or {}).get("status", "unknown")
+    console.print(
+        f"run {status['run']}: {flower}; rounds {status['rounds_done']} of {status['rounds_planned']}"
+    )
+    table = Table(title="rounds (aggregates decrypted by the planner)")
+    for col in (
+        "round",
+        "trained",
+        "validated",
+        "train loss",
+        "valid. loss",
+        "valid. MAE",
+        "naive MAE",
+        "refused",
+    ):
+        table.add_column(col, justify="right")
+    for r in status["rounds"]:
+        cells = (r["train_loss"], r["validation_loss"], r["validation_mae"], r["naive_mae"])
+        table.add_row(
+            str(r["round"]),
+            str(len(r["trained"])),
+            str(len(r["evaluated"])),
+            *("-" if v is None else f"{v:.4f}" for v in cells),
+            str(len(r["refused"])),
+        )
+    console.print(table)
+    network = status.get("network_forecast")
+    if network:
+        console.print(f"network forecast: {network['status']} over {network['sites']} sites")
+
+
+@click.command("status")
+@click.argument("run_id", required=False)
+@keys_option
+@runs_option
+@click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
+@one_line_errors
+def status_cmd(run_id: str | None, keys_dir: str, runs_dir: str, as_json: bool) -> None:
+    """Rounds done and planned, nodes that answered, decrypted losses of RUN_ID (default: the latest)."""
+    runs = Path(runs_dir).resolve()
+    run_id = run_id or _latest_run(runs)
+    if not (runs / run_id).is_dir():
+        raise click.ClickException(f"no run {run_id} in {runs}")
+    key = crypto.load_context(Path(keys_dir) / crypto.SECRET_CONTEXT_FILE)
+    status = run_status(runs / run_id, key)
+    try:
+        info = control.run_info(runs, int(run_id)) if run_id.isdigit() else None
+    except (control.ControlError, OSError) as exc:  # the numbers are here even when the SuperLink is not
+        info = {"status": "unknown", "error": str(exc)}
+    if as_json:
+        print(json.dumps({**status, "flower": info}, indent=2))
+    else:
+        _print_status(status, info)
+
+
+@click.command("network-forecast")
+@click.argument("run_id")
+@keys_option
+@runs_option
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="Parquet file.")
+@click.option("--min-sites", type=click.IntRange(MIN_SITES), default=MIN_SITES, show_default=True)
+@click.option(
+    "--dependence",
+    type=click.Choice(list(DEPENDENCE)),
+    default=DEFAULT_DEPENDENCE,
+    show_default=True,
+    help="How forecast errors are assumed to move together: "
+    + "; ".join(f"{k}: {v}" for k, v in DEPENDENCE.items()),
+)
+@one_line_errors
+def network_forecast_cmd(
+    run_id: str, keys_dir: str, runs_dir: str, out_path: str, min_sites: int, dependence: str
+) -> None:
+    """Decrypt the network's forecast of RUN_ID (never a sum of fewer than --min-sites sites)."""
+    key = crypto.load_context(Path(keys_dir) / crypto.SECRET_CONTEXT_FILE)
+    run_dir = Path(runs_dir).resolve() / run_id
+    if not run_dir.is_dir():
+        raise click.ClickException(f"no run {run_id} in {run_dir.parent}")
+    frame = network_forecast(run_dir, key, min_sites, dependence)
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_parquet(out, index=False)
+    png = fan_chart(frame, out.with_suffix(".png"))
+    total = frame[frame["group"] == "total"]
+    table = Table(title=f"network demand, {int(frame['sites'].iloc[0])} sites ({dependence} dependence)")
+    for col in ("date", "mean", "q10", "q50", "q90"):
+        table.add_column(col, justify="right")
+    for _, r in total.iterrows():
+        table.add_row(str(r["date"].date()), *(f"{r[c]:,.1f}" for c in ("mean", "q10", "q50", "q90")))
+    console.print(table)
+    console.print(f"wrote {out} ({len(frame)} rows, {frame['group'].nunique()} groups) and {png}")

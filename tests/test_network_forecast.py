@@ -1,0 +1,139 @@
+"""The network's demand: exact encrypted sums of site totals, never fewer than the minimum of sites."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from common import crypto
+from common.network import (
+    DIGIT_SCALE_BITS,
+    Layout,
+    NetworkError,
+    from_digits,
+    network_table,
+    site_cells,
+    to_digits,
+)
+from coordinator.inprocess import run_inprocess
+from coordinator.planner import fan_chart, network_forecast, run_status
+from coordinator.server_app import app as server_app
+from coordinator.strategy import NETWORK_FILE, NETWORK_META
+from tests.conftest import run_config
+from warehouse_node import client_app as client_module
+from warehouse_node.federated import NETWORK_TOTALS_FILE
+
+SKUS = "SKU-0000,SKU-0001"
+
+
+def test_digits_rebuild_values_across_fourteen_orders_of_magnitude_exactly():
+    values = np.array([0.0, 1e-3, 0.5, 1.0, 123.456789, 2.0**24 - 1e-9, 3.3e9, 1.7e13, 2.0**48 - 1])
+    rebuilt = from_digits(to_digits(values), len(values))
+    assert np.allclose(rebuilt, values, rtol=1e-12, atol=2.0**-24)
+
+
+@pytest.mark.parametrize("bad", [[-1.0], [np.nan], [np.inf], [2.0**48]])
+def test_digits_refuse_negative_missing_and_too_large_values(bad):
+    with pytest.raises(NetworkError):
+        to_digits(np.array(bad))
+
+
+def test_a_digit_sum_that_is_not_an_integer_is_refused_as_corrupt():
+    digits = to_digits(np.array([5.0, 7.0]))
+    digits[3] += 0.4
+    with pytest.raises(NetworkError, match="not exact"):
+        from_digits(digits, 2)
+
+
+def test_encrypted_digit_sums_of_a_hundred_sites_are_exact_to_one_in_a_million(secret_key, public_key):
+    rng = np.random.default_rng(4)
+    sites = [rng.lognormal(mean=rng.uniform(0, 25), sigma=1.0, size=60) for _ in range(100)]
+    vectors = [crypto.encrypt(secret_key, to_digits(v), DIGIT_SCALE_BITS, addends=100) for v in sites]
+    total = crypto.add(public_key, vectors, DIGIT_SCALE_BITS)
+    rebuilt = from_digits(crypto.decrypt(secret_key, total), 60)
+    assert np.allclose(rebuilt, np.sum(sites, axis=0), rtol=1e-6, atol=1e-6)
+
+
+def test_site_cells_sum_series_per_group_and_keep_unlisted_values_as_other():
+    dates = list(pd.date_range("2024-01-07", periods=2, freq="W"))
+    rows = pd.DataFrame(
+        {
+            "sku": ["a", "a", "b", "b", "c", "c"],
+            "date": dates * 3,
+            "mean": [10.0, 20.0, 1.0, 2.0, 5.0, 5.0],
+            "q10": [8.0, 18.0, 0.0, 0.0, 5.0, 5.0],
+            "q90": [12.0, 22.0, 2.0, 4.0, 5.0, 5.0],
+        }
+    )
+    layout = Layout.of("sku", "a,b", 2)
+    values, table = site_cells(rows, layout, dates)
+    assert layout.groups == ("total", "a", "b", "other") and len(values) == layout.cells
+    total = table[table["group"] == "total"].set_index("date")
+    assert list(total["mean"]) == [16.0, 27.0]
+    sd_a, sd_b = 4 / 2.563103, 2 / 2.563103
+    assert total["sd_site"].iloc[0] == pytest.approx(sd_a + sd_b, rel=1e-5)
+    assert total["var_series"].iloc[0] == pytest.approx(sd_a**2 + sd_b**2, rel=1e-5)
+    assert list(table.loc[table["group"] == "other", "mean"]) == [5.0, 5.0]
+    frame = network_table(values, layout, dates, "series")
+    first = frame[(frame["group"] == "total")].iloc[0]
+    assert first["q50"] == pytest.approx(16.0) and first["q90"] > first["q50"] > first["q10"]
+
+
+def _federate(dirs, keys, run_dir, min_nodes, **extra) -> dict:
+    rc = {
+        **run_config(keys, run_dir, rounds=1, min_nodes=min_nodes),
+        "network-forecast": True,
+        "network-group": "sku",
+        "network-groups": SKUS,
+        **extra,
+    }
+    run_inprocess(server_app, client_module.app, dirs, rc)
+    return json.loads((run_dir / NETWORK_META).read_text())
+
+
+def test_network_forecast_is_the_exact_sum_of_the_sites_own_totals(nodes, keys, secret_key, tmp_path):
+    dirs, _ = nodes
+    meta = _federate(dirs, keys, tmp_path / "run", min_nodes=3)
+    assert meta["status"] == "summed" and meta["sites"] == 3
+    frame = network_forecast(tmp_path / "run", secret_key)
+    own = pd.concat([pd.read_parquet(d / "out" / NETWORK_TOTALS_FILE) for d in dirs])
+    expected = own.groupby(["group", "date"], sort=False)["mean"].sum()
+    got = frame.set_index(["group", "date"])["mean"].loc[expected.index]
+    assert np.allclose(got, expected, rtol=1e-6, atol=0)
+    assert set(frame["group"]) == {"total", "SKU-0000", "SKU-0001", "other"}
+    assert (frame["sites"] == 3).all() and (frame["q90"] >= frame["q10"]).all()
+    total = frame[frame["group"] == "total"]["mean"].to_numpy()
+    parts = frame[frame["group"] != "total"].groupby("date", sort=False)["mean"].sum().to_numpy()
+    assert np.allclose(total, parts, rtol=0, atol=1e-6)  # each cell is rounded to 2^-24
+    png = fan_chart(frame, tmp_path / "fan.png")
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    status = run_status(tmp_path / "run", secret_key)
+    assert status["rounds_done"] == 1 and status["rounds_planned"] == 1
+    assert status["network_forecast"] == {"status": "summed", "sites": 3}
+    assert len(status["rounds"][0]["trained"]) == 3 and status["rounds"][0]["train_loss"] > 0
+
+
+def test_two_sites_are_never_summed_and_never_decrypted(nodes, keys, secret_key, tmp_path):
+    dirs, _ = nodes
+    meta = _federate(dirs[:2], keys, tmp_path / "run", min_nodes=2)
+    assert meta["status"] == "refused" and not (tmp_path / "run" / NETWORK_FILE).exists()
+    with pytest.raises(NetworkError, match="summed no network forecast"):
+        network_forecast(tmp_path / "run", secret_key)
+
+
+def test_the_planner_counts_sites_inside_the_ciphertext_not_the_coordinators_word(
+    nodes, keys, secret_key, tmp_path
+):
+    dirs, _ = nodes
+    run = tmp_path / "run"
+    _federate(dirs, keys, run, min_nodes=3)
+    layout = Layout.of("sku", SKUS, 14)
+    cells = np.zeros(layout.cells)
+    cells[-1] = 2.0  # a dishonest coordinator's sum of two sites, announced as three
+    fake = crypto.encrypt(secret_key, to_digits(cells), DIGIT_SCALE_BITS)
+    (run / NETWORK_FILE).write_bytes(fake.to_bytes())
+    with pytest.raises(NetworkError, match="holds 2 sites"):
+        network_forecast(run, secret_key)
+    with pytest.raises(NetworkError, match="at least 3"):
+        network_forecast(run, secret_key, min_sites=2)

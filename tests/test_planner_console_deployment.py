@@ -1,0 +1,169 @@
+"""Three sites `fedstock-node join` a SuperLink; the planner runs, watches and reads the network.
+
+Flower's Deployment Engine on loopback: every process is started here and stopped by its PID."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from common.processes import flower_env, flower_tool, stop_group, write_run_config
+from coordinator.deployment import free_port, wait_for_port
+from tests.conftest import FAST_RUN, make_nodes
+from warehouse_node.federated import NETWORK_TOTALS_FILE
+
+pytestmark = pytest.mark.slow
+BIN = Path(sys.executable).parent
+
+
+def _start(name: str, args: list[str], logs: Path, env: dict, procs: dict) -> subprocess.Popen:
+    logs.mkdir(parents=True, exist_ok=True)
+    with open(logs / f"{name}.log", "wb") as log:
+        procs[name] = subprocess.Popen(
+            args, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+    return procs[name]
+
+
+def _planner(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(BIN / "fedstock-planner"), *args], capture_output=True, text=True, timeout=timeout
+    )
+
+
+def _logs(folder: Path) -> str:
+    return "\n".join(p.read_text(errors="replace")[-2000:] for p in sorted(folder.glob("*.log")))
+
+
+def test_three_sites_join_and_the_planner_runs_watches_and_reads_the_network(keys, tmp_path):
+    dirs, _ = make_nodes(tmp_path / "nodes", keys)
+    logs, runs, procs = tmp_path / "logs", tmp_path / "runs", {}
+    env = flower_env(tmp_path / "superlink-home")
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    rc_file = write_run_config(tmp_path / "model.toml", FAST_RUN)
+    common = ["--insecure", "--keys", str(keys), "--runs", str(runs)]
+    try:
+        link = _start(
+            "superlink",
+            [
+                flower_tool("flower-superlink"),
+                "--insecure",
+                "--disable-runtime-dependency-installation",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            logs,
+            env,
+            procs,
+        )
+        wait_for_port(port, proc=link)
+        for i, d in enumerate(dirs):
+            join = [
+                str(BIN / "fedstock-node"),
+                "join",
+                "--superlink",
+                address,
+                "--config",
+                str(d / "node.toml"),
+            ]
+            join += [
+                "--keys",
+                str(d / "keys"),
+                "--insecure",
+                "--port",
+                str(free_port()),
+                "--torch-threads",
+                "1",
+            ]
+            _start(f"join-{i}", join, logs, dict(os.environ), procs)
+
+        first = _planner(
+            "run",
+            "--superlink",
+            address,
+            *common,
+            "--rounds",
+            "2",
+            "--min-nodes",
+            "3",
+            "--run-config",
+            str(rc_file),
+            "--network-group",
+            "sku",
+            "--network-groups",
+            "SKU-0000,SKU-0001",
+        )
+        assert first.returncode == 0, first.stderr[-3000:] + _logs(logs)
+        run_id = first.stdout.split()[0]
+        assert "round 2: 3 nodes trained" in first.stderr
+
+        status = _planner("status", run_id, *common[1:], "--json")
+        assert status.returncode == 0, status.stderr
+        body = json.loads(status.stdout)
+        assert body["rounds_done"] == 2 and body["rounds_planned"] == 2
+        assert body["flower"]["status"] == "finished:completed"
+        assert [len(r["trained"]) for r in body["rounds"]] == [3, 3]
+        assert [len(r["evaluated"]) for r in body["rounds"]] == [3, 3]
+        assert all(r["train_loss"] > 0 and r["validation_loss"] > 0 for r in body["rounds"])
+        assert body["network_forecast"] == {"status": "summed", "sites": 3}
+
+        out = tmp_path / "network.parquet"
+        network = _planner("network-forecast", run_id, *common[1:], "--out", str(out))
+        assert network.returncode == 0, network.stderr
+        frame = pd.read_parquet(out)
+        own = pd.concat([pd.read_parquet(d / "out" / NETWORK_TOTALS_FILE) for d in dirs])
+        expected = own.groupby(["group", "date"])["mean"].sum()
+        got = frame.set_index(["group", "date"])["mean"].loc[expected.index]
+        assert np.allclose(got, expected, rtol=1e-6, atol=0)
+        assert out.with_suffix(".png").is_file()
+
+        node_status = [
+            json.loads(
+                subprocess.run(
+                    [str(BIN / "fedstock-node"), "status", "--config", str(d), "--json"],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                ).stdout
+            )
+            for d in dirs
+        ]
+        assert all(s["rounds_answered"] == 2 and s["supernode"].startswith("running") for s in node_status)
+        assert len({s["last_model"]["model"] for s in node_status}) == 1  # one global model, everywhere
+        assert all(s["last_forecast"]["periods"] == FAST_RUN["horizon"] for s in node_status)
+
+        leaving = procs["join-2"]
+        os.kill(leaving.pid, signal.SIGINT)  # the operator's Ctrl-C
+        assert leaving.wait(timeout=60) == 0
+        join_log = (logs / "join-2.log").read_text()
+        assert "stopped cleanly" in join_log and "round 2: update sent" in join_log
+
+        second = _planner(
+            "run",
+            "--superlink",
+            address,
+            *common,
+            "--rounds",
+            "1",
+            "--min-nodes",
+            "2",
+            "--run-config",
+            str(rc_file),
+        )
+        assert second.returncode == 0, second.stderr[-3000:] + _logs(logs)
+        refused = _planner("network-forecast", second.stdout.split()[0], *common[1:], "--out", str(out))
+        assert refused.returncode != 0 and "the minimum is 3" in refused.stderr
+    finally:
+        for proc in procs.values():
+            stop_group(proc)
+    assert all(p.poll() is not None for p in procs.values())  # every process we started is gone
+    assert "secret.ctx" not in (logs / "superlink.log").read_text(errors="replace")

@@ -1,0 +1,267 @@
+"""``fedstock-node join``: check this site locally, then run its SuperNode in the foreground.
+
+Everything that can be checked without the SuperLink is checked first (configuration, raw data
+prepared and de-identified, keys against the federation's fingerprint, certificates), so a site
+never joins a round it would fail. The SuperNode's output is kept whole in NODE/logs/supernode.log;
+the terminal shows the node's own ``fedstock-node |`` lines and Flower's warnings and errors.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import socket
+import stat
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from common import crypto
+from common.config import ConfigError, NodeConfig, load_node_config, with_site_files
+from common.processes import flower_env, flower_tool, stop_group
+from warehouse_node import journal
+from warehouse_node.client_app import LOG_PREFIX
+from warehouse_node.pipeline import QUARANTINE_FILE, prepare_node
+
+SHOWN_FLOWER_LEVELS = ("ERROR", "WARNING", "CRITICAL")
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+class JoinError(ValueError):
+    """A local check failed: the SuperNode is not started."""
+
+
+class _Stop(Exception):
+    """SIGTERM, handled like Ctrl-C."""
+
+
+@dataclass(frozen=True)
+class JoinSettings:
+    superlink: str
+    config: Path
+    data: Path | None = None
+    keys: Path | None = None
+    tls_ca: Path | None = None
+    auth_key: Path | None = None
+    insecure: bool = False
+    fingerprint: str | None = None
+    port: int = 9094  # this SuperNode's ClientAppIo port (loopback); one per SuperNode on a machine
+    torch_threads: int = 0
+    verbose: bool = False
+
+
+def _private_file(path: Path, what: str) -> None:
+    if not path.is_file():
+        raise JoinError(f"{what} not found: {path}")
+    if stat.S_IMODE(path.stat().st_mode) & 0o077:
+        raise JoinError(f"{what} {path} is readable by others: chmod 600 it")
+
+
+def _fingerprints(s: JoinSettings, cfg: NodeConfig) -> dict[str, str]:
+    """Where the federation's fingerprint is written down, besides the key itself."""
+    found = {}
+    if s.fingerprint:
+        found["--fingerprint"] = s.fingerprint
+    if cfg.key_fingerprint:
+        found["node.toml key_fingerprint"] = cfg.key_fingerprint
+    manifest = cfg.secret_context.parent / crypto.MANIFEST_FILE
+    if manifest.is_file():
+        found[str(manifest)] = json.loads(manifest.read_text()).get("fingerprint", "")
+    return found
+
+
+def check_keys(s: JoinSettings, cfg: NodeConfig) -> str:
+    _private_file(cfg.secret_context, "secret context")
+    key = crypto.load_context(cfg.secret_context)
+    if not key.has_secret_key:
+        raise JoinError(f"{cfg.secret_context} holds no secret key: a node needs the federation's secret.ctx")
+    expected = _fingerprints(s, cfg)
+    if not expected:
+        raise JoinError("no federation fingerprint to check the key against: pass --fingerprint")
+    for source, value in expected.items():
+        if value != key.fingerprint:
+            raise JoinError(f"key {key.fingerprint} does not match the federation's {value} ({source})")
+    return f"key {key.fingerprint} matches the federation's ({', '.join(expected)})"
+
+
+def check_transport(s: JoinSettings) -> str:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    if bool(s.tls_ca) == s.insecure:
+        raise JoinError("pass --tls-ca FILE, or --insecure for a test network (not both)")
+    if s.auth_key and not s.tls_ca:
+        raise JoinError("--auth-key needs TLS (--tls-ca)")
+    line = "insecure transport (test network only)"
+    if s.tls_ca:
+        if not s.tls_ca.is_file():
+            raise JoinError(f"CA certificate not found: {s.tls_ca}")
+        try:
+            cert = x509.load_pem_x509_certificate(s.tls_ca.read_bytes())
+        except ValueError:
+            raise JoinError(f"{s.tls_ca} is not a PEM certificate") from None
+        if cert.not_valid_after_utc.timestamp() < time.time():
+            raise JoinError(f"CA certificate {s.tls_ca} expired on {cert.not_valid_after_utc:%Y-%m-%d}")
+        line = f"TLS with CA {cert.subject.rfc4514_string()}, valid until {cert.not_valid_after_utc:%Y-%m-%d}"
+    if s.auth_key:
+        _private_file(s.auth_key, "SuperNode auth key")
+        try:
+            serialization.load_ssh_private_key(s.auth_key.read_bytes(), password=None)
+        except (ValueError, TypeError):
+            raise JoinError(f"{s.auth_key} is not an unencrypted OpenSSH private key") from None
+        line += f"; SuperNode key {s.auth_key.name}"
+    return line
+
+
+def check_site(s: JoinSettings) -> tuple[NodeConfig, list[str]]:
+    """Run every local check; return the node's configuration and one line per check passed."""
+    host, _, port = s.superlink.rpartition(":")
+    if not host or not port.isdigit():
+        raise JoinError(f"--superlink must be HOST:PORT, got {s.superlink!r}")
+    try:
+        cfg = load_node_config(s.config)
+    except ConfigError as exc:
+        raise JoinError(str(exc)) from None
+    secret = s.keys / crypto.SECRET_CONTEXT_FILE if s.keys else None
+    cfg = with_site_files(cfg, s.data, secret)
+    if "'" in "".join(str(p) for p in (cfg.folder, cfg.data.path, cfg.secret_context)):
+        raise JoinError("paths with a single quote cannot be passed to the SuperNode")
+    lines = [f"config {s.config}: node {cfg.name}, data {cfg.data.path}", check_keys(s, cfg)]
+    lines.append(check_transport(s))
+    counts = prepare_node(cfg)
+    quarantined = sum(v for k, v in counts.items() if k not in ("series", "periods", "dropped_columns"))
+    lines.append(
+        f"data de-identified: {counts.get('series', 0)} series, {counts.get('periods', 0)} series-periods; "
+        f"{quarantined} rows quarantined or repaired ({cfg.private_dir / QUARANTINE_FILE})"
+    )
+    return cfg, lines
+
+
+def superlink_reachable(address: str, timeout: float = 3.0) -> bool:
+    host, _, port = address.rpartition(":")
+    with (
+        contextlib.suppress(OSError),
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout),
+    ):
+        return True
+    return False
+
+
+def supernode_args(s: JoinSettings, cfg: NodeConfig) -> list[str]:
+    node_config = f"node-dir='{cfg.folder}' data='{cfg.data.path}' keys='{cfg.secret_context.parent}'"
+    if s.torch_threads:
+        node_config += f" torch-threads={s.torch_threads}"
+    security = ["--root-certificates", str(s.tls_ca.resolve())] if s.tls_ca else ["--insecure"]
+    if s.auth_key:
+        security += ["--auth-supernode-private-key", str(s.auth_key.resolve())]
+    return [
+        flower_tool("flower-supernode"),
+        *security,
+        *("--superlink", s.superlink),
+        *("--host", "127.0.0.1", "--port", str(s.port)),
+        *("--node-config", node_config),
+    ]
+
+
+def _lines(proc: subprocess.Popen, log_path: Path) -> Iterator[str]:
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "a", encoding="utf-8") as log:
+        for raw in proc.stdout:  # type: ignore[union-attr]
+            line = raw.decode("utf-8", errors="replace").rstrip()
+            log.write(line + "\n")
+            log.flush()
+            yield line
+
+
+def shown(line: str, verbose: bool) -> str | None:
+    """What the operator sees of one SuperNode output line (None: only in the log file)."""
+    line = ANSI.sub("", line)
+    if LOG_PREFIX in line:
+        return line.split(LOG_PREFIX, 1)[1]
+    if verbose or any(level in line for level in SHOWN_FLOWER_LEVELS) or "Exit Code" in line:
+        return line
+    return None
+
+
+def run_supernode(s: JoinSettings, cfg: NodeConfig, say: Callable[[str], None]) -> int:
+    """Start the SuperNode, relay its output until it exits or we are stopped; return the exit code."""
+    log_path = cfg.folder / "logs" / "supernode.log"
+    proc = subprocess.Popen(
+        supernode_args(s, cfg),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=flower_env(cfg.folder / ".flwr"),
+        cwd=cfg.folder,
+        start_new_session=True,  # Ctrl-C reaches us only; we stop the SuperNode's whole group
+    )
+    journal.record(cfg, "joined", superlink=s.superlink, pid=proc.pid)
+    say(f"SuperNode started (pid {proc.pid}), connecting to {s.superlink}; full log {log_path}")
+
+    def on_term(*_: object) -> None:
+        raise _Stop
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        for line in _lines(proc, log_path):
+            if (text := shown(line, s.verbose)) is not None:
+                say(text)
+        code = proc.wait()
+        say(f"SuperNode exited with code {code}; see {log_path}")
+    except (KeyboardInterrupt, _Stop):
+        say("stopping: the SuperNode leaves the federation")
+        stop_group(proc, grace=15.0)
+        code = 0
+        say("stopped cleanly")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if proc.poll() is None:
+            stop_group(proc)
+    journal.record(cfg, "left", superlink=s.superlink, exit_code=code)
+    return code
+
+
+def status_lines(status: dict) -> Iterator[tuple[str, str]]:
+    """(what, value) rows of ``fedstock-node status``."""
+    yield "node", str(status.get("node", "?"))
+    yield "rounds answered", str(status.get("rounds_answered", 0))
+    last = status.get("last_round")
+    yield "last round", f"run {last['run']} round {last['round']} at {last['time']}" if last else "-"
+    model = status.get("last_model")
+    yield "last model", f"{model['model']} (run {model['run']} round {model['round']})" if model else "-"
+    fc = status.get("last_forecast")
+    yield (
+        "last forecast",
+        f"{fc['start']}..{fc['end']} ({fc['periods']} periods, {fc['series']} series) at {fc['time']}"
+        if fc
+        else "-",
+    )
+    yield "supernode", supernode_state(status)
+
+
+def supernode_state(status: dict) -> str:
+    joins = [e for e in status.get("events", []) if e["kind"] in ("joined", "left")]
+    if not joins:
+        return "never joined"
+    last = joins[-1]
+    if last["kind"] == "left":
+        return f"left {last['superlink']} at {last['time']} (exit code {last.get('exit_code')})"
+    if _alive(int(last.get("pid", 0))):
+        return f"running (pid {last['pid']}), joined {last['superlink']} at {last['time']}"
+    return f"gone without a clean stop (pid {last.get('pid')}), joined {last['superlink']} at {last['time']}"
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
