@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import tomllib
 from pathlib import Path
 
 from common.processes import flower_env, flower_tool, write_connection, write_run_config
@@ -57,11 +58,22 @@ def _flwr(runs: Path, *args: str, timeout: float = 120.0) -> dict:
     return reply
 
 
-def start_run(runs: Path, run_config: dict) -> int:
-    """Submit a run to the SuperLink; return its run id."""
+def app_config_keys(app: Path) -> set[str]:
+    """The run-config keys the Flower app declares (``flwr run`` refuses any other)."""
+    pyproject = Path(app) / "pyproject.toml"
+    try:
+        return set(tomllib.loads(pyproject.read_text())["tool"]["flwr"]["app"]["config"])
+    except (OSError, KeyError, tomllib.TOMLDecodeError):
+        raise ControlError(
+            f"{app} is not the fedstock Flower app (no [tool.flwr.app.config] in {pyproject})"
+        ) from None
+
+
+def start_run(runs: Path, run_config: dict, app: Path = APP_DIR) -> int:
+    """Submit a run of the Flower app in ``app`` to the SuperLink; return its run id."""
     runs = Path(runs).resolve()
     config = write_run_config(flwr_home(runs) / "run_config.toml", run_config)
-    reply = _flwr(runs, "run", str(APP_DIR), CONNECTION, "--run-config", str(config))
+    reply = _flwr(runs, "run", str(Path(app).resolve()), CONNECTION, "--run-config", str(config))
     return int(reply["run-id"])
 
 

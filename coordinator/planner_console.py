@@ -60,20 +60,16 @@ def _planner_keys(keys_dir: str) -> tuple[crypto.KeyContext, Path]:
     return secret, public_path
 
 
-def _app_config_keys() -> set[str]:
-    return set(tomllib.loads((APP_DIR / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"])
-
-
-def _user_run_config(path: str | None) -> dict:
+def _user_run_config(path: str | None, app: Path) -> dict:
     if not path:
         return {}
     try:
         values = tomllib.loads(Path(path).read_text())
     except tomllib.TOMLDecodeError as exc:
-        raise click.UsageError(f"--run-config {path} is not valid TOML: {exc}") from None
-    unknown = sorted(set(values) - _app_config_keys())
+        raise click.ClickException(f"--run-config {path} is not valid TOML: {exc}") from None
+    unknown = sorted(set(values) - control.app_config_keys(app))
     if unknown:
-        raise click.UsageError(f"--run-config {path}: unknown run-config keys: {', '.join(unknown)}")
+        raise click.ClickException(f"--run-config {path}: unknown run-config keys: {', '.join(unknown)}")
     return values
 
 
@@ -135,6 +131,14 @@ def follow(runs: Path, run_id: int, folder: Path, key: crypto.KeyContext, poll: 
     "--resume", "resume_run", type=int, default=None, help="Continue RUN_ID from its last checkpoint."
 )
 @click.option("--detach", is_flag=True, help="Print the run id and return at once.")
+@click.option(
+    "--app",
+    "app_dir",
+    envvar="FEDSTOCK_APP",
+    default=str(APP_DIR),
+    type=click.Path(exists=True, file_okay=False),
+    help="Folder of the Flower app (fedstock's pyproject.toml) [env FEDSTOCK_APP; default: this install].",
+)
 @one_line_errors
 def run_cmd(
     superlink: str,
@@ -151,24 +155,27 @@ def run_cmd(
     min_sites: int,
     resume_run: int | None,
     detach: bool,
+    app_dir: str,
 ) -> None:
     """Start a federation run on an existing SuperLink (through `flwr run`) and follow it."""
     if bool(tls_ca) == insecure:
-        raise click.UsageError("pass --tls-ca FILE, or --insecure for a test network (not both)")
+        raise click.ClickException("pass --tls-ca FILE, or --insecure for a test network (not both)")
     key, public = _planner_keys(keys_dir)
     runs = Path(runs_dir).resolve()
     runs.mkdir(parents=True, exist_ok=True)
-    rc = {**_user_run_config(run_config_path), "public-context": str(public), "runs-dir": str(runs)}
+    app = Path(app_dir)
+    control.app_config_keys(app)  # the right folder, before anything is submitted
+    rc = {**_user_run_config(run_config_path, app), "public-context": str(public), "runs-dir": str(runs)}
     rc.update({k: v for k, v in (("num-rounds", rounds), ("min-nodes", min_nodes)) if v is not None})
     if network:
         rc.update({"network-forecast": True, "network-min-sites": min_sites})
         rc.update({"network-group": network_group, "network-groups": network_groups})
     if resume_run is not None:
         if not (runs / str(resume_run)).is_dir():
-            raise click.UsageError(f"--resume {resume_run}: no such run in {runs}")
+            raise click.ClickException(f"--resume {resume_run}: no such run in {runs}")
         rc.update({"checkpoint-dir": str(runs / str(resume_run)), "resume": True})
     control.connect(runs, superlink, Path(tls_ca) if tls_ca else None)
-    run_id = control.start_run(runs, rc)
+    run_id = control.start_run(runs, rc, app)
     print(run_id, flush=True)
     folder = runs / str(resume_run if resume_run is not None else run_id)
     console.print(f"run {run_id} started on {superlink}; encrypted results in {folder}")

@@ -18,14 +18,22 @@ def test_compose_file_defines_superlink_three_supernodes_and_the_serverapp_runne
         svc = services[name]
         assert svc["image"].startswith("flwr/supernode:1.41")
         command = " ".join(svc["command"])
-        assert "--superlink superlink:8000" in command and "node-dir='/node'" in command
+        assert "fedstock-node join --superlink superlink:8000 --config /node/node.toml" in command
         assert "torch==2.13.0" in command  # CPU wheel, never the CUDA default
         mounts.update(v for v in svc["volumes"] if v.endswith(":/node"))
     assert len(mounts) == 3  # each node mounts its own data folder
-    planner = " ".join(services["planner"]["command"])
-    assert "flwr run /src" in planner and "public-context='/app/keys/public.ctx'" in planner
-    superlink_mounts = " ".join(services["superlink"]["volumes"])
-    assert "public.ctx" in superlink_mounts and "secret.ctx" not in superlink_mounts
+    planner = services["planner"]
+    assert "fedstock-planner run --superlink superlink:8000 --tls-ca" in " ".join(planner["command"])
+    assert planner["environment"]["FEDSTOCK_APP"] == "/src"
+    superlink_mounts = services["superlink"]["volumes"]
+    assert "./deploy/keys/public.ctx:/app/keys/public.ctx:ro" in superlink_mounts
+    assert "secret.ctx" not in " ".join(superlink_mounts)
+    # the ServerApp writes RUNS/RUN_ID where the planner reads it; public.ctx at the planner's path
+    assert "./deploy/runs:/app/runs" in superlink_mounts and "./deploy/runs:/app/runs" in planner["volumes"]
+    assert (
+        planner["environment"]["FEDSTOCK_KEYS"] == "/app/keys"
+        and "./deploy/keys:/app/keys:ro" in planner["volumes"]
+    )
 
 
 def test_compose_transport_is_tls_with_registered_supernode_keys():
@@ -38,8 +46,7 @@ def test_compose_transport_is_tls_with_registered_supernode_keys():
     node_keys = set()
     for name in (s for s in services if s.startswith("supernode-")):
         command = " ".join(services[name]["command"])
-        assert "--root-certificates /certs/ca.crt" in command
-        assert "--auth-supernode-private-key /certs/node.key" in command
+        assert "--tls-ca /certs/ca.crt --auth-key /certs/node.key" in command
         node_keys.update(v for v in services[name]["volumes"] if v.endswith(":/certs/node.key:ro"))
     assert len(node_keys) == 3  # each SuperNode its own key
     register = " ".join(services["register"]["command"])

@@ -1,0 +1,166 @@
+"""`fedstock-node join` and the planner's console refuse bad input before anything starts."""
+
+import json
+import os
+import shutil
+
+import pytest
+from click.testing import CliRunner
+
+from common import crypto
+from common.config import load_node_config
+from coordinator.certs import make_certificates, make_node_key
+from coordinator.planner_cli import cli as planner
+from warehouse_node import journal
+from warehouse_node.cli import cli as node
+from warehouse_node.join import JoinSettings, check_site, shown, supernode_args
+
+LINK = ["--superlink", "127.0.0.1:9"]
+
+
+def _join(node_dir, *extra):
+    return CliRunner().invoke(node, ["join", *LINK, "--config", str(node_dir / "node.toml"), *extra])
+
+
+def _error(result) -> str:
+    """The one error line (click's usage errors also print the usage above it)."""
+    assert result.exit_code != 0
+    lines = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(lines) == 1, result.output
+    return lines[0]
+
+
+def test_join_checks_keys_data_and_transport_and_builds_the_supernode_command(nodes, tmp_path):
+    node_dir = nodes[0][0]
+    certs = tmp_path / "certs"
+    make_certificates(certs, ["127.0.0.1"])
+    key = make_node_key(certs, "warehouse-00").with_suffix("")
+    settings = JoinSettings("127.0.0.1:9092", node_dir / "node.toml", tls_ca=certs / "ca.crt", auth_key=key)
+    cfg, lines = check_site(settings)
+    assert any("matches the federation's" in line for line in lines)
+    assert any(line.startswith("TLS with CA") for line in lines)
+    assert any("de-identified" in line for line in lines) and (cfg.private_dir / "demand.parquet").is_file()
+    args = supernode_args(settings, cfg)
+    assert args[args.index("--root-certificates") + 1] == str((certs / "ca.crt").resolve())
+    assert args[args.index("--auth-supernode-private-key") + 1] == str(key.resolve())
+    assert f"node-dir='{cfg.folder}'" in args[args.index("--node-config") + 1]
+    assert "--insecure" not in args
+
+
+def test_join_refuses_another_federations_key(nodes, tmp_path):
+    other = tmp_path / "other"
+    crypto.keygen(other)
+    message = _error(_join(nodes[0][0], "--keys", str(other), "--insecure"))
+    assert "does not match the federation's" in message
+
+
+def test_join_refuses_to_run_without_tls_unless_told_insecure(nodes):
+    assert "--tls-ca FILE, or --insecure" in _error(_join(nodes[0][0]))
+
+
+def test_join_refuses_a_ca_that_is_not_a_certificate_and_a_readable_auth_key(nodes, tmp_path):
+    bogus = tmp_path / "ca.crt"
+    bogus.write_text("not a certificate")
+    assert "is not a PEM certificate" in _error(_join(nodes[0][0], "--tls-ca", str(bogus)))
+    certs = tmp_path / "certs"
+    make_certificates(certs, ["127.0.0.1"])
+    key = make_node_key(certs, "n").with_suffix("")
+    os.chmod(key, 0o644)
+    args = ("--tls-ca", str(certs / "ca.crt"), "--auth-key", str(key))
+    assert "readable by others" in _error(_join(nodes[0][0], *args))
+
+
+def test_join_refuses_data_it_cannot_read_and_a_malformed_address(nodes, tmp_path):
+    broken = tmp_path / "orders.csv"
+    broken.write_text("nothing,useful\n1,2\n")
+    message = _error(_join(nodes[0][0], "--data", str(broken), "--insecure"))
+    assert "order_ts" in message or "column" in message
+    bad = CliRunner().invoke(
+        node, ["join", "--superlink", "nohost", "--config", str(nodes[0][0]), "--insecure"]
+    )
+    assert "HOST:PORT" in _error(bad)
+
+
+def test_node_status_reports_rounds_model_and_forecast_from_the_journal(nodes):
+    cfg = load_node_config(nodes[0][0])
+    fresh = CliRunner().invoke(node, ["status", "--config", str(cfg.folder), "--json"])
+    assert fresh.exit_code == 0 and json.loads(fresh.output)["supernode"] == "never joined"
+    journal.record(cfg, "train", run=7, round=1, bytes=100)
+    journal.record(cfg, "evaluate", run=7, round=1, model="abc", bytes=10)
+    journal.record(
+        cfg,
+        "forecast",
+        run=7,
+        round=1,
+        model="abc",
+        start="2024-01-01",
+        end="2024-01-14",
+        periods=14,
+        series=5,
+    )
+    journal.record(cfg, "joined", superlink="127.0.0.1:9", pid=2**22 + 12345)  # no such process
+    body = json.loads(CliRunner().invoke(node, ["status", "--config", str(cfg.folder), "--json"]).output)
+    assert body["rounds_answered"] == 1 and body["last_model"]["model"] == "abc"
+    assert body["last_forecast"]["start"] == "2024-01-01" and body["supernode"].startswith("gone")
+    table = CliRunner().invoke(node, ["status", "--config", str(cfg.folder)])
+    assert table.exit_code == 0 and "2024-01-01..2024-01-14" in table.output
+
+
+def test_join_shows_the_nodes_own_lines_and_flower_errors_only():
+    assert shown("\x1b[92mINFO \x1b[0m: fedstock-node | run 1 round 2: update sent", False) == (
+        "run 1 round 2: update sent"
+    )
+    assert shown("INFO :      Received: train message", False) is None
+    assert shown("\x1b[91mERROR \x1b[0m:     ClientApp raised an exception", False) == (
+        "ERROR :     ClientApp raised an exception"
+    )
+
+
+@pytest.fixture
+def planner_keys(keys, tmp_path):
+    folder = tmp_path / "planner-keys"
+    shutil.copytree(keys, folder)
+    return folder
+
+
+def _run(planner_keys, tmp_path, *extra):
+    args = ["run", *LINK, "--keys", str(planner_keys), "--runs", str(tmp_path / "runs"), *extra]
+    return CliRunner().invoke(planner, args)
+
+
+def test_planner_run_refuses_bad_options_before_submitting_anything(planner_keys, tmp_path):
+    assert "--tls-ca FILE, or --insecure" in _error(_run(planner_keys, tmp_path))
+    unknown = tmp_path / "rc.toml"
+    unknown.write_text("num-round = 3\n")
+    message = _error(_run(planner_keys, tmp_path, "--insecure", "--run-config", str(unknown)))
+    assert "unknown run-config keys: num-round" in message
+    assert "HOST:PORT" in _error(
+        CliRunner().invoke(
+            planner,
+            [
+                "run",
+                "--superlink",
+                "host",
+                "--insecure",
+                "--keys",
+                str(planner_keys),
+                "--runs",
+                str(tmp_path / "runs"),
+            ],
+        )
+    )
+    assert "--min-sites" in _error(_run(planner_keys, tmp_path, "--insecure", "--min-sites", "2"))
+    shutil.copyfile(planner_keys / crypto.SECRET_CONTEXT_FILE, planner_keys / crypto.PUBLIC_CONTEXT_FILE)
+    assert "holds a secret key" in _error(_run(planner_keys, tmp_path, "--insecure"))
+    assert not (tmp_path / "runs" / ".flwr" / "run_config.toml").exists()
+
+
+def test_planner_status_and_network_forecast_name_what_is_missing(planner_keys, tmp_path):
+    runs = tmp_path / "runs"
+    common = ["--keys", str(planner_keys), "--runs", str(runs)]
+    assert "no runs in" in _error(CliRunner().invoke(planner, ["status", *common]))
+    (runs / "42").mkdir(parents=True)
+    result = CliRunner().invoke(
+        planner, ["network-forecast", "42", *common, "--out", str(tmp_path / "n.parquet")]
+    )
+    assert "has no network forecast" in _error(result)
