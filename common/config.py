@@ -22,6 +22,9 @@ A node is described by ``node.toml`` in its folder; paths in it are relative to 
     drop_columns = ["customer_name"]
     calendar = "raw/calendar.csv"   # optional: date, holiday — must cover the forecast horizon
     future = "raw/future.csv"       # optional: planned promo / price per series and date
+
+    [network]
+    share = true                    # false: never send this site's totals to a network forecast
 """
 
 from __future__ import annotations

@@ -123,7 +123,9 @@ def run_inprocess(
     **grid_kwargs,
 ) -> InProcessGrid:
     """Run one federation over the given node folders; return the grid (for inspection)."""
-    nodes = [{"node-dir": str(Path(d).resolve()), "torch-threads": torch_threads} for d in node_dirs]
+    nodes = [
+        {"node-dir": str(Path(d).resolve()), "torch-threads": torch_threads, "quiet": True} for d in node_dirs
+    ]
     grid = grid_class(client_app, nodes, run_config, **grid_kwargs)
     context = Context(
         run_id=grid._run_id,

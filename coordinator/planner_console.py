@@ -20,7 +20,7 @@ from rich.table import Table
 
 from common import crypto
 from common.cli_errors import one_line_errors
-from common.network import DEFAULT_DEPENDENCE, DEPENDENCE
+from common.network import DEFAULT_DEPENDENCE, DEPENDENCE, Layout
 from coordinator import control
 from coordinator.deployment import APP_DIR
 from coordinator.planner import MIN_SITES, fan_chart, network_forecast, progress, run_status
@@ -84,7 +84,7 @@ def _round_line(r: dict) -> str:
     return line + (f"; {len(r['refused'])} replies refused" if r["refused"] else "")
 
 
-def follow(runs: Path, run_id: int, folder: Path, key: crypto.KeyContext, poll: float = 2.0) -> dict:
+def follow(runs: Path, run_id: int, folder: Path, key: crypto.KeyContext, poll: float = 3.0) -> dict:
     """Show each round as the ServerApp finishes it, until Flower reports the run finished."""
     printed: set[int] = set()
     entries = -1
@@ -94,8 +94,9 @@ def follow(runs: Path, run_id: int, folder: Path, key: crypto.KeyContext, poll: 
         while True:
             info = control.run_info(runs, run_id)
             finished = str(info.get("status", "")).startswith("finished")
-            if len(progress(folder).get("history", [])) != entries or finished:
-                entries = len(progress(folder).get("history", []))
+            history = progress(folder).get("history", [])
+            if len(history) != entries or finished:
+                entries = len(history)
                 status = run_status(folder, key)
                 for r in status["rounds"]:
                     if r["round"] not in printed and (r["evaluated"] or r["round"] < status["rounds_done"]):
@@ -168,6 +169,7 @@ def run_cmd(
     rc = {**_user_run_config(run_config_path, app), "public-context": str(public), "runs-dir": str(runs)}
     rc.update({k: v for k, v in (("num-rounds", rounds), ("min-nodes", min_nodes)) if v is not None})
     if network:
+        Layout.of(network_group, network_groups, 1)  # refused here, not by every node mid-run
         rc.update({"network-forecast": True, "network-min-sites": min_sites})
         rc.update({"network-group": network_group, "network-groups": network_groups})
     if resume_run is not None:

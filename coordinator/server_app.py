@@ -69,22 +69,23 @@ def main(grid: Grid, context: Context) -> None:
         log(INFO, "resuming after round %d from %s", done, path)
     rounds = int(rc.get("num-rounds", 3)) - done
     strategy.planned_rounds = int(rc.get("num-rounds", 3))
-    if rounds <= 0:
-        log(INFO, "all %d rounds already done", done)
-        return
     strategy.resume_after(done)
     if privacy is not None:
         strategy.privacy = privacy_report(privacy, int(rc.get("num-rounds", 3)))
         log(INFO, "differential privacy: %s", strategy.privacy)
     timeout = float(rc.get("round-timeout", 900.0))
-    result = strategy.start(
-        grid,
-        initial_arrays=initial,
-        num_rounds=rounds,
-        timeout=timeout,
-        train_config=train_config,
-        evaluate_config=train_config,
-    )
-    if network is not None:
+    final = initial
+    if rounds > 0:
+        final = strategy.start(
+            grid,
+            initial_arrays=initial,
+            num_rounds=rounds,
+            timeout=timeout,
+            train_config=train_config,
+            evaluate_config=train_config,
+        ).arrays
+    else:
+        log(INFO, "all %d rounds already done", done)
+    if network is not None and len(final):  # also when a resumed run only lacks its network forecast
         layout, min_sites = network
-        strategy.network_round(grid, result.arrays, train_config, layout, min_sites, timeout)
+        strategy.network_round(grid, final, train_config, layout, min_sites, timeout)

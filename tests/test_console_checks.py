@@ -150,6 +150,8 @@ def test_planner_run_refuses_bad_options_before_submitting_anything(planner_keys
         )
     )
     assert "--min-sites" in _error(_run(planner_keys, tmp_path, "--insecure", "--min-sites", "2"))
+    no_values = _error(_run(planner_keys, tmp_path, "--insecure", "--network-group", "Dept"))
+    assert "needs the list of its values" in no_values
     shutil.copyfile(planner_keys / crypto.SECRET_CONTEXT_FILE, planner_keys / crypto.PUBLIC_CONTEXT_FILE)
     assert "holds a secret key" in _error(_run(planner_keys, tmp_path, "--insecure"))
     assert not (tmp_path / "runs" / ".flwr" / "run_config.toml").exists()

@@ -23,7 +23,8 @@ def test_compose_file_defines_superlink_three_supernodes_and_the_serverapp_runne
         mounts.update(v for v in svc["volumes"] if v.endswith(":/node"))
     assert len(mounts) == 3  # each node mounts its own data folder
     planner = services["planner"]
-    assert "fedstock-planner run --superlink superlink:8000 --tls-ca" in " ".join(planner["command"])
+    command = " ".join(planner["command"])
+    assert "fedstock-planner $${PLANNER_ARGS:-run --superlink superlink:8000 --tls-ca" in command
     assert planner["environment"]["FEDSTOCK_APP"] == "/src"
     superlink_mounts = services["superlink"]["volumes"]
     assert "./deploy/keys/public.ctx:/app/keys/public.ctx:ro" in superlink_mounts

@@ -137,3 +137,13 @@ def test_the_planner_counts_sites_inside_the_ciphertext_not_the_coordinators_wor
         network_forecast(run, secret_key)
     with pytest.raises(NetworkError, match="at least 3"):
         network_forecast(run, secret_key, min_sites=2)
+
+
+def test_a_site_that_opts_out_sends_nothing_and_two_others_are_not_enough(nodes, keys, secret_key, tmp_path):
+    dirs, _ = nodes
+    toml = dirs[0] / "node.toml"
+    toml.write_text(toml.read_text() + "\n[network]\nshare = false\n")
+    meta = _federate(dirs, keys, tmp_path / "run", min_nodes=3)
+    assert meta["status"] == "refused" and "2 valid network replies" in meta["reason"]
+    assert any("does not share network totals" in line for line in meta["refused"])
+    assert not (dirs[0] / "out" / NETWORK_TOTALS_FILE).exists()

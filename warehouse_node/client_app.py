@@ -2,7 +2,8 @@
 
 Node config (``flower-supernode --node-config``): ``node-dir`` (folder with node.toml), optionally
 ``data`` (raw data file) and ``keys`` (folder with secret.ctx) overriding node.toml, and
-``torch-threads``. Each step prints one ``fedstock-node |`` line, which ``fedstock-node join`` shows.
+``torch-threads``. Each step prints one ``fedstock-node |`` line, which ``fedstock-node join`` shows
+(``quiet=true`` in the node config, as in-process runs set it, keeps them off).
 """
 
 from __future__ import annotations
@@ -33,8 +34,9 @@ app = ClientApp()
 LOG_PREFIX = "fedstock-node | "
 
 
-def say(line: str) -> None:
-    print(LOG_PREFIX + line, flush=True)
+def say(context: Context, line: str) -> None:
+    if not context.node_config.get("quiet", False):
+        print(LOG_PREFIX + line, flush=True)
 
 
 def node_config(context: Context) -> NodeConfig:
@@ -51,7 +53,7 @@ def _session(msg: Message, context: Context) -> NodeSession:
     session = NodeSession.open(node_config(context))
     announced = str(msg.content[CONFIG].get("fingerprint", ""))
     if announced != session.key.fingerprint:
-        say(f"refused: the coordinator announces key {announced or '(none)'}")
+        say(context, f"refused: the coordinator announces key {announced or '(none)'}")
         raise crypto.KeyMismatchError(
             f"coordinator announces key {announced or '(none)'}, this node holds {session.key.fingerprint}"
         )
@@ -78,15 +80,18 @@ def train(msg: Message, context: Context) -> Message:
     session = _session(msg, context)
     settings = round_settings(msg.content[CONFIG])
     run, rnd = context.run_id, settings.server_round
-    say(f"run {run} round {rnd}: joined ({settings.nodes} sites), training {settings.train.epochs} epochs")
+    say(
+        context,
+        f"run {run} round {rnd}: joined ({settings.nodes} sites), training {settings.train.epochs} epochs",
+    )
     weights = _global_weights(session, msg)
 
     def on_epoch(epoch: int, epochs: int, loss: float) -> None:
-        say(f"run {run} round {rnd}: epoch {epoch}/{epochs}, pinball loss {loss:.4f}")
+        say(context, f"run {run} round {rnd}: epoch {epoch}/{epochs}, pinball loss {loss:.4f}")
 
     state = session.train(settings, weights, on_epoch)
     journal.record(session.cfg, "train", run=run, round=rnd, bytes=_sent(state))
-    say(f"run {run} round {rnd}: update sent, {_sent(state) / 1e6:.2f} MB encrypted")
+    say(context, f"run {run} round {rnd}: update sent, {_sent(state) / 1e6:.2f} MB encrypted")
     return _reply(msg, session, STATE, state)
 
 
@@ -101,7 +106,7 @@ def evaluate(msg: Message, context: Context) -> Message:
     model = journal.model_fingerprint(weights)
     run, rnd = context.run_id, settings.server_round
     journal.record(session.cfg, "evaluate", run=run, round=rnd, model=model, bytes=_sent(metrics))
-    say(f"run {run} round {rnd}: global model {model} decrypted and scored, encrypted scores sent")
+    say(context, f"run {run} round {rnd}: global model {model} decrypted and scored, encrypted scores sent")
     return _reply(msg, session, METRICS, metrics)
 
 
@@ -117,7 +122,7 @@ def network_totals(msg: Message, context: Context) -> Message:
     try:
         vec, dates, series = session.network_totals(settings, weights)
     except NetworkError as exc:
-        say(f"run {run}: network forecast refused: {exc}")
+        say(context, f"run {run}: network forecast refused: {exc}")
         raise
     start, end = (pd.Timestamp(d).date().isoformat() for d in (dates[0], dates[-1]))
     model = journal.model_fingerprint(weights)
@@ -133,6 +138,9 @@ def network_totals(msg: Message, context: Context) -> Message:
         series=series,
         bytes=_sent(vec),
     )
-    say(f"run {run}: forecast {start}..{end} with model {model}; encrypted totals sent, {_sent(vec)} bytes")
+    say(
+        context,
+        f"run {run}: forecast {start}..{end} with model {model}; encrypted totals sent, {_sent(vec)} bytes",
+    )
     iso = ",".join(pd.Timestamp(d).date().isoformat() for d in dates)
     return _reply(msg, session, NETWORK, vec, **{"network-dates": iso})

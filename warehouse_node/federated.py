@@ -139,6 +139,8 @@ class NodeSession:
         series forecast)."""
         if s.network is None:
             raise NetworkError("no network layout in the run config")
+        if self.cfg.extra.get("network", {}).get("share", True) is not True:
+            raise NetworkError("this site does not share network totals (node.toml [network] share = false)")
         if s.nodes < s.network_min_sites:
             raise NetworkError(
                 f"the coordinator would sum {s.nodes} sites, fewer than the minimum of "
