@@ -3,6 +3,10 @@
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -11,6 +15,7 @@ from common import crypto
 from common.config import load_node_config
 from coordinator.certs import make_certificates, make_node_key
 from coordinator.planner_cli import cli as planner
+from warehouse_node import join as join_module
 from warehouse_node import journal
 from warehouse_node.cli import cli as node
 from warehouse_node.join import JoinSettings, check_site, shown, supernode_args
@@ -166,3 +171,39 @@ def test_planner_status_and_network_forecast_name_what_is_missing(planner_keys, 
         planner, ["network-forecast", "42", *common, "--out", str(tmp_path / "n.parquet")]
     )
     assert "has no network forecast" in _error(result)
+
+
+STAND_IN = """
+import sys
+from pathlib import Path
+from common.config import load_node_config
+from warehouse_node import join
+
+node_dir = Path(sys.argv[1])
+sleeper = "import time; print('up', flush=True); time.sleep(120)"
+join.supernode_args = lambda s, cfg: [sys.executable, "-c", sleeper]
+settings = join.JoinSettings("127.0.0.1:9", node_dir / "node.toml", insecure=True, verbose=True)
+sys.exit(join.run_supernode(settings, load_node_config(node_dir), lambda line: print(line, flush=True)))
+"""
+
+
+def test_ctrl_c_stops_the_supernode_cleanly_even_when_sigint_was_inherited_as_ignored(nodes, tmp_path):
+    node_dir = nodes[0][0]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", STAND_IN, str(node_dir)],
+        stdout=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),  # as under `cmd &` in a script
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    try:
+        assert "SuperNode started" in proc.stdout.readline()
+        assert proc.stdout.readline().strip() == "up"  # the stand-in runs (shown: verbose)
+        os.kill(proc.pid, signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
+        assert "stopped cleanly" in proc.stdout.read()
+    finally:
+        proc.kill()
+    events = journal.read_status(load_node_config(node_dir))["events"]
+    assert [e["kind"] for e in events[-2:]] == ["joined", "left"]
+    assert not join_module._alive(events[-2]["pid"])  # the SuperNode's process is gone too

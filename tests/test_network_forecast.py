@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from click.testing import CliRunner
 
 from common import crypto
 from common.network import (
@@ -18,6 +19,7 @@ from common.network import (
 )
 from coordinator.inprocess import run_inprocess
 from coordinator.planner import fan_chart, network_forecast, run_status
+from coordinator.planner_cli import cli as planner
 from coordinator.server_app import app as server_app
 from coordinator.strategy import NETWORK_FILE, NETWORK_META
 from tests.conftest import run_config
@@ -112,6 +114,13 @@ def test_network_forecast_is_the_exact_sum_of_the_sites_own_totals(nodes, keys, 
     assert status["rounds_done"] == 1 and status["rounds_planned"] == 1
     assert status["network_forecast"] == {"status": "summed", "sites": 3}
     assert len(status["rounds"][0]["trained"]) == 3 and status["rounds"][0]["train_loss"] > 0
+    common = ["--runs", str(tmp_path), "--keys", str(keys)]
+    table = CliRunner().invoke(planner, ["status", "run", *common])
+    assert table.exit_code == 0 and "rounds 1 of 1" in table.output, table.output
+    out = tmp_path / "net" / "network.parquet"
+    shown = CliRunner().invoke(planner, ["network-forecast", "run", *common, "--out", str(out)])
+    assert shown.exit_code == 0 and "3 sites" in shown.output, shown.output
+    assert pd.read_parquet(out)["dependence"].eq("network").all() and out.with_suffix(".png").is_file()
 
 
 def test_two_sites_are_never_summed_and_never_decrypted(nodes, keys, secret_key, tmp_path):

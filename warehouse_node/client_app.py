@@ -28,7 +28,7 @@ from common.records import (
     read_encrypted,
 )
 from warehouse_node import journal
-from warehouse_node.federated import NodeSession, round_settings
+from warehouse_node.federated import NodeSession, RoundSettings, round_settings
 
 app = ClientApp()
 LOG_PREFIX = "fedstock-node | "
@@ -95,13 +95,19 @@ def train(msg: Message, context: Context) -> Message:
     return _reply(msg, session, STATE, state)
 
 
-@app.evaluate()
-def evaluate(msg: Message, context: Context) -> Message:
+def _with_global_model(
+    msg: Message, context: Context, step: str
+) -> tuple[NodeSession, np.ndarray, RoundSettings]:
     session = _session(msg, context)
     weights = _global_weights(session, msg)
     if weights is None:
-        raise ValueError("evaluate needs a global model, none was sent")
-    settings = round_settings(msg.content[CONFIG])
+        raise ValueError(f"{step} needs the global model, none was sent")
+    return session, weights, round_settings(msg.content[CONFIG])
+
+
+@app.evaluate()
+def evaluate(msg: Message, context: Context) -> Message:
+    session, weights, settings = _with_global_model(msg, context, "evaluate")
     metrics = session.evaluate(settings, weights)
     model = journal.model_fingerprint(weights)
     run, rnd = context.run_id, settings.server_round
@@ -113,11 +119,7 @@ def evaluate(msg: Message, context: Context) -> Message:
 @app.query()
 def network_totals(msg: Message, context: Context) -> Message:
     """After the last round: forecast with the final model and send encrypted network totals."""
-    session = _session(msg, context)
-    weights = _global_weights(session, msg)
-    if weights is None:
-        raise ValueError("the network forecast needs the final global model, none was sent")
-    settings = round_settings(msg.content[CONFIG])
+    session, weights, settings = _with_global_model(msg, context, "the network forecast")
     run = context.run_id
     try:
         vec, dates, series = session.network_totals(settings, weights)

@@ -37,7 +37,7 @@ class JoinError(ValueError):
 
 
 class _Stop(Exception):
-    """SIGTERM, handled like Ctrl-C."""
+    """Ctrl-C (SIGINT) or SIGTERM: leave the federation cleanly."""
 
 
 @dataclass(frozen=True)
@@ -202,23 +202,25 @@ def run_supernode(s: JoinSettings, cfg: NodeConfig, say: Callable[[str], None]) 
     journal.record(cfg, "joined", superlink=s.superlink, pid=proc.pid)
     say(f"SuperNode started (pid {proc.pid}), connecting to {s.superlink}; full log {log_path}")
 
-    def on_term(*_: object) -> None:
+    def on_stop(*_: object) -> None:
         raise _Stop
 
-    previous = signal.signal(signal.SIGTERM, on_term)
+    # Both set here: a process started in the background may inherit SIGINT as ignored.
+    previous = {sig: signal.signal(sig, on_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         for line in _lines(proc, log_path):
             if (text := shown(line, s.verbose)) is not None:
                 say(text)
         code = proc.wait()
         say(f"SuperNode exited with code {code}; see {log_path}")
-    except (KeyboardInterrupt, _Stop):
+    except _Stop:
         say("stopping: the SuperNode leaves the federation")
         stop_group(proc, grace=15.0)
         code = 0
         say("stopped cleanly")
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         if proc.poll() is None:
             stop_group(proc)
     journal.record(cfg, "left", superlink=s.superlink, exit_code=code)
