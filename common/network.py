@@ -35,6 +35,7 @@ DEPENDENCE = {
     "site": "series of one site move together; sites independent",
     "network": "every series moves together",
 }
+MIN_SITES = 3  # no sum over fewer sites is ever sent, written or decrypted; a run may ask for more
 DEFAULT_DEPENDENCE = "network"  # the only one that did not under-cover on Walmart (BENCHMARKS.md)
 TOTAL, OTHER = "total", "other"
 Z90 = 1.2815515655446004  # standard normal 0.9 quantile: (q90 - q10) / (2 Z90) is one sd

@@ -9,11 +9,9 @@ import numpy as np
 import pandas as pd
 
 from common import crypto
-from common.network import DEFAULT_DEPENDENCE, Layout, NetworkError, from_digits, network_table
+from common.network import DEFAULT_DEPENDENCE, MIN_SITES, Layout, NetworkError, from_digits, network_table
 from common.records import EVAL_METRICS, STATE_TAIL
 from coordinator.strategy import NETWORK_FILE, NETWORK_META, PROGRESS_FILE
-
-MIN_SITES = 3  # the planner never decrypts a network sum over fewer sites
 
 
 def _read(key: crypto.KeyContext, path: Path) -> list[float]:

@@ -20,10 +20,10 @@ from rich.table import Table
 
 from common import crypto
 from common.cli_errors import one_line_errors
-from common.network import DEFAULT_DEPENDENCE, DEPENDENCE, Layout
+from common.network import DEFAULT_DEPENDENCE, DEPENDENCE, MIN_SITES, Layout
 from coordinator import control
 from coordinator.deployment import APP_DIR
-from coordinator.planner import MIN_SITES, fan_chart, network_forecast, progress, run_status
+from coordinator.planner import fan_chart, network_forecast, progress, run_status
 
 console = Console(stderr=True)
 

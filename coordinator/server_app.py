@@ -17,7 +17,7 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 
 from common import crypto
-from common.network import Layout
+from common.network import MIN_SITES, Layout
 from common.privacy import privacy_from_config, privacy_report
 from common.records import NODE_SETTINGS, check_node_settings, node_setting
 from coordinator.strategy import EncryptedFedAvg, latest_checkpoint, load_state
@@ -38,9 +38,9 @@ def run_folder(rc: dict, run_id: int) -> Path:
 
 def network_settings(rc: dict) -> tuple[Layout, int]:
     """The network forecast's cells and minimum of sites; a bad setting stops the run before round 1."""
-    min_sites = int(rc.get("network-min-sites", 3))
-    if min_sites < 2:
-        raise ValueError(f"run config 'network-min-sites' must be at least 2, got {min_sites}")
+    min_sites = int(rc.get("network-min-sites", MIN_SITES))
+    if min_sites < MIN_SITES:
+        raise ValueError(f"run config 'network-min-sites' must be at least {MIN_SITES}, got {min_sites}")
     horizon = node_setting(rc, "horizon", 14)  # the nodes' forecast periods
     layout = Layout.of(str(rc.get("network-group", "")), str(rc.get("network-groups", "")), horizon)
     return layout, min_sites

@@ -131,6 +131,11 @@ def test_two_sites_are_never_summed_and_never_decrypted(nodes, keys, secret_key,
         network_forecast(tmp_path / "run", secret_key)
 
 
+def test_a_run_config_cannot_lower_the_minimum_of_sites(nodes, keys, tmp_path):
+    with pytest.raises(ValueError, match="at least 3"):
+        _federate(nodes[0][:2], keys, tmp_path / "run", min_nodes=2, **{"network-min-sites": 2})
+
+
 def test_the_planner_counts_sites_inside_the_ciphertext_not_the_coordinators_word(
     nodes, keys, secret_key, tmp_path
 ):

@@ -15,7 +15,7 @@ import pandas as pd
 from common import crypto
 from common.config import NodeConfig
 from common.model import DEFAULT_QUANTILES, ModelConfig, build_model, model_vector
-from common.network import DIGIT_SCALE_BITS, Layout, NetworkError, site_cells, to_digits
+from common.network import DIGIT_SCALE_BITS, MIN_SITES, Layout, NetworkError, site_cells, to_digits
 from common.privacy import PrivacySettings, privacy_from_config, privatize
 from common.records import METRIC_SCALE_BITS, STATE_TAIL, WEIGHT_UNIT, check_node_settings, node_setting
 from common.training import TrainConfig
@@ -141,10 +141,11 @@ class NodeSession:
             raise NetworkError("no network layout in the run config")
         if self.cfg.extra.get("network", {}).get("share", True) is not True:
             raise NetworkError("this site does not share network totals (node.toml [network] share = false)")
-        if s.nodes < s.network_min_sites:
+        minimum = max(s.network_min_sites, MIN_SITES)  # a run config cannot lower the site's own floor
+        if s.nodes < minimum:
             raise NetworkError(
                 f"the coordinator would sum {s.nodes} sites, fewer than the minimum of "
-                f"{s.network_min_sites}: this site keeps its totals"
+                f"{minimum}: this site keeps its totals"
             )
         save_global_model(self.cfg, weights, s.model, s.server_round)
         frame = forecast(self.cfg)
