@@ -24,6 +24,7 @@ from common.network import DEFAULT_DEPENDENCE, DEPENDENCE, MIN_SITES, Layout
 from coordinator import control
 from coordinator.deployment import APP_DIR
 from coordinator.planner import fan_chart, network_forecast, progress, run_status
+from coordinator.strategy import PROGRESS_FILE
 
 console = Console(stderr=True)
 
@@ -196,8 +197,8 @@ def run_cmd(
 def _latest_run(runs: Path) -> str:
     found = (
         sorted(
-            (p for p in runs.iterdir() if p.is_dir() and (p / "progress.json").is_file()),
-            key=lambda p: (p / "progress.json").stat().st_mtime,
+            (p for p in runs.iterdir() if p.is_dir() and (p / PROGRESS_FILE).is_file()),
+            key=lambda p: (p / PROGRESS_FILE).stat().st_mtime,
         )
         if runs.is_dir()
         else []

@@ -161,3 +161,12 @@ def test_a_site_that_opts_out_sends_nothing_and_two_others_are_not_enough(nodes,
     assert meta["status"] == "refused" and "2 valid network replies" in meta["reason"]
     assert any("does not share network totals" in line for line in meta["refused"])
     assert not (dirs[0] / "out" / NETWORK_TOTALS_FILE).exists()
+
+
+def test_a_resumed_run_with_every_round_done_still_sums_the_network_forecast(nodes, keys, tmp_path):
+    dirs, _ = nodes
+    run = tmp_path / "run"
+    run_inprocess(server_app, client_module.app, dirs, run_config(keys, run, rounds=1))
+    assert not (run / NETWORK_META).exists()  # the first attempt stopped before its network forecast
+    meta = _federate(dirs, keys, run, min_nodes=3, resume=True)
+    assert meta["status"] == "summed" and meta["sites"] == 3 and meta["round"] == 1
