@@ -45,6 +45,7 @@ class ModelConfig:
     dropout: float = 0.1
     quantiles: tuple[float, ...] = DEFAULT_QUANTILES
     anchor: str = "none"  # what the quantiles are learned around: none, level or seasonal
+    denoise: bool = False  # seasonal-lag input from the run's cross-site profile (common/denoise.py)
 
     def __post_init__(self) -> None:
         if self.anchor not in ANCHORS:

@@ -13,9 +13,12 @@ from typing import Any
 from flwr.app import Array, ArrayRecord
 
 from common.crypto import CryptoError, EncryptedVector
+from common.denoise import DenoiseSettings
+from common.network import Layout
 
 CIPHERTEXT_STYPE = "fedstock.ckks"
 STATE, METRICS, NETWORK = "state", "metrics", "network"  # keys inside the ArrayRecord
+SITE_GROUPS, MOMENTS = "site_groups", "moments"  # the cross-site profile (common/denoise.py)
 GLOBAL, UPDATE, CONFIG = "global", "update", "config"  # keys inside the RecordDict
 
 # A train reply is ONE vector, [weight·w (the model), weight·train pinball, weight]: packing the two
@@ -73,6 +76,11 @@ NODE_SETTINGS: dict[str, type] = {
     "network-group": str,  # network forecast (common/network.py): "" = total only, else a series key
     "network-groups": str,  # its values, comma-separated: the same cells at every site
     "network-min-sites": int,  # a node refuses to send its totals into a smaller sum
+    "denoise-rank": int,  # cross-site profile (common/denoise.py): shapes per group, 0 = off
+    "denoise-shrink": float,
+    "denoise-periods": int,
+    "denoise-min-sites": int,  # a group is shared only when this many sites hold it (floor 3)
+    "denoise-id": str,  # set by the coordinator: which summed profile the run trains with
 }
 
 
@@ -92,3 +100,17 @@ def check_node_settings(cfg: Mapping) -> None:
     for key in NODE_SETTINGS:
         if key in cfg:
             node_setting(cfg, key, None)
+
+
+def denoise_settings(cfg: Mapping) -> DenoiseSettings:
+    """The cross-site profile's settings; its groups are the network forecast's (network-groups)."""
+    group_by = node_setting(cfg, "network-group", "")
+    groups = Layout.of(group_by, node_setting(cfg, "network-groups", ""), 1).groups[1:-1]
+    return DenoiseSettings(
+        rank=node_setting(cfg, "denoise-rank", 0),
+        shrink=node_setting(cfg, "denoise-shrink", 0.5),
+        periods=node_setting(cfg, "denoise-periods", 104),
+        min_sites=node_setting(cfg, "denoise-min-sites", 5),
+        group_by=group_by,
+        groups=groups,
+    )

@@ -155,6 +155,7 @@ def _seasonal_lag(
     y: np.ndarray, observed: np.ndarray, holiday: np.ndarray, lag: int, horizon: int
 ) -> np.ndarray:
     """[T, 3]: demand one season earlier, whether it was observed, whether it was a holiday.
+    ``y`` is the demand the lag repeats: the series' own, or its cross-site denoised history.
 
     The value is smoothed over the same period a week before and after (weights 1/4, 1/2, 1/4;
     the neighbours are ``lag // 52`` periods away, so daily data keeps its weekday) unless one of
@@ -232,6 +233,9 @@ def build_windows(
     cov = known_covariates(panel, stats)
     obs_cov = observed_covariates(panel, stats)
     demand = panel["demand"].to_numpy(dtype=np.float32)
+    # what the seasonal lag repeats: the cross-site denoised history where the node has one
+    source = panel["profile"].fillna(panel["demand"]) if "profile" in panel else panel["demand"]
+    lag_source = source.to_numpy(dtype=np.float32)
     holiday = panel["holiday"].to_numpy(dtype=np.float32)
     event_ids = (
         panel["event"].map(event_bucket).to_numpy(dtype=np.int64)
@@ -243,7 +247,8 @@ def build_windows(
         scale = float(stats.scale.get(series, 1.0))
         observed = np.isfinite(demand[rows]).astype(np.float32)
         y = np.nan_to_num(demand[rows] / scale, nan=0.0).astype(np.float32)
-        seasonal = _seasonal_lag(y, observed, holiday[rows], lag, horizon)
+        repeated = np.nan_to_num(lag_source[rows] / scale, nan=0.0).astype(np.float32)
+        seasonal = _seasonal_lag(repeated, observed, holiday[rows], lag, horizon)
         feats = np.column_stack([y, observed, obs_cov[rows], cov[rows], seasonal])
         pasts.append(np.vstack([np.zeros((lookback, feats.shape[1]), np.float32), feats]))
         events.append(np.concatenate([np.zeros(lookback, np.int64), event_ids[rows]]))

@@ -19,7 +19,7 @@ from flwr.serverapp import Grid, ServerApp
 from common import crypto
 from common.network import MIN_SITES, Layout
 from common.privacy import privacy_from_config, privacy_report
-from common.records import NODE_SETTINGS, check_node_settings, node_setting
+from common.records import NODE_SETTINGS, check_node_settings, denoise_settings, node_setting
 from coordinator.strategy import EncryptedFedAvg, latest_checkpoint, load_state
 
 app = ServerApp()
@@ -56,6 +56,9 @@ def main(grid: Grid, context: Context) -> None:
     checkpoint_dir = run_folder(dict(rc), context.run_id)
     network = network_settings(dict(rc)) if rc.get("network-forecast") else None
     privacy = privacy_from_config(dict(rc))
+    denoise = denoise_settings(rc)  # a bad setting stops the run here, by name
+    if denoise.enabled and privacy is not None:
+        raise ValueError("denoise-rank with dp-clip: the privacy accounting covers model updates only")
     min_nodes = int(rc.get("min-nodes", 2))
     train_config = node_config_record(rc)
     if privacy is not None:  # fewer replies than dp-nodes would sum less noise than promised
@@ -74,6 +77,8 @@ def main(grid: Grid, context: Context) -> None:
         strategy.privacy = privacy_report(privacy, int(rc.get("num-rounds", 3)))
         log(INFO, "differential privacy: %s", strategy.privacy)
     timeout = float(rc.get("round-timeout", 900.0))
+    if denoise.enabled and rounds > 0:  # the nodes' inputs for every round: before round 1
+        train_config["denoise-id"] = strategy.profile_round(grid, train_config, denoise, timeout)["id"]
     final = initial
     if rounds > 0:
         final = strategy.start(

@@ -16,6 +16,7 @@ The training budget is the same in every mode: ``rounds × local_epochs`` passes
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -28,12 +29,13 @@ import pandas as pd
 from common import crypto
 from common.config import NodeConfig, load_node_config
 from common.model import build_model, model_vector
-from common.public_data import DATASETS, WRITERS, to_dataset_columns
+from common.network import group_label
+from common.public_data import DATASETS, WRITERS, load_sales, to_dataset_columns
 from common.training import TrainConfig, train_local
 from common.windows import concat_windows
 from coordinator.demo import provision_node
 from coordinator.planner import round_metrics
-from warehouse_node.federated import RoundSettings, round_settings
+from warehouse_node.federated import RoundSettings, adopt_profile, round_settings, site_history
 from warehouse_node.pipeline import NodeData, forecast, local_update, prepare_node, save_global_model
 
 Report = Callable[[str], None]
@@ -53,6 +55,12 @@ PRESETS: dict[str, dict[str, object]] = {
         "batch-size": 256,
         "learning-rate": 0.001,
         "scale-weight": 1.0,
+        # cross-site denoising of last season (common/denoise.py), chosen on origins before the
+        # benchmark window (BENCHMARKS.md, "Cross-site denoising"); groups: the departments
+        "denoise-rank": 10,
+        "denoise-shrink": 0.5,
+        "denoise-periods": 104,
+        "denoise-min-sites": 5,
     },
     "store_item": {
         "lookback": 56,
@@ -86,8 +94,15 @@ class SimulationSettings:
             raise ValueError(f"unknown dataset {self.dataset!r}: choose one of {', '.join(PRESETS)}")
 
     def run_config(self, out: Path) -> dict[str, object]:
-        return {
-            **PRESETS[self.dataset],
+        preset = PRESETS[self.dataset]
+        groups = {}
+        if preset.get("denoise-rank"):  # the departments every store may hold
+            key = DATASETS[self.dataset].keys[1]
+            values = load_sales(self.dataset, self.data)[key].map(group_label).unique()
+            groups = {"network-group": key, "network-groups": ",".join(sorted(values, key=_natural))}
+        config = {
+            **preset,
+            **groups,
             **dict(self.overrides),
             "num-rounds": self.rounds,
             "min-nodes": 1,
@@ -96,6 +111,13 @@ class SimulationSettings:
             "public-context": str(out / "keys" / crypto.PUBLIC_CONTEXT_FILE),
             "checkpoint-dir": str(out / "checkpoints"),
         }
+        if config.get("dp-clip"):  # the privacy accounting covers the model updates only
+            config["denoise-rank"] = 0
+        return config
+
+
+def _natural(label: str) -> tuple[int, str]:
+    return (len(label), label)
 
 
 def prepare_nodes(s: SimulationSettings, out: Path, report: Report) -> list[NodeConfig]:
@@ -140,13 +162,29 @@ def run_he(nodes: list[NodeConfig], rc: dict, report: Report) -> None:
     run_inprocess(server_app, client_app, dirs, rc, progress=progress, torch_threads=TORCH_THREADS)
 
 
+def plaintext_profile(nodes: list[NodeConfig], rc: dict, report: Report) -> dict:
+    """The he mode's cross-site profile, summed in plaintext (plain and central modes)."""
+    s = _settings({**rc, "round-nodes": len(nodes)})
+    if not s.denoise.enabled:
+        return rc
+    histories = [site_history(cfg, s)[0] for cfg in nodes]
+    counts = sum(h.site_groups(len(s.denoise.groups)) for h in histories)
+    summed = sum(h.moments(s.denoise, counts) for h in histories)
+    profile_id = "plain-" + hashlib.sha256(np.asarray(summed).tobytes()).hexdigest()[:10]
+    for cfg in nodes:
+        profile = adopt_profile(cfg, s, summed, profile_id)
+    report(f"cross-site profile {profile_id}: {int((profile.sites > 0).sum())} groups shared")
+    return {**rc, "denoise-id": profile_id}
+
+
 def run_plain(nodes: list[NodeConfig], rc: dict, report: Report) -> None:
+    rc = plaintext_profile(nodes, rc, report)
     weights: np.ndarray | None = None
     for r in range(1, int(rc["num-rounds"]) + 1):
         s = _settings(rc, r)
         total, n_sum = 0.0, 0
         for cfg in nodes:
-            data = NodeData.load(cfg, s.model.horizon, s.validation)
+            data = NodeData.load(cfg, s.model.horizon, s.validation, s.model.denoise)
             new, n, _ = local_update(data, s.model, s.train, weights, s.round_seed)
             total, n_sum = total + n * new, n_sum + n
         weights = total / n_sum
@@ -160,7 +198,8 @@ def _whole_run(s: RoundSettings, rounds: int, batches: int) -> TrainConfig:
 
 
 def run_local(nodes: list[NodeConfig], rc: dict, report: Report) -> None:
-    s, rounds = _settings(rc), int(rc["num-rounds"])
+    """Each store alone: no cross-site profile either (it needs the other sites)."""
+    s, rounds = _settings({**rc, "denoise-rank": 0}), int(rc["num-rounds"])
     for cfg in nodes:
         data = NodeData.load(cfg, s.model.horizon, s.validation)
         model = build_model(s.model, s.seed)
@@ -171,8 +210,9 @@ def run_local(nodes: list[NodeConfig], rc: dict, report: Report) -> None:
 
 
 def run_central(nodes: list[NodeConfig], rc: dict, report: Report) -> None:
-    s, rounds = _settings(rc), int(rc["num-rounds"])
-    sets = [NodeData.load(c, s.model.horizon, s.validation).train_windows(s.model) for c in nodes]
+    s, rounds = _settings(plaintext_profile(nodes, rc, report)), int(rc["num-rounds"])
+    loaded = [NodeData.load(c, s.model.horizon, s.validation, s.model.denoise) for c in nodes]
+    sets = [d.train_windows(s.model) for d in loaded]
     batches = sum(min(-(-len(w) // s.train.batch_size), s.train.max_batches_per_epoch) for w in sets)
     pooled = concat_windows(sets)
     report(f"pooled {len(pooled)} windows of {len(nodes)} nodes; {batches} batches per epoch")
@@ -192,6 +232,9 @@ def train_and_forecast(
     """Train in ``s.mode`` over prepared nodes (keys in ``out/keys``); return dataset-shaped forecasts."""
     started = time.monotonic()
     rc = s.run_config(out)
+    if rc.get("denoise-rank") and len(nodes) < int(rc.get("denoise-min-sites", 5)):
+        report(f"cross-site denoising off: {len(nodes)} sites, fewer than denoise-min-sites")
+        rc["denoise-rank"] = 0
     RUNNERS[s.mode](nodes, rc, report)
     report(f"{s.mode} training done in {time.monotonic() - started:.0f}s; forecasting")
     frames = [forecast(cfg, include_ended=True) for cfg in nodes]

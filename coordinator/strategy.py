@@ -8,6 +8,7 @@ with the others, as long as ``min_nodes`` valid replies arrived.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections import Counter
@@ -21,14 +22,17 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from common import crypto
-from common.network import DIGIT_SCALE_BITS, Layout
+from common.denoise import PROFILE_SCALE_BITS, DenoiseSettings
+from common.network import DIGIT_SCALE_BITS, MIN_SITES, Layout
 from common.records import (
     CONFIG,
     EVAL_METRICS,
     GLOBAL,
     METRIC_SCALE_BITS,
     METRICS,
+    MOMENTS,
     NETWORK,
+    SITE_GROUPS,
     STATE,
     UPDATE,
     encrypted_record,
@@ -37,6 +41,7 @@ from common.records import (
 
 PROGRESS_FILE = "progress.json"
 NETWORK_FILE, NETWORK_META = "network.ckks", "network.json"
+PROFILE_FILE, PROFILE_META = "profile.ckks", "profile.json"  # the summed moments, never decrypted here
 
 
 class RoundFailed(RuntimeError):
@@ -175,6 +180,41 @@ class EncryptedFedAvg(Strategy):
         self._progress(server_round, "evaluate", good, refused)
         return MetricRecord({"replies": len(good), "refused": len(refused)})
 
+    # ---- queries: one encrypted sum over the nodes that agree on a config value ------------------
+    def _ask(self, grid: Grid, arrays: ArrayRecord, config: ConfigRecord, action: str, timeout: float):
+        """Send ``query.action`` (plain ``query`` when empty) to every node; return the replies."""
+        done = max((h["round"] for h in self.history), default=self.round_offset)
+        kind = f"{MessageType.QUERY}.{action}" if action else MessageType.QUERY
+        messages = self._messages(arrays, config, grid, kind, done - self.round_offset)
+        return grid.send_and_receive(messages, timeout=timeout)
+
+    def _query_sum(
+        self,
+        replies: Iterable[Message],
+        name: str,
+        length: int,
+        scale_bits: int,
+        minimum: int,
+        agree_on: str,
+    ) -> tuple[crypto.EncryptedVector | None, list[dict], list[str], str]:
+        """Sum the ``name`` replies whose config ``agree_on`` is the most common value. Returns
+        (the sum, or None when fewer than ``minimum`` are usable; replies used; refusals; value)."""
+        decoded, refused = self._valid(replies, (name,))
+        common = Counter(d["config"].get(agree_on, "") for d in decoded).most_common(1)
+        value = common[0][0] if common else ""
+        agreeing = []
+        for d in decoded:
+            if d["config"].get(agree_on, "") == value:
+                agreeing.append(d)
+            else:
+                refused.append(f"node {d['node']}: refused: its {agree_on} differs from the network's")
+        try:
+            total, good = self._sum(agreeing, name, length, refused, scale_bits, minimum)
+        except RoundFailed as exc:
+            refused.append(str(exc))
+            return None, [], refused, value
+        return total, good, refused, value
+
     # ---- the network forecast, after the last round ----------------------------------------------
     def network_round(
         self,
@@ -188,28 +228,19 @@ class EncryptedFedAvg(Strategy):
         """Ask every node for its encrypted totals and sum those that agree on the periods.
 
         Fewer than ``min_sites`` usable replies: nothing is summed or written but the refusal."""
-        done = max((h["round"] for h in self.history), default=self.round_offset)
-        messages = self._messages(arrays, config, grid, MessageType.QUERY, done - self.round_offset)
-        decoded, refused = self._valid(grid.send_and_receive(messages, timeout=timeout), (NETWORK,))
-        periods = Counter(d["config"].get("network-dates", "") for d in decoded).most_common(1)
-        dates = periods[0][0] if periods else ""
-        agreeing = []
-        for d in decoded:
-            if d["config"].get("network-dates", "") == dates:
-                agreeing.append(d)
-            else:
-                refused.append(f"node {d['node']}: refused: forecasts other periods than the network's")
+        replies = self._ask(grid, arrays, config, "", timeout)
+        total, good, refused, dates = self._query_sum(
+            replies, NETWORK, layout.length, DIGIT_SCALE_BITS, min_sites, "network-dates"
+        )
         meta = {
-            "round": done,
+            "round": max((h["round"] for h in self.history), default=self.round_offset),
             "group_by": layout.group_by,
             "groups": list(layout.groups),
             "dates": dates.split(",") if dates else [],
             "min_sites": min_sites,
         }
-        try:
-            total, good = self._sum(agreeing, NETWORK, layout.length, refused, DIGIT_SCALE_BITS, min_sites)
-        except RoundFailed as exc:
-            meta.update(status="refused", reason=str(exc), sites=0, nodes=[], refused=refused)
+        if total is None:
+            meta.update(status="refused", reason=refused[-1], sites=0, nodes=[], refused=refused[:-1])
         else:
             self._write(self.checkpoint_dir / NETWORK_FILE, total.to_bytes())
             meta.update(status="summed", sites=len(good), nodes=[d["node"] for d in good], refused=refused)
@@ -218,6 +249,52 @@ class EncryptedFedAvg(Strategy):
         self._write(self.checkpoint_dir / NETWORK_META, (json.dumps(meta, indent=2) + "\n").encode())
         log(INFO, "network forecast: %s over %d sites", meta["status"], meta["sites"])
         return meta
+
+    # ---- the cross-site profile, before round 1 (common/denoise.py) -------------------------------
+    def profile_round(self, grid: Grid, config: ConfigRecord, s: DenoiseSettings, timeout: float) -> dict:
+        """Sites per group, then the moments of the groups enough sites hold, then every node keeps
+        the shapes of the summed moments. Returns what ``PROFILE_META`` records; its ``id`` (a
+        digest of the summed ciphertext) goes into every later message of the run."""
+        minimum = max(s.min_sites, MIN_SITES)
+        meta: dict = {"group_by": s.group_by, "groups": len(s.groups), "rank": s.rank, "min_sites": minimum}
+        replies = self._ask(grid, ArrayRecord(), config, "profile_site_groups", timeout)
+        counts, _, refused, _ = self._query_sum(
+            replies, SITE_GROUPS, len(s.groups) + 1, METRIC_SCALE_BITS, minimum, "profile-end"
+        )
+        moments = None
+        if counts is not None:
+            replies = self._ask(
+                grid, encrypted_record(**{SITE_GROUPS: counts}), config, "profile_moments", timeout
+            )
+            moments, good, more, end = self._query_sum(
+                replies, MOMENTS, s.moments_length, PROFILE_SCALE_BITS, minimum, "profile-end"
+            )
+            refused += more
+        if moments is None:
+            meta.update(status="refused", reason=refused[-1], sites=0, refused=refused[:-1])
+            self._write_profile_meta(meta)
+            raise RoundFailed(f"cross-site profile: {refused[-1]}")
+        blob = moments.to_bytes()
+        profile_id = hashlib.sha256(blob).hexdigest()[:16]
+        self._write(self.checkpoint_dir / PROFILE_FILE, blob)
+        adopt = ConfigRecord({**dict(config), "denoise-id": profile_id})
+        replies = self._ask(grid, encrypted_record(**{MOMENTS: moments}), adopt, "profile_adopt", timeout)
+        kept = []
+        for msg in replies:
+            if msg.has_error():
+                refused.append(f"node {msg.metadata.src_node_id}: did not keep it: {msg.error.reason}")
+            elif msg.content[CONFIG].get("denoise-id") == profile_id:
+                kept.append(msg.metadata.src_node_id)
+        meta.update(status="summed", id=profile_id, end=end, sites=len(good), adopted=kept, refused=refused)
+        meta["nodes"] = [d["node"] for d in good]
+        self._write_profile_meta(meta)
+        log(INFO, "cross-site profile %s: %d sites summed, %d kept it", profile_id, len(good), len(kept))
+        return meta
+
+    def _write_profile_meta(self, meta: dict) -> None:
+        for line in meta.get("refused", []):
+            log(WARNING, "cross-site profile: %s", line)
+        self._write(self.checkpoint_dir / PROFILE_META, (json.dumps(meta, indent=2) + "\n").encode())
 
     # ---- checkpoints --------------------------------------------------------------------------
     def _write(self, path: Path, blob: bytes) -> None:

@@ -16,7 +16,7 @@ from coordinator.planner_cli import cli as planner
 from coordinator.simulate import SimulationSettings, prepare_nodes, simulate, train_and_forecast
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-TINY = (("hidden", 8), ("heads", 2), ("max-batches", 2), ("lookback", 12))
+TINY = (("hidden", 8), ("heads", 2), ("max-batches", 2), ("lookback", 12), ("denoise-min-sites", 3))
 
 
 @pytest.fixture(scope="module")

@@ -16,12 +16,15 @@ from flwr.clientapp import ClientApp
 
 from common import crypto
 from common.config import NodeConfig, load_node_config, with_site_files
+from common.denoise import DenoiseError
 from common.network import NetworkError
 from common.records import (
     CONFIG,
     GLOBAL,
     METRICS,
+    MOMENTS,
     NETWORK,
+    SITE_GROUPS,
     STATE,
     UPDATE,
     encrypted_record,
@@ -146,3 +149,51 @@ def network_totals(msg: Message, context: Context) -> Message:
     )
     iso = ",".join(pd.Timestamp(d).date().isoformat() for d in dates)
     return _reply(msg, session, NETWORK, vec, **{"network-dates": iso})
+
+
+# ---- the cross-site profile, before round 1 (common/denoise.py) ---------------------------------
+def _profile_step(msg: Message, context: Context, step: str, work) -> Message:
+    session = _session(msg, context)
+    settings = round_settings(msg.content[CONFIG])
+    try:
+        return work(session, settings)
+    except DenoiseError as exc:
+        say(context, f"run {context.run_id}: cross-site profile, {step} refused: {exc}")
+        raise
+
+
+@app.query("profile_site_groups")
+def profile_site_groups(msg: Message, context: Context) -> Message:
+    """Which shared groups this site holds (encrypted 0/1 per group)."""
+
+    def work(session: NodeSession, s: RoundSettings) -> Message:
+        vec, end = session.profile_site_groups(s)
+        return _reply(msg, session, SITE_GROUPS, vec, **{"profile-end": end})
+
+    return _profile_step(msg, context, "groups", work)
+
+
+@app.query("profile_moments")
+def profile_moments(msg: Message, context: Context) -> Message:
+    """This site's second moments of the groups enough sites hold (encrypted)."""
+
+    def work(session: NodeSession, s: RoundSettings) -> Message:
+        vec, end = session.profile_moments(s, read_encrypted(msg.content[GLOBAL], SITE_GROUPS))
+        say(context, f"run {context.run_id}: cross-site profile, moments sent, {_sent(vec) / 1e6:.2f} MB")
+        return _reply(msg, session, MOMENTS, vec, **{"profile-end": end})
+
+    return _profile_step(msg, context, "moments", work)
+
+
+@app.query("profile_adopt")
+def profile_adopt(msg: Message, context: Context) -> Message:
+    """Decrypt the network's summed moments and keep their shapes (NODE/private)."""
+
+    def work(session: NodeSession, s: RoundSettings) -> Message:
+        profile = session.adopt_profile(s, read_encrypted(msg.content[GLOBAL], MOMENTS), s.denoise_id)
+        shared = int((profile.sites > 0).sum())
+        say(context, f"run {context.run_id}: cross-site profile {s.denoise_id} kept, {shared} groups shared")
+        config = ConfigRecord({"fingerprint": session.key.fingerprint, "denoise-id": s.denoise_id})
+        return Message(RecordDict({CONFIG: config}), reply_to=msg)
+
+    return _profile_step(msg, context, "adopting it", work)

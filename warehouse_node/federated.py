@@ -7,19 +7,42 @@ the summed state Enc([Σn·w, Σn·loss, Σn]) each node recovers the global wei
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from common import crypto
 from common.config import NodeConfig
+from common.denoise import (
+    PROFILE_FILE,
+    PROFILE_SCALE_BITS,
+    DenoiseError,
+    DenoiseSettings,
+    Profile,
+    SiteHistory,
+    grid_dates,
+)
 from common.model import DEFAULT_QUANTILES, ModelConfig, build_model, model_vector
 from common.network import DIGIT_SCALE_BITS, MIN_SITES, Layout, NetworkError, site_cells, to_digits
 from common.privacy import PrivacySettings, privacy_from_config, privatize
-from common.records import METRIC_SCALE_BITS, STATE_TAIL, WEIGHT_UNIT, check_node_settings, node_setting
+from common.records import (
+    METRIC_SCALE_BITS,
+    STATE_TAIL,
+    WEIGHT_UNIT,
+    check_node_settings,
+    denoise_settings,
+    node_setting,
+)
 from common.training import TrainConfig
-from warehouse_node.pipeline import NodeData, forecast, holdout_metrics, local_update, save_global_model
+from warehouse_node.pipeline import (
+    NodeData,
+    forecast,
+    group_labels,
+    holdout_metrics,
+    local_update,
+    save_global_model,
+)
 
 NETWORK_TOTALS_FILE = "network_totals.parquet"  # NODE/out: what this site put into the network sum
 
@@ -37,6 +60,10 @@ class RoundSettings:
     nodes: int = 1  # replies the coordinator will add this round (bounds what one may send)
     network: Layout | None = None  # cells of the network forecast (common/network.py)
     network_min_sites: int = 3
+    denoise: DenoiseSettings = field(
+        default_factory=DenoiseSettings
+    )  # the cross-site profile (common/denoise.py)
+    denoise_id: str = ""  # digest of the run's summed moments, announced by the coordinator
 
     @property
     def round_seed(self) -> int:
@@ -45,6 +72,7 @@ class RoundSettings:
 
 def round_settings(cfg: Mapping) -> RoundSettings:
     """Settings from the coordinator's config record; a wrong type is refused by name."""
+    denoise = denoise_settings(cfg)
     model = ModelConfig(
         lookback=node_setting(cfg, "lookback", 28),
         horizon=node_setting(cfg, "horizon", 14),
@@ -52,6 +80,7 @@ def round_settings(cfg: Mapping) -> RoundSettings:
         heads=node_setting(cfg, "heads", 4),
         quantiles=tuple(cfg.get("quantiles", DEFAULT_QUANTILES)),
         anchor=node_setting(cfg, "anchor", "none"),
+        denoise=denoise.enabled,
     )
     server_round, rounds = node_setting(cfg, "server-round", 0), node_setting(cfg, "num-rounds", 0)
     progress = ((server_round - 1) / rounds, server_round / rounds) if rounds and server_round else (0, 1)
@@ -71,7 +100,53 @@ def round_settings(cfg: Mapping) -> RoundSettings:
     group_by, groups = node_setting(cfg, "network-group", ""), node_setting(cfg, "network-groups", "")
     network = Layout.of(group_by, groups, model.horizon)
     min_sites = node_setting(cfg, "network-min-sites", 3)
-    return RoundSettings(model, train, seed, server_round, validation, privacy, nodes, network, min_sites)
+    return RoundSettings(
+        model,
+        train,
+        seed,
+        server_round,
+        validation,
+        privacy,
+        nodes,
+        network,
+        min_sites,
+        denoise,
+        node_setting(cfg, "denoise-id", ""),
+    )
+
+
+def check_sites(s: RoundSettings, sites: float) -> None:
+    """A site takes part in the profile only when the sum will hold enough sites."""
+    minimum = max(s.denoise.min_sites, MIN_SITES)
+    if min(s.nodes, round(sites)) < minimum:
+        raise DenoiseError(
+            f"the cross-site profile would sum {min(s.nodes, round(sites))} sites, fewer than the minimum "
+            f"of {minimum}: this site keeps its history"
+        )
+
+
+def site_history(cfg: NodeConfig, s: RoundSettings) -> tuple[SiteHistory, str]:
+    """This site's series of the shared groups on the run's grid, and the grid's last date."""
+    data = NodeData.load(cfg, s.model.horizon, s.validation)
+    grid = grid_dates(data.cutoff, s.denoise.periods, cfg.data.period_freq)
+    labels = group_labels(cfg, s.denoise.group_by)
+    history = SiteHistory.of(data.train, data.stats.scale, labels, s.denoise, grid)
+    return history, grid[-1].date().isoformat()
+
+
+def adopt_profile(cfg: NodeConfig, s: RoundSettings, summed: np.ndarray, profile_id: str) -> Profile:
+    """Keep the shapes of the network's summed moments in NODE/private (checked site counts)."""
+    _, end = site_history(cfg, s)
+    profile = Profile.from_moments(summed, s.denoise, pd.Timestamp(end), cfg.data.period_freq, profile_id)
+    profile.save(cfg.private_dir / PROFILE_FILE)
+    return profile
+
+
+def check_profile(cfg: NodeConfig, profile_id: str) -> None:
+    """Training with another run's shapes would silently change the inputs: refuse it."""
+    held = Profile.load(cfg.private_dir / PROFILE_FILE).profile_id
+    if profile_id and held != profile_id:
+        raise DenoiseError(f"this node's cross-site profile is {held}, the run announces {profile_id}")
 
 
 def update_values(weights: np.ndarray, n: float, loss: float) -> np.ndarray:
@@ -103,7 +178,27 @@ class NodeSession:
         return global_weights(crypto.decrypt(self.key, state))
 
     def data(self, s: RoundSettings) -> NodeData:
-        return NodeData.load(self.cfg, s.model.horizon, s.validation)
+        if s.model.denoise:
+            check_profile(self.cfg, s.denoise_id)
+        return NodeData.load(self.cfg, s.model.horizon, s.validation, s.model.denoise)
+
+    # ---- the cross-site profile, before round 1 (common/denoise.py) ----------------------------
+    def profile_site_groups(self, s: RoundSettings) -> tuple[crypto.EncryptedVector, str]:
+        history, end = site_history(self.cfg, s)
+        held = np.append(history.site_groups(len(s.denoise.groups)), 1.0)  # + the sites cell
+        return crypto.encrypt(self.key, held, METRIC_SCALE_BITS, addends=s.nodes), end
+
+    def profile_moments(
+        self, s: RoundSettings, site_counts: crypto.EncryptedVector
+    ) -> tuple[crypto.EncryptedVector, str]:
+        counts = crypto.decrypt(self.key, site_counts)
+        check_sites(s, counts[-1])
+        history, end = site_history(self.cfg, s)
+        values = history.moments(s.denoise, counts[:-1])
+        return crypto.encrypt(self.key, values, PROFILE_SCALE_BITS, addends=s.nodes), end
+
+    def adopt_profile(self, s: RoundSettings, summed: crypto.EncryptedVector, profile_id: str) -> Profile:
+        return adopt_profile(self.cfg, s, crypto.decrypt(self.key, summed), profile_id)
 
     def train(
         self,

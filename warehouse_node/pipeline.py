@@ -19,13 +19,14 @@ from common.calibration import IntervalCalibration
 from common.config import NodeConfig
 from common.deid import load_or_create_secret, pseudonym, series_label
 from common.demand import mark_events, prepare, read_table
+from common.denoise import PROFILE_FILE, DenoiseError, Profile
 from common.model import ModelConfig, build_model, load_vector, model_vector
 from common.training import TrainConfig, mean_from_quantiles, predict_scaled, train_local
 from common.windows import SeriesStats, WindowSet, build_windows, season_lag, series_stats
 
 DEMAND_FILE, MAP_FILE, QUARANTINE_FILE = "demand.parquet", "series_map.parquet", "quarantine.csv"
 MODEL_FILE = "global_model.pt"
-_LOADED: dict[tuple, NodeData] = {}  # (folder, file version, horizon, validation) -> NodeData
+_LOADED: dict[tuple, NodeData] = {}  # (folder, file versions, horizon, validation) -> NodeData
 
 
 def prepare_node(cfg: NodeConfig) -> dict[str, int]:
@@ -67,24 +68,33 @@ class NodeData:
     _train_windows: dict = field(default_factory=dict, repr=False)
 
     @classmethod
-    def load(cls, cfg: NodeConfig, horizon: int, validation: int | None = None) -> NodeData:
-        """Cached per prepared file version: a simulation calls this every round for every node."""
+    def load(
+        cls, cfg: NodeConfig, horizon: int, validation: int | None = None, denoised: bool = False
+    ) -> NodeData:
+        """Cached per prepared file version: a simulation calls this every round for every node.
+        ``denoised``: the seasonal-lag input comes from the run's cross-site profile (common/denoise.py)."""
         load_panel(cfg)  # re-runs the pipeline when the raw file is newer
-        key = (str(cfg.folder), (cfg.private_dir / DEMAND_FILE).stat().st_mtime_ns, horizon, validation)
+        versions = [(cfg.private_dir / DEMAND_FILE).stat().st_mtime_ns]
+        if denoised and (cfg.private_dir / PROFILE_FILE).is_file():
+            versions.append((cfg.private_dir / PROFILE_FILE).stat().st_mtime_ns)
+        key = (str(cfg.folder), tuple(versions), horizon, validation, denoised)
         if key not in _LOADED:
             if len(_LOADED) >= 64:
                 _LOADED.pop(next(iter(_LOADED)))
-            _LOADED[key] = cls._read(cfg, horizon, validation)
+            _LOADED[key] = cls._read(cfg, horizon, validation, denoised)
         return _LOADED[key]
 
     @classmethod
-    def _read(cls, cfg: NodeConfig, horizon: int, validation: int | None) -> NodeData:
+    def _read(cls, cfg: NodeConfig, horizon: int, validation: int | None, denoised: bool) -> NodeData:
         panel = pd.read_parquet(cfg.private_dir / DEMAND_FILE)
         dates = np.sort(panel["date"].unique())
         validation = horizon if validation is None else validation
         if len(dates) <= max(horizon, validation):
             raise ValueError(f"{cfg.name}: {len(dates)} periods of history, need more than {horizon}")
         cutoff = pd.Timestamp(dates[-validation - 1])
+        if denoised:
+            profile = Profile.load(cfg.private_dir / PROFILE_FILE)
+            panel = panel.assign(profile=profile.apply(panel, group_labels(cfg, profile.group_by)))
         train = panel[panel["date"] <= cutoff]
         stats = series_stats(train, cfg.data.static, cfg.data.observed)
         return cls(panel, train, stats, cutoff, season_lag(cfg.data.frequency))
@@ -116,6 +126,14 @@ class NodeData:
         if not keep.any():
             keep = windows.index[:, 1] >= end - m.horizon - 2 * (m.horizon // 3)
         return replace(windows, index=windows.index[keep])
+
+
+def group_labels(cfg: NodeConfig, group_by: str) -> pd.Series:
+    """series (pseudonym) -> its value of the series key ``group_by``, from the private key map."""
+    key_map = pd.read_parquet(cfg.private_dir / MAP_FILE)
+    if group_by not in key_map.columns or group_by not in cfg.data.series_keys:
+        raise DenoiseError(f"network-group {group_by!r} is not a series key of this site")
+    return key_map.set_index("series")[group_by]
 
 
 def local_update(
@@ -260,7 +278,7 @@ def forecast(cfg: NodeConfig, include_ended: bool = False) -> pd.DataFrame:
     Statistics (scales) come from all the history. With ``include_ended``, series that ended
     (no demand in their last periods) are listed too, with a forecast of 0 and ``ended = True``."""
     model, m, _ = load_global_model(cfg)
-    data = NodeData.load(cfg, m.horizon, validation=0)
+    data = NodeData.load(cfg, m.horizon, validation=0, denoised=m.denoise)
     key_map = pd.read_parquet(cfg.private_dir / MAP_FILE)
     live = sorted(set(key_map.loc[~key_map["ended"], "series"]) & set(data.stats.scale.index))
     ended = sorted(set(key_map.loc[key_map["ended"], "series"])) if include_ended else []
