@@ -131,7 +131,9 @@ class SiteHistory:
         rows = train[train["series"].isin(group.index) & train["date"].isin(grid)]
         group = group[group.index.isin(rows["series"].unique())]  # a group is held by its history
         y, _, _ = _on_grid(rows, list(group.index), grid)
-        z = y / scale.reindex(group.index).fillna(1.0).to_numpy()[:, None]
+        unit = scale.reindex(group.index).abs().to_numpy(dtype=float)
+        unit[~(unit > 1e-3)] = 1.0  # no mean to speak of (NaN, 0): the series' own units
+        z = y / unit[:, None]
         return cls(list(group.index), group.to_numpy(), z)
 
     def site_groups(self, n_groups: int) -> np.ndarray:

@@ -151,7 +151,9 @@ def run_he(nodes: list[NodeConfig], rc: dict, report: Report) -> None:
 
     rc = {**rc, "min-nodes": len(nodes)}
     messages = {"n": 0}
-    total = 2 * len(nodes) * int(rc["num-rounds"])
+    # train + evaluate per round, the profile's three steps, the network forecast's query
+    steps = 2 * int(rc["num-rounds"]) + 3 * bool(rc.get("denoise-rank")) + bool(rc.get("network-forecast"))
+    total = steps * len(nodes)
 
     def progress(line: str) -> None:
         messages["n"] += 1

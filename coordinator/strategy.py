@@ -42,6 +42,8 @@ from common.records import (
 PROGRESS_FILE = "progress.json"
 NETWORK_FILE, NETWORK_META = "network.ckks", "network.json"
 PROFILE_FILE, PROFILE_META = "profile.ckks", "profile.json"  # the summed moments, never decrypted here
+OTHER_PERIODS = "forecasts other periods than the network's"
+OTHER_GRID = "its history ends on another date than the network's"
 
 
 class RoundFailed(RuntimeError):
@@ -196,9 +198,11 @@ class EncryptedFedAvg(Strategy):
         scale_bits: int,
         minimum: int,
         agree_on: str,
+        disagreement: str,
     ) -> tuple[crypto.EncryptedVector | None, list[dict], list[str], str]:
-        """Sum the ``name`` replies whose config ``agree_on`` is the most common value. Returns
-        (the sum, or None when fewer than ``minimum`` are usable; replies used; refusals; value)."""
+        """Sum the ``name`` replies whose config ``agree_on`` is the most common value (the others
+        are refused with ``disagreement``). Returns (the sum, or None when fewer than ``minimum``
+        are usable; replies used; refusals; the value)."""
         decoded, refused = self._valid(replies, (name,))
         common = Counter(d["config"].get(agree_on, "") for d in decoded).most_common(1)
         value = common[0][0] if common else ""
@@ -207,7 +211,7 @@ class EncryptedFedAvg(Strategy):
             if d["config"].get(agree_on, "") == value:
                 agreeing.append(d)
             else:
-                refused.append(f"node {d['node']}: refused: its {agree_on} differs from the network's")
+                refused.append(f"node {d['node']}: refused: {disagreement}")
         try:
             total, good = self._sum(agreeing, name, length, refused, scale_bits, minimum)
         except RoundFailed as exc:
@@ -230,7 +234,7 @@ class EncryptedFedAvg(Strategy):
         Fewer than ``min_sites`` usable replies: nothing is summed or written but the refusal."""
         replies = self._ask(grid, arrays, config, "", timeout)
         total, good, refused, dates = self._query_sum(
-            replies, NETWORK, layout.length, DIGIT_SCALE_BITS, min_sites, "network-dates"
+            replies, NETWORK, layout.length, DIGIT_SCALE_BITS, min_sites, "network-dates", OTHER_PERIODS
         )
         meta = {
             "round": max((h["round"] for h in self.history), default=self.round_offset),
@@ -259,7 +263,7 @@ class EncryptedFedAvg(Strategy):
         meta: dict = {"group_by": s.group_by, "groups": len(s.groups), "rank": s.rank, "min_sites": minimum}
         replies = self._ask(grid, ArrayRecord(), config, "profile_site_groups", timeout)
         counts, _, refused, _ = self._query_sum(
-            replies, SITE_GROUPS, len(s.groups) + 1, METRIC_SCALE_BITS, minimum, "profile-end"
+            replies, SITE_GROUPS, len(s.groups) + 1, METRIC_SCALE_BITS, minimum, "profile-end", OTHER_GRID
         )
         moments = None
         if counts is not None:
@@ -267,7 +271,7 @@ class EncryptedFedAvg(Strategy):
                 grid, encrypted_record(**{SITE_GROUPS: counts}), config, "profile_moments", timeout
             )
             moments, good, more, end = self._query_sum(
-                replies, MOMENTS, s.moments_length, PROFILE_SCALE_BITS, minimum, "profile-end"
+                replies, MOMENTS, s.moments_length, PROFILE_SCALE_BITS, minimum, "profile-end", OTHER_GRID
             )
             refused += more
         if moments is None:

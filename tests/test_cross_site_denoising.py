@@ -11,7 +11,7 @@ from conftest import run_config
 
 from common import crypto
 from common.denoise import PROFILE_FILE, DenoiseError, DenoiseSettings, Profile, SiteHistory, grid_dates
-from common.records import denoise_settings
+from common.records import CONFIG, denoise_settings
 from coordinator.inprocess import run_inprocess
 from coordinator.server_app import app as server_app
 from coordinator.strategy import PROFILE_FILE as SUMMED_FILE
@@ -23,9 +23,7 @@ SETTINGS = DenoiseSettings(rank=2, shrink=1.0, periods=30, min_sites=3, group_by
 
 
 def site_panel(values: dict[str, np.ndarray]) -> pd.DataFrame:
-    rows = [
-        pd.DataFrame({"series": name, "date": GRID, "demand": y}) for name, y in values.items()
-    ]
+    rows = [pd.DataFrame({"series": name, "date": GRID, "demand": y}) for name, y in values.items()]
     return pd.concat(rows, ignore_index=True)
 
 
@@ -157,9 +155,15 @@ def test_the_profile_is_summed_encrypted_and_every_node_trains_with_the_same_one
 
     dirs, _ = nodes
     rc = denoised_run(keys, tmp_path)
-    run_inprocess(server_app, client_app, dirs, rc)
+    replies: list = []
+    run_inprocess(server_app, client_app, dirs, rc, observer=lambda m, _b: replies.append(m))
     meta = json.loads((tmp_path / "ckpt" / PROFILE_META).read_text())
     assert meta["status"] == "summed" and meta["sites"] == 3 and len(meta["adopted"]) == 3
+    steps = [m for m in replies if m.metadata.message_type.startswith("query.profile")]
+    assert len(steps) == 9  # three steps, three nodes
+    for m in steps:  # in plaintext: the key's fingerprint, the grid's last date, the sum's digest
+        assert set(m.content.config_records[CONFIG].keys()) <= {"fingerprint", "profile-end", "denoise-id"}
+        assert all(a.stype == "fedstock.ckks" for r in m.content.array_records.values() for a in r.values())
     with pytest.raises(crypto.CryptoError, match="no secret key"):  # the coordinator cannot read it
         vec = crypto.EncryptedVector.from_bytes((tmp_path / "ckpt" / SUMMED_FILE).read_bytes())
         crypto.decrypt(crypto.load_context(keys / crypto.PUBLIC_CONTEXT_FILE), vec)
@@ -191,7 +195,9 @@ def test_a_node_refuses_to_train_with_another_runs_profile(nodes, keys, tmp_path
 
 def test_fewer_sites_than_the_minimum_stop_the_run_before_round_one(nodes, keys, tmp_path):
     dirs, _ = nodes
-    with pytest.raises(RoundFailed, match="cross-site profile: 3 valid site_groups replies, the minimum is 4"):
+    with pytest.raises(
+        RoundFailed, match="cross-site profile: 3 valid site_groups replies, the minimum is 4"
+    ):
         run_inprocess(server_app, client_app, dirs, denoised_run(keys, tmp_path, **{"denoise-min-sites": 4}))
     meta = json.loads((tmp_path / "ckpt" / PROFILE_META).read_text())
     assert meta["status"] == "refused" and meta["sites"] == 0

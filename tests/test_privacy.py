@@ -48,6 +48,12 @@ def federation(tmp_path_factory) -> dict:
     rc = {
         **run_config(keys, coordinator / "checkpoints"),
         "public-context": str(coordinator / crypto.PUBLIC_CONTEXT_FILE),
+        # the cross-site profile's messages and files are captured and probed too
+        "network-group": "sku",
+        "network-groups": ",".join(f"SKU-{i:04d}" for i in range(5)),
+        "denoise-rank": 2,
+        "denoise-periods": 60,
+        "denoise-min-sites": 3,
     }
     mp = pytest.MonkeyPatch()
     mp.setattr(inprocess, "wire", capture)

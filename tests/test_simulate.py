@@ -68,6 +68,8 @@ def test_simulate_he_writes_13_weeks_per_series_in_original_keys(walmart_slice, 
     assert (fc["q10"] <= fc["q50"]).all() and (fc["q50"] <= fc["q90"]).all() and (fc["q10"] >= 0).all()
     rounds = pd.read_csv(tmp_path / "he" / "rounds.csv")
     assert rounds["round"].tolist() == [1, 2]
+    profile = json.loads((tmp_path / "he" / "checkpoints" / "profile.json").read_text())
+    assert profile["status"] == "summed" and profile["sites"] == 3  # the preset's cross-site denoising
 
 
 def test_encryption_costs_no_accuracy_he_matches_plaintext(walmart_slice, tmp_path):
