@@ -131,7 +131,7 @@ class SiteHistory:
         rows = train[train["series"].isin(group.index) & train["date"].isin(grid)]
         group = group[group.index.isin(rows["series"].unique())]  # a group is held by its history
         y, _, _ = _on_grid(rows, list(group.index), grid)
-        unit = scale.reindex(group.index).abs().to_numpy(dtype=float)
+        unit = np.array(scale.reindex(group.index).abs(), dtype=float)  # a writable copy
         unit[~(unit > 1e-3)] = 1.0  # no mean to speak of (NaN, 0): the series' own units
         z = y / unit[:, None]
         return cls(list(group.index), group.to_numpy(), z)
@@ -174,6 +174,8 @@ class Profile:
     ) -> Profile:
         if len(summed) != s.moments_length:
             raise DenoiseError(f"{len(summed)} summed moments, the layout has {s.moments_length}")
+        if not np.all(np.isfinite(summed)):
+            raise DenoiseError("the summed moments are not finite: corrupt")
         cells = summed.reshape(len(s.groups), s.triangle + 1)
         sites = np.rint(cells[:, -1])
         if (short := (sites > 0) & (sites < s.min_sites)).any():

@@ -82,6 +82,8 @@ def forecasts(sales: pd.DataFrame, origin: pd.Timestamp, s: DenoiseSettings | No
 
 def wmae(sales: pd.DataFrame, fc: pd.DataFrame) -> float:
     actual = sales.merge(fc, on=["Store", "Dept", "Date"], how="inner")
+    if not np.isfinite(actual["fc"]).all():
+        raise SystemExit(f"{int((~np.isfinite(actual['fc'])).sum())} forecasts are not finite")
     weight = np.where(actual["IsHoliday"], 5.0, 1.0)
     return float((weight * (actual["Weekly_Sales"] - actual["fc"]).abs()).sum() / weight.sum())
 

@@ -97,6 +97,24 @@ def test_a_sum_over_fewer_sites_than_the_minimum_is_refused():
         Profile.from_moments(forged, SETTINGS, GRID[-1], "W-FRI", "test")
 
 
+def test_a_series_without_a_mean_does_not_spoil_its_groups_shapes():
+    rng = np.random.default_rng(6)
+    returns_only = np.tile([40.0, -40.0, 0.0], len(GRID) // 3)  # sales and returns cancel out
+    panels = [site_panel({"a": rng.gamma(2, 50, len(GRID))}) for _ in range(3)]
+    panels.append(site_panel({"a": returns_only}))
+    moments = summed([history(p, {"a": "1"}) for p in panels])
+    assert np.isfinite(moments).all()
+    assert np.isfinite(Profile.from_moments(moments, SETTINGS, GRID[-1], "W-FRI", "t").basis).all()
+
+
+def test_summed_moments_that_are_not_finite_are_refused_as_corrupt():
+    rng = np.random.default_rng(7)
+    good = summed([history(site_panel({"a": rng.gamma(2, 50, len(GRID))}), {"a": "1"}) for _ in range(3)])
+    good[5] = np.nan
+    with pytest.raises(DenoiseError, match="not finite: corrupt"):
+        Profile.from_moments(good, SETTINGS, GRID[-1], "W-FRI", "test")
+
+
 def test_denoising_is_linear_so_a_sites_own_scaling_does_not_matter():
     panels, _ = sites_with_a_shared_shape(5, noise=0.2, seed=4)
     profile = Profile.from_moments(
