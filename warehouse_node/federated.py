@@ -60,9 +60,8 @@ class RoundSettings:
     nodes: int = 1  # replies the coordinator will add this round (bounds what one may send)
     network: Layout | None = None  # cells of the network forecast (common/network.py)
     network_min_sites: int = 3
-    denoise: DenoiseSettings = field(
-        default_factory=DenoiseSettings
-    )  # the cross-site profile (common/denoise.py)
+    # the cross-site profile (common/denoise.py)
+    denoise: DenoiseSettings = field(default_factory=DenoiseSettings)
     denoise_id: str = ""  # digest of the run's summed moments, announced by the coordinator
 
     @property
@@ -125,10 +124,14 @@ def check_sites(s: RoundSettings, sites: float) -> None:
         )
 
 
+def _grid(cfg: NodeConfig, s: RoundSettings) -> tuple[NodeData, pd.DatetimeIndex]:
+    data = NodeData.load(cfg, s.model.horizon, s.validation)
+    return data, grid_dates(data.cutoff, s.denoise.periods, cfg.data.period_freq)
+
+
 def site_history(cfg: NodeConfig, s: RoundSettings) -> tuple[SiteHistory, str]:
     """This site's series of the shared groups on the run's grid, and the grid's last date."""
-    data = NodeData.load(cfg, s.model.horizon, s.validation)
-    grid = grid_dates(data.cutoff, s.denoise.periods, cfg.data.period_freq)
+    data, grid = _grid(cfg, s)
     labels = group_labels(cfg, s.denoise.group_by)
     history = SiteHistory.of(data.train, data.stats.scale, labels, s.denoise, grid)
     return history, grid[-1].date().isoformat()
@@ -136,8 +139,8 @@ def site_history(cfg: NodeConfig, s: RoundSettings) -> tuple[SiteHistory, str]:
 
 def adopt_profile(cfg: NodeConfig, s: RoundSettings, summed: np.ndarray, profile_id: str) -> Profile:
     """Keep the shapes of the network's summed moments in NODE/private (checked site counts)."""
-    _, end = site_history(cfg, s)
-    profile = Profile.from_moments(summed, s.denoise, pd.Timestamp(end), cfg.data.period_freq, profile_id)
+    end = _grid(cfg, s)[1][-1]
+    profile = Profile.from_moments(summed, s.denoise, end, cfg.data.period_freq, profile_id)
     profile.save(cfg.private_dir / PROFILE_FILE)
     return profile
 
