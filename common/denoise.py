@@ -4,10 +4,12 @@ Why. The seasonal anchor (common/model.py) repeats each series' demand one seaso
 store's department a year ago is a noisy guide to this year. The same department at other stores
 shares most of its yearly shape. Projecting a site's history onto the ``rank`` shapes that the sites
 of a group have in common, and shrinking the history towards that projection, removes noise that is
-the site's own. This is the SVD denoising that won Kaggle's Walmart competition, done without any
-site showing its data: the projection needs only Σ z zᵀ over the group's series of every site,
-which the coordinator adds as ciphertexts. Smoothing a series on its own does not do it (it made
-the anchor worse); the gain comes from the other sites (BENCHMARKS.md, "Cross-site denoising").
+the site's own. The first-place entry of Kaggle's Walmart competition pooled stores the same way
+(a reduced-rank SVD of each department's weeks × stores matrix; its author's forum post, "First
+place entry"). Here no site shows its data: the projection needs only Σ z zᵀ over the group's
+series of every site, which the coordinator adds as ciphertexts. Smoothing a series on its own
+does not do it (it made the anchor worse); the gain comes from the other sites (BENCHMARKS.md,
+"Cross-site denoising").
 
 Protocol (each step a sum of ciphertexts; only key holders decrypt):
 
