@@ -202,7 +202,8 @@ def resume(run_dir: str) -> None:
     default=0.0,
     show_default=True,
     type=click.FloatRange(min=0),
-    help="he mode: differential privacy, L2 clip of each node's update (0 = off).",
+    help="he mode: differential privacy, L2 clip of each node's update (0 = off); turns cross-site "
+    "denoising off, which the privacy accounting does not cover.",
 )
 @click.option(
     "--dp-noise",
