@@ -3,8 +3,9 @@
 Run config (pyproject ``[tool.flwr.app.config]``, overridable with ``flwr run --run-config``):
 ``public-context`` (path to public.ctx), ``checkpoint-dir`` (or ``runs-dir``: then the run's
 folder is RUNS_DIR/RUN_ID), ``num-rounds``, ``min-nodes``, ``round-timeout``, ``resume``,
-``network-forecast`` and ``network-min-sites`` (the encrypted network totals after the last round)
-and the federation-wide model settings forwarded to every node.
+``network-forecast`` and ``network-min-sites`` (the encrypted network totals after the last round),
+``denoise-*`` (the cross-site profile before round 1, common/denoise.py) and the federation-wide
+model settings forwarded to every node.
 """
 
 from __future__ import annotations
