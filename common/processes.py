@@ -1,7 +1,9 @@
 """Starting and stopping Flower's own programs (flwr, flower-superlink, flower-supernode).
 
-Each is started in its own session, so stopping its process group by the PID we started also stops
-what it spawned (SuperExec, ServerApp and ClientApp processes), and nothing else.
+Each is started in its own session. Stopping it stops its process group and, by PID, every process
+it spawned: flower-superlink starts SuperExec in a session of its own, so SuperExec and the ServerApp
+it runs are outside the group. Descendants seen earlier are remembered (``remember_descendants``),
+so they are stopped even after the parent that would have led to them has died.
 """
 
 from __future__ import annotations
@@ -12,7 +14,11 @@ import os
 import signal
 import subprocess
 import sys
+import time
+from collections.abc import Iterable
 from pathlib import Path
+
+import psutil
 
 
 def flower_env(flwr_home: Path) -> dict[str, str]:
@@ -57,17 +63,57 @@ def write_connection(flwr_home: Path, name: str, address: str, root_ca: Path | N
     return path
 
 
-def stop_group(proc: subprocess.Popen, grace: float = 10.0) -> int:
-    """TERM the process group, KILL it after ``grace`` seconds; reap leftovers; return the exit code."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
+def remember_descendants(procs: Iterable[subprocess.Popen], seen: dict[int, psutil.Process]) -> None:
+    """Add every live descendant of ``procs`` to ``seen`` (psutil's Process guards against PID reuse)."""
+    for proc in procs:
+        if proc.poll() is not None:
+            continue
+        with contextlib.suppress(psutil.Error):
+            seen.update({child.pid: child for child in psutil.Process(proc.pid).children(recursive=True)})
+
+
+def stop_processes(
+    procs: Iterable[subprocess.Popen], seen: dict[int, psutil.Process] | None = None, grace: float = 10.0
+) -> None:
+    """TERM each started program's group and every descendant by PID; KILL what is left after ``grace``."""
+    procs = list(procs)
+    tree = dict(seen or {})
+    remember_descendants(procs, tree)
+    for proc in procs:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGTERM)
+    for child in tree.values():
+        with contextlib.suppress(psutil.Error):
+            child.terminate()  # psutil refuses when the PID now belongs to another process
+    deadline = time.monotonic() + grace
+    for proc in procs:
+        try:
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=5)
+    _, alive = psutil.wait_procs(list(tree.values()), timeout=max(0.1, deadline - time.monotonic()))
+    for child in alive:
+        with contextlib.suppress(psutil.Error):
+            child.kill()
+    psutil.wait_procs(alive, timeout=5)
+    for proc in procs:  # children the group leaders left behind
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=5)
+
+
+def kill_now(proc: subprocess.Popen, seen: dict[int, psutil.Process]) -> None:
+    """SIGKILL a started program's group at once (a crash), remembering its descendants first so that
+    ``stop_processes`` can still stop the ones outside the group."""
+    remember_descendants([proc], seen)
     with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)  # children the group leader left behind
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=5)
+
+
+def stop_group(proc: subprocess.Popen, grace: float = 10.0) -> int:
+    """Stop one started program and everything it spawned; return its exit code."""
+    stop_processes([proc], grace=grace)
     return proc.returncode

@@ -4,8 +4,8 @@ Optionally with TLS (a CA made for the deployment) and SuperNode authentication 
 registered through ``flwr supernode register``; an unregistered node is refused by the SuperLink).
 
 Used by ``fedstock-planner demo`` and the Deployment Engine smoke test. Every process is started in
-its own session, so stopping it by its PID's process group also stops the SuperExec and the
-ServerApp/ClientApp processes it spawned — and nothing else.
+its own session; stopping stops its group and, by PID, every descendant seen while it ran (SuperExec
+and its ServerApp run in a session of their own) — and nothing else.
 """
 
 from __future__ import annotations
@@ -20,7 +20,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from common.processes import flower_env, flower_tool, write_connection
+import psutil
+
+from common.processes import (
+    flower_env,
+    flower_tool,
+    kill_now,
+    remember_descendants,
+    stop_processes,
+    write_connection,
+)
 from coordinator.certs import make_certificates, make_node_key
 
 APP_DIR = Path(__file__).resolve().parent.parent  # the Flower app: pyproject.toml + packages
@@ -56,6 +65,7 @@ class LocalDeployment:
     tls: bool = False  # TLS with a self-signed CA made for this deployment (certs/)
     auth: bool = False  # SuperNode authentication (needs TLS): each node's key is registered
     _logs: list = field(default_factory=list)
+    seen: dict[int, psutil.Process] = field(default_factory=dict)  # descendants, by PID
 
     def __post_init__(self) -> None:
         self.workdir = Path(self.workdir).resolve()
@@ -169,6 +179,7 @@ class LocalDeployment:
                     os.killpg(proc.pid, signal.SIGKILL)
                     proc.wait()
                     raise TimeoutError(f"flwr run did not finish within {timeout:.0f}s")
+                remember_descendants(self.procs.values(), self.seen)
                 if on_poll:
                     on_poll()
                 time.sleep(1.0)
@@ -178,24 +189,14 @@ class LocalDeployment:
         return {name: p.poll() is None for name, p in self.procs.items()}
 
     def stop(self, grace: float = 10.0) -> None:
-        """Stop every process we started, by its PID's process group: TERM, then KILL."""
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        for proc in self.procs.values():
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=5)
-        for proc in self.procs.values():  # reap leftovers in the groups (superexec children)
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
+        """Stop every process we started and every descendant seen: TERM by PID, then KILL."""
+        stop_processes(self.procs.values(), self.seen, grace)
         for log in self._logs:
             log.close()
+
+    def kill(self, name: str) -> None:
+        """SIGKILL one started program and its group at once, as a crash would; ``stop`` reaps the rest."""
+        kill_now(self.procs[name], self.seen)
 
     def __enter__(self) -> LocalDeployment:
         try:

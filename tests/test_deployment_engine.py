@@ -81,7 +81,7 @@ def test_a_node_killed_mid_round_leaves_the_round_to_the_survivors(nodes, keys, 
 
     def kill_when_training() -> None:
         if not killed and "Receiving: train message" in victim_log.read_text(errors="replace"):
-            os.killpg(dep.procs["supernode-2"].pid, signal.SIGKILL)  # by PID, mid-round
+            dep.kill("supernode-2")  # by PID, mid-round
             killed.append(time.monotonic())
 
     try:
@@ -120,8 +120,8 @@ def test_coordinator_killed_by_pid_resumes_from_its_last_checkpoint(nodes, keys,
 
     def kill_after_round_one() -> None:
         if not killed and (ckpt / "round_0001.state.ckks").is_file():
-            os.killpg(first.procs["superlink"].pid, signal.SIGKILL)  # SuperLink, SuperExec, ServerApp
-            killed.append(True)
+            first.kill("superlink")  # SuperLink, SuperExec, ServerApp
+            killed.append([" ".join(p.cmdline()) for p in first.seen.values() if p.is_running()])
 
     write(rc)
     try:
@@ -129,6 +129,9 @@ def test_coordinator_killed_by_pid_resumes_from_its_last_checkpoint(nodes, keys,
         first.run(rc_file, timeout=480, on_poll=kill_after_round_one)
     finally:
         first.stop()
+    orphans = [p.pid for p in first.seen.values() if p.is_running()]
+    assert killed and any("flwr-serverapp" in cmd for cmd in killed[0]), killed  # outside the group
+    assert not orphans, f"left running after stop(): {orphans}"
     assert killed and progress(ckpt)["last_round"] == 1 and not (ckpt / "round_0002.state.ckks").exists()
     round1 = (ckpt / "round_0001.state.ckks").read_bytes()
     write({**rc, "resume": True})
