@@ -4,7 +4,6 @@ The plain path (sites joining with `fedstock-node join`, a run from `fedstock-pl
 tests/test_planner_console_deployment.py."""
 
 import os
-import signal
 import stat
 import time
 
