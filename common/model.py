@@ -31,6 +31,9 @@ LAG_SEASON, LAG_KNOWN = KNOWN_FEATURES.index("lag_season"), KNOWN_FEATURES.index
 YEAR_POSITION = tuple(KNOWN_FEATURES.index(f) for f in ("year_sin", "year_cos", "year_sin2", "year_cos2"))
 RECENT = 8  # periods of recent level for the level anchor
 SEASONAL_RECENT = 13  # periods over which the seasonal anchor measures this year's shift
+# The shift is a mean of 13 noisy differences; taking 0.7 of it beat the full shift at 6 of 6
+# origins before the benchmark window (scripts/benchmark_denoise.py, BENCHMARKS.md)
+SHIFT_SHRINK = 0.7
 ANCHORS = ("none", "level", "seasonal")
 
 DEFAULT_QUANTILES = (0.02, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.98)
@@ -133,10 +136,11 @@ class DemandForecaster(nn.Module):
     def _anchor(self, past: torch.Tensor, future: torch.Tensor) -> torch.Tensor:
         """What the quantiles are learned around, [B,H] in scaled units. ``level``: the mean of
         the last RECENT observed periods. ``seasonal``: demand one season earlier (smoothed, see
-        ``common.windows``) shifted by how much the last SEASONAL_RECENT periods differ from the
-        same periods a season before; the level where there is no season-earlier value. Strong for
-        smooth weekly data, too noisy for single days. An additive shift over 13 periods beat a
-        ratio and shorter spans on origins before the benchmark window (BENCHMARKS.md notes)."""
+        ``common.windows``) shifted by SHIFT_SHRINK × how much the last SEASONAL_RECENT periods
+        differ from the same periods a season before; the level where there is no season-earlier
+        value. Strong for smooth weekly data, too noisy for single days. An additive shift over 13
+        periods beat a ratio and shorter spans on origins before the benchmark window (BENCHMARKS.md
+        notes)."""
         y, seen = past[..., 0], past[..., 1]
         lag, known = future[..., LAG_SEASON], future[..., LAG_KNOWN]
         weight = seen[:, -RECENT:]
@@ -146,7 +150,7 @@ class DemandForecaster(nn.Module):
         n = min(SEASONAL_RECENT, past.shape[1])
         both = seen[:, -n:] * past[:, -n:, PAST_ONLY + LAG_KNOWN]
         gap = ((y[:, -n:] - past[:, -n:, PAST_ONLY + LAG_SEASON]) * both).sum(1) / both.sum(1).clamp_min(1.0)
-        shift = torch.where(both.sum(1) >= n / 2, gap, torch.zeros_like(gap))
+        shift = torch.where(both.sum(1) >= n / 2, SHIFT_SHRINK * gap, torch.zeros_like(gap))
         return torch.where(known > 0, lag + shift[:, None], level[:, None])
 
     def _monotone(self, raw: torch.Tensor) -> torch.Tensor:

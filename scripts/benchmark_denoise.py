@@ -1,14 +1,15 @@
 """How the seasonal anchor scores with and without cross-site denoising, at several forecast origins.
 
 The anchor is what the untrained model forecasts (its head starts at zero): demand one season
-earlier, smoothed 1/4·1/2·1/4 outside holidays (``common.windows._seasonal_lag``), shifted by how
-much the last 13 weeks differ from the same weeks a year before (``common.model``). This script
+earlier, smoothed 1/4·1/2·1/4 outside holidays (``common.windows._seasonal_lag``), shifted by a share
+(``common.model.SHIFT_SHRINK``) of how much the last 13 weeks differ from the same weeks a year
+before. This script
 computes it on the raw Walmart file, once from each store's own history and once with the lag taken
 from the history denoised by ``common.denoise`` (every store a site, departments as groups; the
 moments are summed in plaintext here: encryption changes them by less than 1e-5, see
 tests/test_cross_site_denoising.py). WMAE with holiday weeks ×5 over the 13 weeks after each
-origin. The settings of the Walmart preset were chosen on the origins before the benchmark window;
-the benchmark origin (2012-04-27) is shown, not used to choose.
+origin. The settings of the Walmart preset and the share of the shift were chosen on the origins
+before the benchmark window; the benchmark origin (2012-04-27) is shown, not used to choose.
 
     .venv/bin/python scripts/benchmark_denoise.py
 """
@@ -27,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from common.denoise import DenoiseSettings, Profile, SiteHistory, grid_dates
 from common.evaluation import write_marked_section
-from common.model import RECENT, SEASONAL_RECENT
+from common.model import RECENT, SEASONAL_RECENT, SHIFT_SHRINK
 from common.network import group_label
 from common.windows import _seasonal_lag
 from coordinator.simulate import PRESETS
@@ -37,10 +38,14 @@ EARLIER = ("2011-05-27", "2011-07-29", "2011-09-30", "2011-10-28", "2011-11-18",
 BENCHMARK_ORIGIN = "2012-04-27"
 HORIZON, LAG, FREQ = 13, 52, "W-FRI"
 GRID = [(rank, shrink) for rank in (5, 10, 15) for shrink in (0.3, 0.5, 0.7)]
+SHIFT_SHARES = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)  # share of this year's shift the anchor adds
 
 
-def anchor(y: np.ndarray, lag_source: np.ndarray, holiday: np.ndarray) -> np.ndarray:
-    """The seasonal anchor of one series (weeks in order, NaN = unobserved) for the next 13 weeks."""
+def anchor(
+    y: np.ndarray, lag_source: np.ndarray, holiday: np.ndarray, shrink: float = SHIFT_SHRINK
+) -> np.ndarray:
+    """The seasonal anchor of one series (weeks in order, NaN = unobserved) for the next 13 weeks;
+    ``shrink`` is the share of this year's shift that it adds."""
     n = len(y)
     observed = np.isfinite(np.append(y, np.full(HORIZON, np.nan))).astype(np.float32)
     source = np.nan_to_num(np.append(lag_source, np.zeros(HORIZON)))
@@ -48,13 +53,15 @@ def anchor(y: np.ndarray, lag_source: np.ndarray, holiday: np.ndarray) -> np.nda
     seen, yy = observed[:n], np.nan_to_num(y)
     both = seen[-SEASONAL_RECENT:] * lag[n - SEASONAL_RECENT : n, 1]
     gap = ((yy[-SEASONAL_RECENT:] - lag[n - SEASONAL_RECENT : n, 0]) * both).sum() / max(both.sum(), 1.0)
-    shift = gap if both.sum() >= SEASONAL_RECENT / 2 else 0.0
+    shift = shrink * gap if both.sum() >= SEASONAL_RECENT / 2 else 0.0
     w = seen[-RECENT:]
     level = (yy[-RECENT:] * w).sum() / max(w.sum(), 1.0)
     return np.where(lag[n:, 1] > 0, lag[n:, 0] + shift, level)
 
 
-def forecasts(sales: pd.DataFrame, origin: pd.Timestamp, s: DenoiseSettings | None) -> pd.DataFrame:
+def forecasts(
+    sales: pd.DataFrame, origin: pd.Timestamp, s: DenoiseSettings | None, shrink: float = SHIFT_SHRINK
+) -> pd.DataFrame:
     dates = pd.DatetimeIndex(sorted(sales["Date"].unique()))
     past, horizon = dates[dates <= origin], dates[dates > origin][:HORIZON]
     holiday = sales.groupby("Date")["IsHoliday"].max().reindex(dates).to_numpy(dtype=np.float32)
@@ -75,7 +82,8 @@ def forecasts(sales: pd.DataFrame, origin: pd.Timestamp, s: DenoiseSettings | No
             history.loc[rows, "source"] = profile.apply(history.loc[rows], labels)
     wide = history.pivot_table(index=["Store", "Dept"], columns="date", values=["demand", "source"])
     y, source = wide["demand"].reindex(columns=past), wide["source"].reindex(columns=past)
-    fc = np.stack([anchor(a, b, holiday) for a, b in zip(y.to_numpy(), source.to_numpy(), strict=True)])
+    pairs = zip(y.to_numpy(), source.to_numpy(), strict=True)
+    fc = np.stack([anchor(a, b, holiday, shrink) for a, b in pairs])
     out = pd.DataFrame(fc, index=y.index, columns=horizon).stack().rename("fc").reset_index()
     return out.rename(columns={"level_2": "Date", "date": "Date"})
 
@@ -102,17 +110,29 @@ def main(data_root: str) -> None:
         )
 
     chosen = (int(preset["denoise-rank"]), float(preset["denoise-shrink"]))
-    variants = {"own history (no denoising)": None} | {
-        f"rank {r}, shrink {k}{' (preset)' if (r, k) == chosen else ''}": settings(r, k) for r, k in GRID
+    # (denoising, share of the shift); the denoising grid with the model's SHIFT_SHRINK, then the
+    # share swept with the preset's denoising
+    variants = {f"own history (no denoising), shift × {SHIFT_SHRINK}": (None, SHIFT_SHRINK)}
+    variants |= {
+        f"rank {r}, shrink {k}{' (preset)' if (r, k) == chosen else ''}, shift × {SHIFT_SHRINK}": (
+            settings(r, k),
+            SHIFT_SHRINK,
+        )
+        for r, k in GRID
+    }
+    variants |= {
+        f"preset denoising, shift × {a}{' (model)' if a == SHIFT_SHRINK else ''}": (settings(*chosen), a)
+        for a in SHIFT_SHARES
+        if a != SHIFT_SHRINK
     }
     results: dict[str, list[float]] = {}
     started = time.monotonic()
-    for name, s in variants.items():
+    for name, (s, share) in variants.items():
         results[name] = [
-            wmae(sales, forecasts(sales, pd.Timestamp(o), s)) for o in (*EARLIER, BENCHMARK_ORIGIN)
+            wmae(sales, forecasts(sales, pd.Timestamp(o), s, share)) for o in (*EARLIER, BENCHMARK_ORIGIN)
         ]
         print(name, [round(v, 1) for v in results[name]], flush=True)
-    base = np.array(results["own history (no denoising)"][: len(EARLIER)])
+    base = np.array(next(iter(results.values()))[: len(EARLIER)])
     head = [
         "lag taken from",
         *EARLIER,

@@ -93,7 +93,7 @@ def test_named_holidays_get_distinct_event_ids():
 def test_anchor_shifts_last_season_by_this_years_change_in_level():
     import torch
 
-    from common.model import ModelConfig, build_model
+    from common.model import SHIFT_SHRINK, ModelConfig, build_model
 
     lookback, horizon, k = 10, 3, len(KNOWN_FEATURES)
     past = torch.zeros(1, lookback, PAST_ONLY + k)
@@ -103,7 +103,8 @@ def test_anchor_shifts_last_season_by_this_years_change_in_level():
     future[..., LAG] = torch.tensor([3.0, 0.5, 4.0])
     future[0, :2, KNOWN_FEATURES.index("lag_known")] = 1.0  # the last step has no season-earlier value
     seasonal = build_model(ModelConfig(lookback, horizon, hidden=8, heads=2, anchor="seasonal"), 0)
-    assert torch.allclose(seasonal._anchor(past, future), torch.tensor([[4.0, 1.5, 2.0]]))
+    shift = SHIFT_SHRINK * 1.0  # this year's demand is 1 above last season's
+    assert torch.allclose(seasonal._anchor(past, future), torch.tensor([[3.0 + shift, 0.5 + shift, 2.0]]))
     level = build_model(ModelConfig(lookback, horizon, hidden=8, heads=2, anchor="level"), 0)
     assert torch.allclose(level._anchor(past, future), torch.tensor([[2.0, 2.0, 2.0]]))
 
