@@ -63,6 +63,15 @@ def write_connection(flwr_home: Path, name: str, address: str, root_ca: Path | N
     return path
 
 
+def still_running(process: psutil.Process) -> bool:
+    """Running and not a zombie: an orphan's zombie stays until PID 1 reaps it, which a container's
+    PID 1 may never do, and it holds nothing."""
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
 def remember_descendants(procs: Iterable[subprocess.Popen], seen: dict[int, psutil.Process]) -> None:
     """Add every live descendant of ``procs`` to ``seen`` (psutil's Process guards against PID reuse)."""
     for proc in procs:
@@ -94,7 +103,9 @@ def stop_processes(
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=5)
-    _, alive = psutil.wait_procs(list(tree.values()), timeout=max(0.1, deadline - time.monotonic()))
+    running = [child for child in tree.values() if still_running(child)]
+    _, alive = psutil.wait_procs(running, timeout=max(0.1, deadline - time.monotonic()))
+    alive = [child for child in alive if still_running(child)]
     for child in alive:
         with contextlib.suppress(psutil.Error):
             child.kill()

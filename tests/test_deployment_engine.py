@@ -3,17 +3,19 @@
 The plain path (sites joining with `fedstock-node join`, a run from `fedstock-planner run`) is in
 tests/test_planner_console_deployment.py."""
 
+import contextlib
 import os
 import stat
 import time
 
 import numpy as np
+import psutil
 import pytest
 import torch
 
 from common import crypto
 from common.config import load_node_config
-from common.processes import write_run_config
+from common.processes import still_running, write_run_config
 from coordinator.deployment import LocalDeployment
 from coordinator.planner import progress
 from warehouse_node.federated import NodeSession, round_settings
@@ -119,8 +121,12 @@ def test_coordinator_killed_by_pid_resumes_from_its_last_checkpoint(nodes, keys,
 
     def kill_after_round_one() -> None:
         if not killed and (ckpt / "round_0001.state.ckks").is_file():
+            commands = []
+            for p in first.seen.values():
+                with contextlib.suppress(psutil.Error):  # a process may end while we read it
+                    commands += [" ".join(p.cmdline())] if still_running(p) else []
+            killed.append(commands)
             first.kill("superlink")  # SuperLink, SuperExec, ServerApp
-            killed.append([" ".join(p.cmdline()) for p in first.seen.values() if p.is_running()])
 
     write(rc)
     try:
@@ -128,7 +134,7 @@ def test_coordinator_killed_by_pid_resumes_from_its_last_checkpoint(nodes, keys,
         first.run(rc_file, timeout=480, on_poll=kill_after_round_one)
     finally:
         first.stop()
-    orphans = [p.pid for p in first.seen.values() if p.is_running()]
+    orphans = [p.pid for p in first.seen.values() if still_running(p)]
     assert killed and any("flwr-serverapp" in cmd for cmd in killed[0]), killed  # outside the group
     assert not orphans, f"left running after stop(): {orphans}"
     assert killed and progress(ckpt)["last_round"] == 1 and not (ckpt / "round_0002.state.ckks").exists()
