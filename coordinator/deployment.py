@@ -11,8 +11,6 @@ and its ServerApp run in a session of their own) — and nothing else.
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
 import socket
 import subprocess
 import time
@@ -176,8 +174,7 @@ class LocalDeployment:
             deadline = time.monotonic() + timeout
             while proc.poll() is None:
                 if time.monotonic() > deadline:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait()
+                    kill_now(proc, self.seen)
                     raise TimeoutError(f"flwr run did not finish within {timeout:.0f}s")
                 remember_descendants(self.procs.values(), self.seen)
                 if on_poll:

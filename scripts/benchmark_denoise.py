@@ -1,14 +1,13 @@
 """How the seasonal anchor scores with and without cross-site denoising, at several forecast origins.
 
 The anchor is what the untrained model forecasts (its head starts at zero): demand one season
-earlier, smoothed 1/4·1/2·1/4 outside holidays (``common.windows._seasonal_lag``), shifted by a share
-(``common.model.SHIFT_SHRINK``) of how much the last 13 weeks differ from the same weeks a year
-before. This script
-computes it on the raw Walmart file, once from each store's own history and once with the lag taken
-from the history denoised by ``common.denoise`` (every store a site, departments as groups; the
-moments are summed in plaintext here: encryption changes them by less than 1e-5, see
-tests/test_cross_site_denoising.py). WMAE with holiday weeks ×5 over the 13 weeks after each
-origin. The settings of the Walmart preset and the share of the shift were chosen on the origins
+earlier, smoothed 1/4·1/2·1/4 outside holidays (``common.windows._seasonal_lag``), shifted by a
+share (``common.model.SHIFT_SHRINK``) of how much the last 13 weeks differ from the same weeks a
+year before. This script computes it on the raw Walmart file, once from each store's own history
+and once with the lag taken from the history denoised by ``common.denoise`` (every store a site,
+departments as groups; the moments are summed in plaintext here: encryption changes them by less
+than 1e-5, see tests/test_cross_site_denoising.py). WMAE with holiday weeks ×5 over the 13 weeks
+after each origin. The settings of the Walmart preset and the share of the shift were chosen on the origins
 before the benchmark window; the benchmark origin (2012-04-27) is shown, not used to choose.
 
     .venv/bin/python scripts/benchmark_denoise.py
@@ -121,9 +120,7 @@ def main(data_root: str) -> None:
         for r, k in GRID
     }
     variants |= {
-        f"preset denoising, shift × {a}{' (model)' if a == SHIFT_SHRINK else ''}": (settings(*chosen), a)
-        for a in SHIFT_SHARES
-        if a != SHIFT_SHRINK
+        f"preset denoising, shift × {a}": (settings(*chosen), a) for a in SHIFT_SHARES if a != SHIFT_SHRINK
     }
     results: dict[str, list[float]] = {}
     started = time.monotonic()
