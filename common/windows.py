@@ -25,7 +25,7 @@ gathers windows by index, so memory stays linear in the history length.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -277,6 +277,22 @@ def build_windows(
         lookback=lookback,
         horizon=horizon,
     )
+
+
+def like_forecasts(windows: WindowSet) -> WindowSet:
+    """The windows of each series that resemble its next forecast: where a series has windows whose
+    whole horizon has a known seasonal lag (as its forecast will), only those; otherwise all of its
+    windows (a young series forecasts from its level). With a seasonal anchor the rest would train
+    the network on level-anchored windows, whose large seasonal corrections it then applied to
+    seasonal ones: on origins before the benchmark window they made training worse than the
+    untrained anchor (BENCHMARKS.md notes)."""
+    col = PAST_ONLY + KNOWN_FEATURES.index("lag_known")
+    series, origin = windows.index[:, 0], windows.index[:, 1]
+    steps = origin[:, None] + np.arange(windows.horizon)[None, :]
+    seasonal = (windows.past[series[:, None], steps, col] > 0).all(axis=1)
+    has_seasonal = np.bincount(series[seasonal], minlength=len(windows.series)) > 0
+    keep = seasonal | ~has_seasonal[series]
+    return replace(windows, index=windows.index[keep])
 
 
 def concat_windows(sets: list[WindowSet]) -> WindowSet:

@@ -22,7 +22,7 @@ from common.demand import mark_events, prepare, read_table
 from common.denoise import PROFILE_FILE, DenoiseError, Profile
 from common.model import ModelConfig, build_model, load_vector, model_vector
 from common.training import TrainConfig, mean_from_quantiles, predict_scaled, train_local
-from common.windows import SeriesStats, WindowSet, build_windows, season_lag, series_stats
+from common.windows import SeriesStats, WindowSet, build_windows, like_forecasts, season_lag, series_stats
 
 DEMAND_FILE, MAP_FILE, QUARANTINE_FILE = "demand.parquet", "series_map.parquet", "quarantine.csv"
 MODEL_FILE = "global_model.pt"
@@ -103,9 +103,10 @@ class NodeData:
         return build_windows(frame, self.stats, m.lookback, m.horizon, origins=origins, lag=self.lag)
 
     def train_windows(self, m: ModelConfig) -> WindowSet:
-        key = (m.lookback, m.horizon)
+        key = (m.lookback, m.horizon, m.anchor)
         if key not in self._train_windows:
-            self._train_windows[key] = self.windows(self.train, m)
+            windows = self.windows(self.train, m)
+            self._train_windows[key] = like_forecasts(windows) if m.anchor == "seasonal" else windows
         return self._train_windows[key]
 
     def holdout_windows(self, m: ModelConfig) -> WindowSet:
