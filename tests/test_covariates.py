@@ -10,6 +10,7 @@ from common.windows import (
     PAST_ONLY,
     build_windows,
     event_bucket,
+    like_forecasts,
     series_stats,
 )
 
@@ -64,6 +65,20 @@ def test_seasonal_lag_keeps_a_holiday_peak_sharp():
     lags = b["future"][0, :, LAG] * stats.scale["a"]
     assert np.isclose(lags[2], 900.0)  # the holiday itself, unsmoothed
     assert np.allclose(lags[[1, 3]], panel["demand"].to_numpy()[[peak - 1, peak + 1]])  # its neighbours too
+
+
+def test_series_with_a_season_of_history_train_only_on_windows_with_a_known_seasonal_lag():
+    old, young = _panel(120), _panel(40).assign(series="b")
+    panel = pd.concat([old, young], ignore_index=True)
+    w = build_windows(panel, series_stats(panel, ()), lookback=8, horizon=4, origins="all", lag=52)
+    kept = like_forecasts(w)
+    known = kept.batch(np.arange(len(kept)))["future"][..., KNOWN_FEATURES.index("lag_known")]
+    series = np.array(kept.series)[kept.index[:, 0]]
+    assert known[series == "a"].all()  # every horizon step of "a" repeats a known season
+    # "a" loses its first-year windows, and only those; "b" has no season yet and keeps all of its own
+    first_year = (w.index[:, 0] == 0) & (w.index[:, 1] - 8 < 52)  # horizon starts within a season
+    assert (series == "a").sum() == (w.index[:, 0] == 0).sum() - first_year.sum() > 0
+    assert (series == "b").sum() == (w.index[:, 0] == 1).sum() > 0
 
 
 def test_missing_promotion_is_unknown_not_zero():
