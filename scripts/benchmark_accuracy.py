@@ -228,18 +228,23 @@ def dp_note(sub: pd.DataFrame) -> list[str]:
 def write_markdown(rows: pd.DataFrame) -> None:
     """Each dataset has its own marked section, so a run of one dataset keeps the other's tables."""
     hardware = f"{os.cpu_count()} CPU cores ({platform.machine()}), torch {torch.__version__}, CPU only"
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-    written = (
-        f"Written by `scripts/benchmark_accuracy.py` on {time.strftime('%Y-%m-%d')} at commit "
-        f"{commit.stdout.strip() or '?'}; {hardware} (no GPU was lent to this task, so GPU training "
-        "throughput is not measured)."
-    )
+
+    def written(name: str) -> str:
+        """Rows kept from an earlier run name the commit they were measured at, not this one's."""
+        sub = rows[rows["dataset"] == name]
+        commits = sorted(set(sub["commit"].dropna().astype(str))) if "commit" in sub else []
+        return (
+            f"Written by `scripts/benchmark_accuracy.py` on {time.strftime('%Y-%m-%d')}; rows measured "
+            f"at commit {', '.join(commits) or '?'}; {hardware} (no GPU was lent to this task, so GPU "
+            "training throughput is not measured)."
+        )
+
     if (rows["dataset"] == "walmart").any():
         body = [
             "## Forecast accuracy on real data",
             "",
-            f"{written} Cells: median over seeds (min..max). Every model mode has the same budget: "
-            "rounds × (one pass of at most `max-batches` batches per node). Model settings: "
+            f"{written('walmart')} Cells: median over seeds (min..max). Every model mode has the same "
+            "budget: rounds × (one pass of at most `max-batches` batches per node). Model settings: "
             f"`coordinator/simulate.py` PRESETS (walmart {json.dumps(PRESETS['walmart'])}). Weather, "
             "fuel, CPI and unemployment are fed as past-only inputs (no oracle); markdowns and "
             "holidays as known-future inputs. Walmart nodes keep one-off spikes (`cap_outliers = "
@@ -256,7 +261,8 @@ def write_markdown(rows: pd.DataFrame) -> None:
             *section(
                 rows, "store_item", "store_item, 10 stores = 10 nodes; train ≤ 2017-07-04, score 90 days"
             ),
-            f"{written} Model settings: PRESETS (store_item {json.dumps(PRESETS['store_item'])}).",
+            f"{written('store_item')} Model settings: PRESETS "
+            f"(store_item {json.dumps(PRESETS['store_item'])}).",
         ]
         write_marked_section(ROOT / "BENCHMARKS.md", "accuracy-store_item", body)
 
@@ -299,6 +305,8 @@ def main(
     torch.set_num_threads(2)
     command = (".venv/bin/python scripts/benchmark_accuracy.py " + " ".join(sys.argv[1:])).strip()
     csv = Path(work) / "accuracy.csv"
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    commit = head.stdout.strip() or "?"
     for name in datasets.split(","):
         folder = Path(data_root) / FOLDERS[name]
         dp_pair = tuple(float(v) for v in dp.split(",")) if dp else None
@@ -306,7 +314,7 @@ def main(
         if not chosen or set(modes.split(",")) - set(MODEL_MODES):
             raise click.BadParameter(f"choose from {','.join(MODEL_MODES)}", param_hint="--modes")
         rows = run_dataset(name, folder, Path(work) / name, seed_list, rounds, dp_pair, chosen)
-        frame = pd.DataFrame(rows).assign(command=command, rounds=rounds, quick=quick)
+        frame = pd.DataFrame(rows).assign(command=command, rounds=rounds, quick=quick, commit=commit)
         if csv.is_file():  # keep the other results; the methods just run replace their old rows
             old = pd.read_csv(csv)
             replaced = (old["dataset"] == name) & old["method"].isin(frame["method"].unique())
