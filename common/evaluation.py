@@ -6,6 +6,7 @@ pooled sales table ``[series keys..., date, target]`` because they are benchmark
 
 from __future__ import annotations
 
+import subprocess
 import warnings
 from pathlib import Path
 
@@ -147,6 +148,12 @@ def ets(
         if np.all(np.isfinite(pred)):
             out[col] = np.clip(pred, 0, None)
     return _long(out, keys, date)
+
+
+def current_commit(root: Path) -> str:
+    """Short hash of the checkout a benchmark runs from, for its tables; '?' outside git."""
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True)
+    return head.stdout.strip() or "?"
 
 
 def write_marked_section(path: Path, name: str, lines: list[str]) -> None:

@@ -17,7 +17,6 @@ import json
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -29,7 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common.evaluation import ets, score, seasonal_naive, write_marked_section
+from common.evaluation import current_commit, ets, score, seasonal_naive, write_marked_section
 from common.public_data import DATASETS, load_sales
 from coordinator.simulate import PRESETS, SimulationSettings, prepare_nodes, train_and_forecast
 from coordinator.strategy import PROGRESS_FILE
@@ -305,8 +304,7 @@ def main(
     torch.set_num_threads(2)
     command = (".venv/bin/python scripts/benchmark_accuracy.py " + " ".join(sys.argv[1:])).strip()
     csv = Path(work) / "accuracy.csv"
-    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-    commit = head.stdout.strip() or "?"
+    commit = current_commit(ROOT)
     for name in datasets.split(","):
         folder = Path(data_root) / FOLDERS[name]
         dp_pair = tuple(float(v) for v in dp.split(",")) if dp else None

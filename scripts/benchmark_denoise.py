@@ -7,8 +7,9 @@ year before. This script computes it on the raw Walmart file, once from each sto
 and once with the lag taken from the history denoised by ``common.denoise`` (every store a site,
 departments as groups; the moments are summed in plaintext here: encryption changes them by less
 than 1e-5, see tests/test_cross_site_denoising.py). WMAE with holiday weeks ×5 over the 13 weeks
-after each origin. The settings of the Walmart preset and the share of the shift were chosen on the origins
-before the benchmark window; the benchmark origin (2012-04-27) is shown, not used to choose.
+after each origin. The settings of the Walmart preset and the share of the shift were chosen on
+the origins before the benchmark window; the benchmark origin (2012-04-27) is shown, not used to
+choose.
 
     .venv/bin/python scripts/benchmark_denoise.py
 """

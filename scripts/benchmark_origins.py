@@ -5,8 +5,8 @@ shifted; ``common.model``). This script prepares the 45 Walmart nodes at each or
 on the 13 weeks after it (WMAE, holiday weeks ×5): the untrained federated model (learning rate
 0), the federated plaintext model, and the same two for local-only training; and, as an ablation,
 both trained on every window of every series instead of the windows like its forecast
-(``common.windows.like_forecasts``). These origins lie
-before the accuracy benchmark's window, so choices made on them do not look at its scores.
+(``common.windows.like_forecasts``). These origins lie before the accuracy benchmark's window,
+so choices made on them do not look at its scores.
 One seed (run-to-run variation: see BENCHMARKS.md); the table goes to BENCHMARKS.md between markers.
 
     .venv/bin/python scripts/benchmark_origins.py
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import platform
 import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -28,7 +27,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common.evaluation import score, write_marked_section
+from common.evaluation import current_commit, score, write_marked_section
 from common.public_data import DATASETS, load_sales
 from coordinator.simulate import SimulationSettings, prepare_nodes, train_and_forecast
 from warehouse_node import pipeline
@@ -115,12 +114,11 @@ def table(rows: pd.DataFrame) -> list[str]:
 def main(data_root: str, work: str, seed: int, rounds: int) -> None:
     data = Path(data_root) / "walmart"
     rows = pd.DataFrame([r for o in ORIGINS for r in run_origin(data, Path(work), o, seed, rounds)])
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
     body = [
         "## Does training help? The model against its untrained anchor at earlier origins",
         "",
         f"Written by `scripts/benchmark_origins.py` on {time.strftime('%Y-%m-%d')} at commit "
-        f"{commit.stdout.strip() or '?'}; {platform.machine()}, CPU only. Walmart, 45 nodes, seed {seed}, "
+        f"{current_commit(ROOT)}; {platform.machine()}, CPU only. Walmart, 45 nodes, seed {seed}, "
         f"{rounds} rounds, the preset of `coordinator/simulate.py`; WMAE over the {HORIZON} weeks after "
         "each origin. Untrained = learning rate 0: the forecast is the anchor itself.",
         "",
