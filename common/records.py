@@ -68,6 +68,7 @@ NODE_SETTINGS: dict[str, type] = {
     "heads": int,
     "max-batches": int,
     "learning-rate": float,
+    "server-learning-rate": float,  # η of the server step, taken by the nodes (warehouse_node/federated.py)
     "seed": int,
     "dp-clip": float,  # differential privacy (common/privacy.py); 0 = off
     "dp-noise": float,
@@ -82,6 +83,9 @@ NODE_SETTINGS: dict[str, type] = {
     "denoise-min-sites": int,  # a group is shared only when this many sites hold it (floor 3)
     "denoise-id": str,  # set by the coordinator: which summed profile the run trains with
 }
+
+
+MAX_SERVER_LEARNING_RATE = 10.0  # far past where an averaged update overshoots
 
 
 def node_setting(cfg: Mapping, key: str, default: object) -> Any:
@@ -100,6 +104,15 @@ def check_node_settings(cfg: Mapping) -> None:
     for key in NODE_SETTINGS:
         if key in cfg:
             node_setting(cfg, key, None)
+
+
+def server_learning_rate(cfg: Mapping) -> float:
+    """η of the server step (warehouse_node/federated.py), refused outside (0, MAX_SERVER_LEARNING_RATE]."""
+    rate = node_setting(cfg, "server-learning-rate", 1.0)
+    if not 0 < rate <= MAX_SERVER_LEARNING_RATE:
+        top = f"{MAX_SERVER_LEARNING_RATE:g}"
+        raise ValueError(f"run config 'server-learning-rate' must be in (0, {top}], got {rate!r}")
+    return rate
 
 
 def denoise_settings(cfg: Mapping) -> DenoiseSettings:

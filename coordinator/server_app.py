@@ -20,7 +20,13 @@ from flwr.serverapp import Grid, ServerApp
 from common import crypto
 from common.network import MIN_SITES, Layout
 from common.privacy import privacy_from_config, privacy_report
-from common.records import NODE_SETTINGS, check_node_settings, denoise_settings, node_setting
+from common.records import (
+    NODE_SETTINGS,
+    check_node_settings,
+    denoise_settings,
+    node_setting,
+    server_learning_rate,
+)
 from coordinator.strategy import EncryptedFedAvg, latest_checkpoint, load_state
 
 app = ServerApp()
@@ -53,6 +59,7 @@ def main(grid: Grid, context: Context) -> None:
     if not rc.get("public-context"):
         raise ValueError("run config 'public-context' is not set: pass the coordinator's public.ctx")
     check_node_settings(rc)  # a wrong type stops here, by name, before any node works
+    server_learning_rate(rc)  # and so does a server step out of range
     key = crypto.load_context(str(rc["public-context"]))
     checkpoint_dir = run_folder(dict(rc), context.run_id)
     network = network_settings(dict(rc)) if rc.get("network-forecast") else None

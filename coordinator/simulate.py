@@ -35,8 +35,14 @@ from common.training import TrainConfig, train_local
 from common.windows import concat_windows
 from coordinator.demo import provision_node
 from coordinator.planner import round_metrics
-from warehouse_node.federated import RoundSettings, adopt_profile, round_settings, site_history
-from warehouse_node.pipeline import NodeData, forecast, local_update, prepare_node, save_global_model
+from warehouse_node.federated import (
+    RoundSettings,
+    adopt_profile,
+    round_settings,
+    round_update,
+    site_history,
+)
+from warehouse_node.pipeline import NodeData, forecast, prepare_node, save_global_model
 
 Report = Callable[[str], None]
 MODES = ("he", "plain", "local", "central")
@@ -187,7 +193,7 @@ def run_plain(nodes: list[NodeConfig], rc: dict, report: Report) -> None:
         total, n_sum = 0.0, 0
         for cfg in nodes:
             data = NodeData.load(cfg, s.model.horizon, s.validation, s.model.denoise)
-            new, n, _ = local_update(data, s.model, s.train, weights, s.round_seed)
+            _, new, n, _ = round_update(cfg, data, s, weights)
             total, n_sum = total + n * new, n_sum + n
         weights = total / n_sum
         report(f"round {r}: plaintext average of {len(nodes)} nodes")

@@ -18,8 +18,8 @@ from flwr.serverapp.strategy import FedAvg
 from common.config import NodeConfig, load_node_config
 from common.model import build_model, model_vector
 from coordinator.server_app import node_config_record
-from warehouse_node.federated import RoundSettings, round_settings
-from warehouse_node.pipeline import NodeData, holdout_metrics, local_update, save_global_model
+from warehouse_node.federated import RoundSettings, round_settings, round_update
+from warehouse_node.pipeline import NodeData, holdout_metrics, save_global_model
 
 client = ClientApp()
 server = ServerApp()
@@ -35,8 +35,8 @@ def _node(msg: Message, context: Context) -> tuple[NodeConfig, RoundSettings, No
 
 @client.train()
 def train(msg: Message, context: Context) -> Message:
-    _, s, data, weights = _node(msg, context)
-    new, n, loss = local_update(data, s.model, s.train, weights, s.round_seed)
+    cfg, s, data, weights = _node(msg, context)
+    _, new, n, loss = round_update(cfg, data, s, weights)
     reply = {
         "arrays": ArrayRecord([new.astype(np.float32)]),
         "metrics": MetricRecord({"num-examples": n, "train-pinball": loss}),

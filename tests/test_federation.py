@@ -5,11 +5,12 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+import torch
 from flwr.app import ConfigRecord, Message, RecordDict
 
 from common import crypto
 from common.config import load_node_config
-from common.records import CONFIG, STATE, UPDATE, encrypted_record, read_encrypted
+from common.records import CONFIG, STATE, STATE_TAIL, UPDATE, encrypted_record, read_encrypted
 from coordinator.inprocess import run_inprocess
 from coordinator.planner import round_metrics
 from coordinator.server_app import app as server_app
@@ -177,3 +178,59 @@ def test_node_refuses_an_update_whose_sum_over_the_round_could_wrap(nodes):
     huge = federated.round_settings({**FAST_RUN, "server-round": 1, "round-nodes": 10**7})
     with pytest.raises(crypto.CryptoError, match="too large: a sum of 10000000"):
         session.train(huge, None)
+
+
+def _round_one_global(keys, secret_key, nodes, folder, **settings) -> np.ndarray:
+    rc = {**run_config(keys, folder, rounds=1), **settings}
+    run_inprocess(server_app, client_module.app, nodes, rc)
+    blob = (folder / "round_0001.state.ckks").read_bytes()
+    state = crypto.decrypt(secret_key, crypto.EncryptedVector.from_bytes(blob))
+    return state[: -len(STATE_TAIL)] / state[-1]
+
+
+def test_a_server_learning_rate_moves_the_global_model_that_many_mean_updates(
+    nodes, keys, secret_key, tmp_path
+):
+    """The coordinator cannot read the model, so the nodes take the server step: with η = 3 the
+    aggregate is start + 3 × (FedAvg's aggregate − start), through the real apps and CKKS."""
+    fedavg = _round_one_global(keys, secret_key, nodes[0], tmp_path / "a")
+    stepped = _round_one_global(keys, secret_key, nodes[0], tmp_path / "b", **{"server-learning-rate": 3.0})
+    s = federated.round_settings({**FAST_RUN, "server-round": 1})
+    start = federated.round_start(s, None)
+    assert not np.allclose(fedavg, start)
+    assert np.allclose(stepped, start + 3.0 * (fedavg - start), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("rate", [0.0, -1.0, 11.0])
+def test_coordinator_refuses_a_server_learning_rate_out_of_range_before_round_one(
+    rate, nodes, keys, tmp_path
+):
+    rc = {**run_config(keys, tmp_path / "ckpt", rounds=1), "server-learning-rate": rate}
+    with pytest.raises(ValueError, match=r"'server-learning-rate' must be in \(0, 10\]"):
+        run_inprocess(server_app, client_module.app, nodes[0], rc)
+    assert not (tmp_path / "ckpt" / "round_0001.state.ckks").exists()
+
+
+def test_a_node_continues_its_own_optimizer_moments_only_from_its_previous_round_of_the_same_run(nodes):
+    cfg = load_node_config(nodes[0][0])
+    settings = {**FAST_RUN, "num-rounds": 3}
+    first = federated.round_settings({**settings, "server-round": 1})
+    session = federated.NodeSession.open(cfg)
+    _, after_one, _, _ = federated.round_update(cfg, session.data(first), first, None)
+    saved = torch.load(cfg.private_dir / federated.OPTIMIZER_FILE, weights_only=True)
+    assert saved["round"] == 1 and saved["moments"]["state"]  # AdamW moments per weight tensor
+
+    def held(**changes) -> dict:
+        return federated.load_moments(cfg, federated.round_settings({**settings, **changes}))
+
+    assert held(**{"server-round": 2})
+    assert not held(**{"server-round": 1})  # a run's first round starts fresh
+    assert not held(**{"server-round": 3})  # a round missed: the moments are stale
+    assert not held(**{"server-round": 2, "seed": 4})  # another run's moments
+    assert not held(**{"server-round": 2, "learning-rate": 0.01})
+    # round 2 continues the moments: not what a fresh optimizer would send
+    second = federated.round_settings({**settings, "server-round": 2})
+    _, continued, _, _ = federated.round_update(cfg, session.data(second), second, after_one)
+    (cfg.private_dir / federated.OPTIMIZER_FILE).unlink()
+    _, fresh, _, _ = federated.round_update(cfg, session.data(second), second, after_one)
+    assert not np.allclose(continued, fresh)

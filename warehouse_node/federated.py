@@ -2,15 +2,22 @@
 
 The node replies with Enc([n·w, n·loss, n]), n its FedAvg weight; the coordinator only adds. From
 the summed state Enc([Σn·w, Σn·loss, Σn]) each node recovers the global weights w = Σn·w / Σn.
+A server learning rate η (FedOpt's server step, which a coordinator that cannot read the model
+cannot take) is applied by every node to its own update before encrypting: it sends
+w = w_global + η·(w_trained − w_global), so the average is w_global + η·(mean update).
+Each node keeps its own optimizer moments between rounds (NODE/private): restarting AdamW every
+round makes its first steps sign-like on every weight, which averaging across nodes mostly cancels.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+import torch
 
 from common import crypto
 from common.config import NodeConfig
@@ -33,6 +40,7 @@ from common.records import (
     check_node_settings,
     denoise_settings,
     node_setting,
+    server_learning_rate,
 )
 from common.training import TrainConfig
 from warehouse_node.pipeline import (
@@ -45,6 +53,7 @@ from warehouse_node.pipeline import (
 )
 
 NETWORK_TOTALS_FILE = "network_totals.parquet"  # NODE/out: what this site put into the network sum
+OPTIMIZER_FILE = "optimizer.pt"  # NODE/private: this node's optimizer moments after its last round
 
 
 @dataclass(frozen=True)
@@ -63,6 +72,7 @@ class RoundSettings:
     # the cross-site profile (common/denoise.py)
     denoise: DenoiseSettings = field(default_factory=DenoiseSettings)
     denoise_id: str = ""  # digest of the run's summed moments, announced by the coordinator
+    server_learning_rate: float = 1.0  # η of the server step (module docstring); 1 = plain FedAvg
 
     @property
     def round_seed(self) -> int:
@@ -111,7 +121,56 @@ def round_settings(cfg: Mapping) -> RoundSettings:
         min_sites,
         denoise,
         node_setting(cfg, "denoise-id", ""),
+        server_learning_rate(cfg),
     )
+
+
+def round_start(s: RoundSettings, weights: np.ndarray | None) -> np.ndarray:
+    """The weights this round's training started from: the global model, or round 1's seeded one."""
+    return weights if weights is not None else model_vector(build_model(s.model, s.round_seed))
+
+
+def server_step(start: np.ndarray, trained: np.ndarray, rate: float) -> np.ndarray:
+    """This node's share of the server step: start + η·(trained − start); η = 1 is FedAvg."""
+    return trained if rate == 1.0 else start + rate * (trained - start)
+
+
+def _run_tag(s: RoundSettings) -> str:
+    """What a node's moments belong to: the run's model and training settings, not the round."""
+    t = s.train
+    run = (s.model.to_dict(), s.seed, t.epochs, t.learning_rate, t.batch_size, t.max_batches_per_epoch)
+    return hashlib.sha256(repr((run, t.scale_weight, s.denoise_id)).encode()).hexdigest()[:16]
+
+
+def load_moments(cfg: NodeConfig, s: RoundSettings) -> dict:
+    """The moments this node saved after the previous round of the same run; else none (fresh)."""
+    path = cfg.private_dir / OPTIMIZER_FILE
+    if s.server_round <= 1 or not path.is_file():
+        return {}
+    saved = torch.load(path, weights_only=True)
+    same_run = saved.get("run") == _run_tag(s) and saved.get("round") == s.server_round - 1
+    return saved["moments"] if same_run else {}
+
+
+def round_update(
+    cfg: NodeConfig,
+    data: NodeData,
+    s: RoundSettings,
+    weights: np.ndarray | None,
+    on_epoch: Callable[[int, int, float], None] | None = None,
+) -> tuple[np.ndarray, np.ndarray, int, float]:
+    """Train one round from the global model, continuing this node's own optimizer moments.
+    Return (the round's start, start + η·(trained − start), training windows, train loss)."""
+    moments = load_moments(cfg, s)
+    new, windows, loss = local_update(data, s.model, s.train, weights, s.round_seed, on_epoch, moments)
+    if not np.all(np.isfinite(new)) or not np.isfinite(loss):
+        raise ValueError("local training produced NaN or infinite weights: update not sent")
+    cfg.private_dir.mkdir(parents=True, exist_ok=True)
+    torch.save(
+        {"run": _run_tag(s), "round": s.server_round, "moments": moments}, cfg.private_dir / OPTIMIZER_FILE
+    )
+    start = round_start(s, weights)
+    return start, server_step(start, new, s.server_learning_rate), windows, loss
 
 
 def check_sites(s: RoundSettings, sites: float) -> None:
@@ -209,13 +268,10 @@ class NodeSession:
         weights: np.ndarray | None,
         on_epoch: Callable[[int, int, float], None] | None = None,
     ) -> crypto.EncryptedVector:
-        new, windows, loss = local_update(self.data(s), s.model, s.train, weights, s.round_seed, on_epoch)
-        if not np.all(np.isfinite(new)) or not np.isfinite(loss):
-            raise ValueError("local training produced NaN or infinite weights: update not sent")
+        start, new, windows, loss = round_update(self.cfg, self.data(s), s, weights, on_epoch)
         n = windows / WEIGHT_UNIT
         if s.privacy is not None:  # clipped, noised, and weighted 1 like every other node
-            start = weights if weights is not None else model_vector(build_model(s.model, s.round_seed))
-            new, _ = privatize(start, new, s.privacy)
+            new, _ = privatize(start, new, s.privacy)  # clips η·update: the bound holds
             n = 1.0
         return crypto.encrypt(self.key, update_values(new, n, loss), addends=s.nodes)
 
