@@ -55,11 +55,11 @@ def train_local(
     cfg: TrainConfig,
     seed: int,
     on_epoch: Callable[[int, int, float], None] | None = None,
-    moments: dict | None = None,
+    optimizer_state: dict | None = None,
 ) -> float:
     """Train in place; return the mean pinball loss over the batches seen (scaled units).
     Deterministic for a seed (batch order and dropout), so plaintext and encrypted runs match.
-    ``on_epoch(epoch, epochs, mean loss of the epoch)`` reports progress. ``moments``: an
+    ``on_epoch(epoch, epochs, mean loss of the epoch)`` reports progress. ``optimizer_state``: an
     optimizer state to continue from (empty: a fresh one), replaced by the state after training."""
     if len(windows) == 0:
         raise ValueError("no training windows: the history is shorter than lookback/2 + horizon")
@@ -67,8 +67,8 @@ def train_local(
     torch_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=1e-4)
-    if moments:
-        optimizer.load_state_dict(moments)
+    if optimizer_state:
+        optimizer.load_state_dict(optimizer_state)
     batches_per_epoch = min(-(-len(windows) // cfg.batch_size), cfg.max_batches_per_epoch)
     total, step = cfg.epochs * batches_per_epoch, 0
     start, stop = cfg.progress
@@ -91,9 +91,9 @@ def train_local(
         if on_epoch is not None:
             on_epoch(epoch + 1, cfg.epochs, float(np.mean(losses[-batches_per_epoch:])))
     torch.random.set_rng_state(torch_state)
-    if moments is not None:
-        moments.clear()
-        moments.update(optimizer.state_dict())
+    if optimizer_state is not None:
+        optimizer_state.clear()
+        optimizer_state.update(optimizer.state_dict())
     return float(np.mean(losses))
 
 

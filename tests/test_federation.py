@@ -211,26 +211,30 @@ def test_coordinator_refuses_a_server_learning_rate_out_of_range_before_round_on
     assert not (tmp_path / "ckpt" / "round_0001.state.ckks").exists()
 
 
-def test_a_node_continues_its_own_optimizer_moments_only_from_its_previous_round_of_the_same_run(nodes):
+def test_a_node_continues_its_own_optimizer_state_only_from_its_previous_round_of_the_same_run(nodes):
     cfg = load_node_config(nodes[0][0])
     settings = {**FAST_RUN, "num-rounds": 3}
     first = federated.round_settings({**settings, "server-round": 1})
     session = federated.NodeSession.open(cfg)
     _, after_one, _, _ = federated.round_update(cfg, session.data(first), first, None)
     saved = torch.load(cfg.private_dir / federated.OPTIMIZER_FILE, weights_only=True)
-    assert saved["round"] == 1 and saved["moments"]["state"]  # AdamW moments per weight tensor
+    assert saved["round"] == 1 and saved["state"]["state"]  # AdamW moments per weight tensor
 
     def held(**changes) -> dict:
-        return federated.load_moments(cfg, federated.round_settings({**settings, **changes}))
+        return federated.load_optimizer_state(cfg, federated.round_settings({**settings, **changes}))
 
     assert held(**{"server-round": 2})
     assert not held(**{"server-round": 1})  # a run's first round starts fresh
     assert not held(**{"server-round": 3})  # a round missed: the moments are stale
     assert not held(**{"server-round": 2, "seed": 4})  # another run's moments
     assert not held(**{"server-round": 2, "learning-rate": 0.01})
-    # round 2 continues the moments: not what a fresh optimizer would send
+    # round 2 continues the state: not what a fresh optimizer would send
     second = federated.round_settings({**settings, "server-round": 2})
     _, continued, _, _ = federated.round_update(cfg, session.data(second), second, after_one)
     (cfg.private_dir / federated.OPTIMIZER_FILE).unlink()
     _, fresh, _, _ = federated.round_update(cfg, session.data(second), second, after_one)
     assert not np.allclose(continued, fresh)
+    (cfg.private_dir / federated.OPTIMIZER_FILE).write_bytes(b"not a torch file")
+    assert not held(**{"server-round": 3})  # unreadable: a fresh optimizer, and round 3 runs
+    _, _, windows, _ = federated.round_update(cfg, session.data(second), second, after_one)
+    assert windows > 0 and held(**{"server-round": 3})

@@ -12,6 +12,7 @@ round makes its first steps sign-like on every weight, which averaging across no
 from __future__ import annotations
 
 import hashlib
+import pickle
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -53,7 +54,7 @@ from warehouse_node.pipeline import (
 )
 
 NETWORK_TOTALS_FILE = "network_totals.parquet"  # NODE/out: what this site put into the network sum
-OPTIMIZER_FILE = "optimizer.pt"  # NODE/private: this node's optimizer moments after its last round
+OPTIMIZER_FILE = "optimizer.pt"  # NODE/private: this node's optimizer state after its last round
 
 
 @dataclass(frozen=True)
@@ -136,20 +137,26 @@ def server_step(start: np.ndarray, trained: np.ndarray, rate: float) -> np.ndarr
 
 
 def _run_tag(s: RoundSettings) -> str:
-    """What a node's moments belong to: the run's model and training settings, not the round."""
+    """What an optimizer state belongs to: the run's model and training settings, not the round."""
     t = s.train
     run = (s.model.to_dict(), s.seed, t.epochs, t.learning_rate, t.batch_size, t.max_batches_per_epoch)
     return hashlib.sha256(repr((run, t.scale_weight, s.denoise_id)).encode()).hexdigest()[:16]
 
 
-def load_moments(cfg: NodeConfig, s: RoundSettings) -> dict:
-    """The moments this node saved after the previous round of the same run; else none (fresh)."""
+def load_optimizer_state(cfg: NodeConfig, s: RoundSettings) -> dict:
+    """The optimizer state this node saved after the previous round of the same run, else none
+    (a fresh optimizer). An unreadable file only costs the momentum: it is overwritten this round."""
     path = cfg.private_dir / OPTIMIZER_FILE
     if s.server_round <= 1 or not path.is_file():
         return {}
-    saved = torch.load(path, weights_only=True)
+    try:
+        saved = torch.load(path, weights_only=True)
+    except (OSError, EOFError, RuntimeError, pickle.UnpicklingError):
+        return {}
+    if not isinstance(saved, dict) or not isinstance(saved.get("state"), dict):
+        return {}
     same_run = saved.get("run") == _run_tag(s) and saved.get("round") == s.server_round - 1
-    return saved["moments"] if same_run else {}
+    return saved["state"] if same_run else {}
 
 
 def round_update(
@@ -159,16 +166,15 @@ def round_update(
     weights: np.ndarray | None,
     on_epoch: Callable[[int, int, float], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, int, float]:
-    """Train one round from the global model, continuing this node's own optimizer moments.
+    """Train one round from the global model, continuing this node's own optimizer state.
     Return (the round's start, start + η·(trained − start), training windows, train loss)."""
-    moments = load_moments(cfg, s)
-    new, windows, loss = local_update(data, s.model, s.train, weights, s.round_seed, on_epoch, moments)
+    state = load_optimizer_state(cfg, s)
+    new, windows, loss = local_update(data, s.model, s.train, weights, s.round_seed, on_epoch, state)
     if not np.all(np.isfinite(new)) or not np.isfinite(loss):
         raise ValueError("local training produced NaN or infinite weights: update not sent")
     cfg.private_dir.mkdir(parents=True, exist_ok=True)
-    torch.save(
-        {"run": _run_tag(s), "round": s.server_round, "moments": moments}, cfg.private_dir / OPTIMIZER_FILE
-    )
+    saved = {"run": _run_tag(s), "round": s.server_round, "state": state}
+    torch.save(saved, cfg.private_dir / OPTIMIZER_FILE)
     start = round_start(s, weights)
     return start, server_step(start, new, s.server_learning_rate), windows, loss
 

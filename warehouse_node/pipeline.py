@@ -144,15 +144,15 @@ def local_update(
     global_vector: np.ndarray | None,
     seed: int,
     on_epoch: Callable[[int, int, float], None] | None = None,
-    moments: dict | None = None,
+    optimizer_state: dict | None = None,
 ) -> tuple[np.ndarray, int, float]:
     """Start from the global model (or the seeded initial one); return (weights, n, train loss).
-    ``moments``: the optimizer state to continue, updated in place (``common.training.train_local``)."""
+    ``optimizer_state``: the one to continue, updated in place (``common.training.train_local``)."""
     model = build_model(m, seed)
     if global_vector is not None:
         load_vector(model, global_vector)
     windows = data.train_windows(m)
-    loss = train_local(model, windows, t, seed, on_epoch, moments)
+    loss = train_local(model, windows, t, seed, on_epoch, optimizer_state)
     return model_vector(model), len(windows), loss
 
 
