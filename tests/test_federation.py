@@ -235,6 +235,6 @@ def test_a_node_continues_its_own_optimizer_state_only_from_its_previous_round_o
     _, fresh, _, _ = federated.round_update(cfg, session.data(second), second, after_one)
     assert not np.allclose(continued, fresh)
     (cfg.private_dir / federated.OPTIMIZER_FILE).write_bytes(b"not a torch file")
-    assert not held(**{"server-round": 3})  # unreadable: a fresh optimizer, and round 3 runs
-    _, _, windows, _ = federated.round_update(cfg, session.data(second), second, after_one)
+    assert not held(**{"server-round": 3})  # unreadable: a fresh optimizer, not a failed round
+    _, _, windows, _ = federated.round_update(cfg, session.data(second), second, after_one)  # rewrites it
     assert windows > 0 and held(**{"server-round": 3})
