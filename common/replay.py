@@ -1,12 +1,13 @@
 """Replay a stocking policy over a held-out window of actual demand (periodic review).
 
 Each period: orders due arrive; at a review (every R periods) the policy sets (s, S) from the
-forecast made at the window's origin, using its steps from this period on (no re-forecasting);
+forecast made at the window's origin, using its steps from this period on, or, when the sku has
+one, from the forecast re-made at that review with the demand seen so far (``reforecasts``);
 when the node's decision rule (common.inventory.review_status) says REPLENISH_NOW or WARNING for
 the inventory position (on hand + on order − backorders), an order for S − position, raised to
 the MOQ and rounded up to whole packs, is placed and arrives L periods later. Then demand is
 served from stock; what cannot be served is lost or backordered. Reviews stop once R + L periods
-no longer fit in the forecast horizon.
+no longer fit in the horizon of the forecast in use.
 
 Metrics: fill rate (demand served from stock in its own period / demand), cycle service level
 (share of review cycles without a shortage), average on-hand in units and value, stockout periods,
@@ -46,18 +47,27 @@ class ReplaySettings:
 
 @dataclass(frozen=True)
 class SkuHistory:
-    """One sku for the replay: actual demand over the window, the origin's forecast, unit value."""
+    """One sku for the replay: actual demand over the window, the origin's forecast, unit value,
+    and optionally ``reforecasts[t]``: the forecast made at the start of period t (before its
+    demand), its first step being period t; None where none was made."""
 
     sku: str
     demand: np.ndarray
     forecast: DemandForecast
     unit_value: float = 1.0
+    reforecasts: tuple[DemandForecast | None, ...] = ()
+
+    def forecast_at(self, t: int) -> tuple[DemandForecast, int]:
+        """The forecast a review in period t uses, and period t's step in its horizon."""
+        if t < len(self.reforecasts) and self.reforecasts[t] is not None:
+            return self.reforecasts[t], 0
+        return self.forecast, t
 
 
 def replay_sku(item: SkuHistory, policy: Policy, alpha: float, s: ReplaySettings) -> dict[str, float]:
     """Sums for one sku (aggregate them with ``summarise``)."""
     demand = np.clip(np.nan_to_num(item.demand.astype(float)), 0.0, None)
-    periods, horizon = len(demand), item.forecast.paths.shape[1]
+    periods = len(demand)
     lead, review = s.lead_time, s.review_period
     if s.start_cover is None:
         on_hand = policy.levels(item.forecast, 0, lead, review, alpha).order_up_to
@@ -71,10 +81,11 @@ def replay_sku(item: SkuHistory, policy: Policy, alpha: float, s: ReplaySettings
         if s.backorders and backlog > 0:
             cleared = min(on_hand, backlog)
             on_hand, backlog = on_hand - cleared, backlog - cleared
-        if t % review == 0 and t + lead + review <= horizon:
-            levels = policy.levels(item.forecast, t, lead, review, alpha)
+        forecast, step = item.forecast_at(t)
+        if t % review == 0 and step + lead + review <= forecast.paths.shape[1]:
+            levels = policy.levels(forecast, step, lead, review, alpha)
             position = on_hand + arrivals[t + 1 :].sum() - backlog
-            review_demand = item.forecast.mean_sum(t, review)
+            review_demand = forecast.mean_sum(step, review)
             if review_status(position, levels.reorder_point, review_demand) != OBSERVE:
                 qty = order_quantity(levels.order_up_to - position, s.moq, s.pack_size)
                 arrivals[t + lead] += qty

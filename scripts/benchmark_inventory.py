@@ -8,6 +8,11 @@ dollars, so its on-hand is a value; store_item is in units. On-hand at 95% and 9
 rate is interpolated along each policy's curve. Plots go to benchmarks/, tables to BENCHMARKS.md
 between markers.
 
+With ``--reforecast`` (Walmart) the trained model also forecasts again at every later review of the
+window, from each node's history through that review (the model is not retrained), as a node
+re-forecasts every week; the classical and probabilistic policies are then replayed on those
+forecasts too.
+
     .venv/bin/python scripts/benchmark_inventory.py            # trains, then replays
     .venv/bin/python scripts/benchmark_inventory.py --reuse    # replays the saved forecasts
 """
@@ -33,12 +38,16 @@ import matplotlib.pyplot as plt
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from common import crypto
+from common.config import load_node_config
 from common.evaluation import write_marked_section
 from common.inventory import sample_paths
 from common.policies import POLICIES, DemandForecast
-from common.public_data import DATASETS, load_sales
+from common.public_data import DATASETS, WRITERS, load_sales, to_dataset_columns
 from common.replay import ReplaySettings, SkuHistory, replay, summarise
+from coordinator.demo import provision_node
 from coordinator.simulate import SimulationSettings, prepare_nodes, train_and_forecast
+from warehouse_node.pipeline import forecast
 
 ROOT = Path(__file__).resolve().parents[1]
 SETUPS = {
@@ -72,29 +81,67 @@ def forecasts_for(name: str, data: Path, work: Path, reuse: bool, seed: int) -> 
     return fc
 
 
-def histories(name: str, fc: pd.DataFrame, actuals: pd.DataFrame) -> list[SkuHistory]:
-    """One SkuHistory per series with a forecast; weeks without a sales row count as no demand."""
+def reforecasts_for(name: str, data: Path, work: Path, reuse: bool, origins: list) -> pd.DataFrame:
+    """Forecasts made at each review after the first: review t (t >= 1) knows the history through
+    ``origins[t - 1]``. Each node's folder gets that history and forecasts with the model it holds
+    (column ``made_at`` = t)."""
+    saved = work / f"reforecasts_{name}.parquet"
+    if reuse and saved.is_file():
+        return pd.read_parquet(saved)
+    run = work / name
+    fingerprint = crypto.load_context(run / "keys" / crypto.PUBLIC_CONTEXT_FILE).fingerprint
+    frames = []
+    for t, origin in enumerate(origins, start=1):
+        dirs = WRITERS[name](data, run / "nodes", str(pd.Timestamp(origin).date()))
+        for d in dirs:
+            provision_node(d, run / "keys", fingerprint)
+        fc = pd.concat([forecast(load_node_config(d), include_ended=True) for d in dirs], ignore_index=True)
+        frames.append(to_dataset_columns(name, fc).assign(made_at=t))
+        log(f"{name}: re-forecast at review {t} (history through {pd.Timestamp(origin).date()})")
+    out = pd.concat(frames, ignore_index=True)
+    out.to_parquet(saved, index=False)
+    return out
+
+
+def _demand_forecast(g: pd.DataFrame, rng: np.random.Generator) -> DemandForecast:
+    qcols = sorted((c for c in g.columns if c[0] == "q" and c[1:].isdigit()), key=lambda c: int(c[1:]))
+    levels = tuple(int(c[1:]) / 100 for c in qcols)
+    rho = float(g["path_corr"].iloc[0]) if "path_corr" in g else 0.5
+    paths = sample_paths(g[qcols].to_numpy(dtype=float), levels, rho, PATHS, rng)
+    return DemandForecast(paths, float(g["residual_sd"].iloc[0]) if "residual_sd" in g else None)
+
+
+def histories(
+    name: str, fc: pd.DataFrame, actuals: pd.DataFrame, later: pd.DataFrame | None = None
+) -> list[SkuHistory]:
+    """One SkuHistory per series with a forecast; weeks without a sales row count as no demand.
+    ``later``: the forecasts re-made at later reviews (``reforecasts_for``)."""
     ds = DATASETS[name]
     keys = list(ds.keys)
-    qcols = sorted((c for c in fc.columns if c[0] == "q" and c[1:].isdigit()), key=lambda c: int(c[1:]))
-    levels = tuple(int(c[1:]) / 100 for c in qcols)
     wide = actuals.pivot_table(index=keys, columns=ds.date, values=ds.target, aggfunc="sum")
+    made = {} if later is None else dict(list(later.sort_values(ds.date).groupby([*keys, "made_at"])))
     rng = np.random.default_rng(0)
     items = []
     for key, g in fc.sort_values([*keys, ds.date]).groupby(keys):
         if key not in wide.index or g["q50"].max() <= 0:
             continue  # no actuals in the window, or a series that ended
         demand = wide.loc[key].reindex(g[ds.date]).to_numpy(dtype=float)
-        rho = float(g["path_corr"].iloc[0]) if "path_corr" in g else 0.5
-        paths = sample_paths(g[qcols].to_numpy(dtype=float), levels, rho, PATHS, rng)
-        sd = float(g["residual_sd"].iloc[0]) if "residual_sd" in g else None
-        items.append(SkuHistory("/".join(map(str, key)), demand, DemandForecast(paths, sd)))
+        again = [made.get((*key, t)) for t in range(1, len(demand))] if made else []
+        items.append(
+            SkuHistory(
+                "/".join(map(str, key)),
+                demand,
+                _demand_forecast(g, rng),
+                reforecasts=(None, *(None if r is None else _demand_forecast(r, rng) for r in again)),
+            )
+        )
     return items
 
 
 # Measured beside the policies to explain the ratio; neither is a policy a node can run.
 PER_SERIES_SPREAD = "probabilistic, spread per series"  # per-series calibration of the model's spread
 EX_POST = "classical, ex-post σ (oracle)"  # σ from the window's own actuals: a bound, not a forecast
+AGAIN = ", re-forecast each review"  # suffix of the policies replayed on the re-made forecasts
 
 
 def diagnostic_items(items: list[SkuHistory]) -> dict[str, list[SkuHistory]]:
@@ -122,6 +169,9 @@ def sweep(items: list[SkuHistory]) -> pd.DataFrame:
     extra = diagnostic_items(items)
     runs += [(PER_SERIES_SPREAD, POLICIES["probabilistic"], extra[PER_SERIES_SPREAD])]
     runs += [(EX_POST, POLICIES["classical"], extra[EX_POST])]
+    if any(len(it.reforecasts) > 1 for it in items):
+        runs = [(label, policy, [replace(it, reforecasts=()) for it in its]) for label, policy, its in runs]
+        runs += [(p + AGAIN, POLICIES[p], items) for p in ("classical", "probabilistic")]
     rows = []
     for lead in LEADS:
         settings = ReplaySettings(lead_time=lead, review_period=1)
@@ -175,9 +225,11 @@ def tables(results: pd.DataFrame, command: str, png: str) -> list[str]:
         "",
         f"Written by `scripts/benchmark_inventory.py` on {time.strftime('%Y-%m-%d')}; {hardware}. "
         f"Command: `{command}`. Forecasts: federated CKKS model (one seed), one forecast from the "
-        "window's origin; review every period; lost sales; each policy starts at its own order-up-to "
-        "level; an order is placed when the node's rule says REPLENISH_NOW or WARNING. Cost: holding "
-        "25%/year of the value on hand, shortage 50% of the value of demand lost. Targets swept: "
+        "window's origin (rows marked re-forecast: the same model forecasts again at every review, "
+        "from the history through that review); review every period; lost sales; each policy "
+        "starts at its own order-up-to level; an order is placed when the node's rule says "
+        "REPLENISH_NOW or WARNING. Cost: holding 25%/year of the value on hand, shortage 50% of the "
+        "value of demand lost. Targets swept: "
         f"{', '.join(f'{t:g}' for t in TARGETS)}. Plot: `{png}`.",
         "",
     ]
@@ -209,10 +261,10 @@ def _amount(value: float) -> str:
     return "not reached" if np.isnan(value) else f"{value:,.0f}"
 
 
-def _ratio(sub: pd.DataFrame, policy: str) -> str:
-    """A policy's on-hand at 95% fill over the classical policy's."""
+def _ratio(sub: pd.DataFrame, policy: str, base: str = "classical") -> str:
+    """A policy's on-hand at 95% fill over the base policy's (the classical one by default)."""
     held = on_hand_at(sub[sub["policy"] == policy], AT_FILL)
-    clas = on_hand_at(sub[sub["policy"] == "classical"], AT_FILL)
+    clas = on_hand_at(sub[sub["policy"] == base], AT_FILL)
     return "—" if np.isnan(held) or np.isnan(clas) else f"{held / clas:.3f}"
 
 
@@ -251,6 +303,25 @@ def target_lines(res: pd.DataFrame) -> list[str]:
             f"{p['total_cost']:,.0f} vs {s['total_cost']:,.0f} | {matched} | "
             f"{wins if any_win else '**none**'} | {_ratio(sub, PER_SERIES_SPREAD)} | {_ratio(sub, EX_POST)} |"
         )
+    if (res["policy"] == "classical" + AGAIN).any():
+        out += ["", *reforecast_lines(res)]
+    return out
+
+
+def reforecast_lines(res: pd.DataFrame) -> list[str]:
+    """On-hand at 95% fill with forecasts re-made at each review, against each other and against
+    the same policy on the origin's forecast."""
+    out = [
+        f"| lead | probabilistic / classical, both{AGAIN} | classical{AGAIN} / classical | "
+        f"probabilistic{AGAIN} / probabilistic |",
+        "|---|---|---|---|",
+    ]
+    for lead in LEADS:
+        sub = res[res["lead"] == lead]
+        out.append(
+            f"| {lead} | {_ratio(sub, 'probabilistic' + AGAIN, 'classical' + AGAIN)} | "
+            f"{_ratio(sub, 'classical' + AGAIN)} | {_ratio(sub, 'probabilistic' + AGAIN, 'probabilistic')} |"
+        )
     return out
 
 
@@ -260,22 +331,34 @@ def target_lines(res: pd.DataFrame) -> list[str]:
 @click.option("--datasets", default="walmart,store_item", show_default=True)
 @click.option("--seed", default=7, show_default=True)
 @click.option("--reuse", is_flag=True, help="Replay the forecasts saved by an earlier run in WORK.")
-def main(data_root: str, work: str, datasets: str, seed: int, reuse: bool) -> None:
+@click.option(
+    "--reforecast",
+    default="walmart",
+    show_default=True,
+    help="Datasets (comma-separated, or 'none') whose forecasts are also re-made at every review.",
+)
+def main(data_root: str, work: str, datasets: str, seed: int, reuse: bool, reforecast: str) -> None:
     torch.set_num_threads(2)
     command = (".venv/bin/python scripts/benchmark_inventory.py " + " ".join(sys.argv[1:])).strip()
     work_dir = Path(work)
     work_dir.mkdir(parents=True, exist_ok=True)
-    frames = []
-    for name in datasets.split(","):
+    again = set() if reforecast == "none" else set(reforecast.split(","))
+    for name in [*datasets.split(","), *again]:
         if name not in SETUPS:
             raise click.BadParameter(f"unknown dataset {name!r}: choose from {', '.join(SETUPS)}")
+    frames = []
+    for name in datasets.split(","):
         data = Path(data_root) / SETUPS[name]["folder"]
         ds = DATASETS[name]
         sales = load_sales(name, data)
         actuals = sales[sales[ds.date] > pd.Timestamp(SETUPS[name]["until"])]
         fc = forecasts_for(name, data, work_dir, reuse, seed)
-        items = histories(name, fc, actuals)
-        runs = f"{len(POLICIES)} policies + 2 diagnostics"
+        later = None
+        if name in again:
+            origins = sorted(actuals[ds.date].unique())[: ds.horizon - 1]
+            later = reforecasts_for(name, data, work_dir, reuse, origins)
+        items = histories(name, fc, actuals, later)
+        runs = f"{len(POLICIES)} policies + 2 diagnostics" + (" + 2 re-forecast" if later is not None else "")
         log(f"{name}: replaying {len(items)} series × {runs} × {len(TARGETS)} targets")
         frames.append(sweep(items).assign(dataset=name))
     results = pd.concat(frames, ignore_index=True)

@@ -72,3 +72,19 @@ def test_higher_service_target_buys_fill_rate_with_stock_and_replays_identically
 def test_invalid_replay_settings_are_refused(bad):
     with pytest.raises(ValueError):
         ReplaySettings(**bad)
+
+
+def test_forecasts_remade_at_reviews_follow_a_step_in_demand():
+    # Demand steps from 10 to 20 at t = 2; the origin's forecast keeps saying 10. Forecasts
+    # re-made from t = 3 on (after the step was seen) say 20, and the replay stocks for it.
+    demand = np.array([10, 10, 20, 20, 20, 20, 20, 20], dtype=float)
+    origin = DemandForecast(np.full((50, 8), 10.0))
+    again = (None, None, None, *(DemandForecast(np.full((50, 4), 20.0)) for _ in range(5)))
+    settings = ReplaySettings(lead_time=1, review_period=1)
+    once = replay_sku(SkuHistory("A", demand, origin), SeedRule(), 0.95, settings)
+    remade = replay_sku(SkuHistory("A", demand, origin, reforecasts=again), SeedRule(), 0.95, settings)
+    assert remade["short"] < once["short"] and remade["on_hand_units"] > once["on_hand_units"]
+    # the origin's forecast stops reviews at t = 6 (R + L must fit); the re-made ones reach t = 7
+    assert remade["orders"] > once["orders"]
+    unused = replay_sku(SkuHistory("A", demand, origin, reforecasts=(None,) * 8), SeedRule(), 0.95, settings)
+    assert unused == once
