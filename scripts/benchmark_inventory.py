@@ -198,6 +198,7 @@ def on_hand_at(curve: pd.DataFrame, fill: float) -> float:
 
 def plot(results: pd.DataFrame, path: Path) -> None:
     names = list(results["dataset"].unique())
+    colours = {p: f"C{i}" for i, p in enumerate(results["policy"].unique())}  # the same in every panel
     fig, axes = plt.subplots(len(names), len(LEADS), figsize=(11, 4.2 * len(names)), squeeze=False)
     for i, name in enumerate(names):
         for j, lead in enumerate(LEADS):
@@ -206,7 +207,14 @@ def plot(results: pd.DataFrame, path: Path) -> None:
             for policy, g in sub.groupby("policy"):
                 g = g.sort_values("target")
                 style = "--" if policy in (PER_SERIES_SPREAD, EX_POST) else "-"
-                ax.plot(g["fill_rate"], g["on_hand_value"], marker="o", ls=style, label=policy)
+                ax.plot(
+                    g["fill_rate"],
+                    g["on_hand_value"],
+                    marker="o",
+                    ls=style,
+                    color=colours[policy],
+                    label=policy,
+                )
             ax.axvline(AT_FILL, color="grey", lw=0.8, ls="--")
             ax.set_title(f"{name}, lead time {lead}")
             ax.set_xlabel("achieved fill rate")
