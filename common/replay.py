@@ -1,10 +1,10 @@
 """Replay a stocking policy over a held-out window of actual demand (periodic review).
 
 Each period: orders due arrive; at a review (every R periods) the policy sets (s, S) from the
-forecast made at the window's origin, using its steps from this period on, or, when the sku has
-one, from the forecast re-made at that review with the demand seen so far (``reforecasts``);
-when the node's decision rule (common.inventory.review_status) says REPLENISH_NOW or WARNING for
-the inventory position (on hand + on order − backorders), an order for S − position, raised to
+latest forecast: the one made at the window's origin, or, when the sku has them, the last one
+re-made with the demand seen so far (``reforecasts``), using its steps from this period on. When
+the node's decision rule (common.inventory.review_status) says REPLENISH_NOW or WARNING for the
+inventory position (on hand + on order − backorders), an order for S − position, raised to
 the MOQ and rounded up to whole packs, is placed and arrives L periods later. Then demand is
 served from stock; what cannot be served is lost or backordered. Reviews stop once R + L periods
 no longer fit in the horizon of the forecast in use.
@@ -49,7 +49,7 @@ class ReplaySettings:
 class SkuHistory:
     """One sku for the replay: actual demand over the window, the origin's forecast, unit value,
     and optionally ``reforecasts[t]``: the forecast made at the start of period t (before its
-    demand), its first step being period t; None where none was made."""
+    demand), its first step being period t; None where none was made that period."""
 
     sku: str
     demand: np.ndarray
@@ -58,9 +58,10 @@ class SkuHistory:
     reforecasts: tuple[DemandForecast | None, ...] = ()
 
     def forecast_at(self, t: int) -> tuple[DemandForecast, int]:
-        """The forecast a review in period t uses, and period t's step in its horizon."""
-        if t < len(self.reforecasts) and self.reforecasts[t] is not None:
-            return self.reforecasts[t], 0
+        """The latest forecast made by period t, and period t's step in its horizon."""
+        for made in range(min(t, len(self.reforecasts) - 1), 0, -1):
+            if self.reforecasts[made] is not None:
+                return self.reforecasts[made], t - made
         return self.forecast, t
 
 

@@ -88,3 +88,12 @@ def test_forecasts_remade_at_reviews_follow_a_step_in_demand():
     assert remade["orders"] > once["orders"]
     unused = replay_sku(SkuHistory("A", demand, origin, reforecasts=(None,) * 8), SeedRule(), 0.95, settings)
     assert unused == once
+
+
+def test_reviews_between_remade_forecasts_use_the_latest_one():
+    origin = DemandForecast(np.full((50, 8), 10.0))
+    weekly = DemandForecast(np.arange(8.0)[None].repeat(50, 0))
+    item = SkuHistory("A", np.full(8, 10.0), origin, reforecasts=(None, None, None, weekly, None, None))
+    for t, (made, step) in {2: (origin, 2), 3: (weekly, 0), 5: (weekly, 2), 7: (weekly, 4)}.items():
+        forecast, at = item.forecast_at(t)
+        assert forecast is made and at == step
