@@ -93,7 +93,9 @@ def reforecasts_for(name: str, data: Path, work: Path, reuse: bool, origins: dic
     model it holds."""
     saved = work / f"reforecasts_{name}.parquet"
     if reuse and saved.is_file():
-        return pd.read_parquet(saved)
+        kept = pd.read_parquet(saved)
+        if set(kept["made_at"]) == set(origins):  # else made on another schedule: make them again
+            return kept
     run = work / name
     fingerprint = crypto.load_context(run / "keys" / crypto.PUBLIC_CONTEXT_FILE).fingerprint
     frames = []
@@ -121,7 +123,7 @@ def histories(
     name: str, fc: pd.DataFrame, actuals: pd.DataFrame, later: pd.DataFrame | None = None
 ) -> list[SkuHistory]:
     """One SkuHistory per series with a forecast; weeks without a sales row count as no demand.
-    ``later``: the forecasts re-made at later reviews (``reforecasts_for``)."""
+    ``later``: the forecasts re-made during the window (``reforecasts_for``)."""
     ds = DATASETS[name]
     keys = list(ds.keys)
     wide = actuals.pivot_table(index=keys, columns=ds.date, values=ds.target, aggfunc="sum")
@@ -350,7 +352,7 @@ def reforecast_lines(res: pd.DataFrame) -> list[str]:
     "--reforecast",
     default="walmart,store_item",
     show_default=True,
-    help="Datasets (comma-separated, or 'none') whose forecasts are also re-made at every review.",
+    help="Datasets (comma-separated, or 'none') whose forecasts are also re-made during the window.",
 )
 def main(data_root: str, work: str, datasets: str, seed: int, reuse: bool, reforecast: str) -> None:
     torch.set_num_threads(2)
