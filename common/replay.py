@@ -82,15 +82,8 @@ def replay_sku(item: SkuHistory, policy: Policy, alpha: float, s: ReplaySettings
         if s.backorders and backlog > 0:
             cleared = min(on_hand, backlog)
             on_hand, backlog = on_hand - cleared, backlog - cleared
-        forecast, step = item.forecast_at(t)
-        if t % review == 0 and step + lead + review <= forecast.paths.shape[1]:
-            levels = policy.levels(forecast, step, lead, review, alpha)
-            position = on_hand + arrivals[t + 1 :].sum() - backlog
-            review_demand = forecast.mean_sum(step, review)
-            if review_status(position, levels.reorder_point, review_demand) != OBSERVE:
-                qty = order_quantity(levels.order_up_to - position, s.moq, s.pack_size)
-                arrivals[t + lead] += qty
-                orders += qty > 0
+        if t % review == 0:
+            orders += _review(item, policy, alpha, s, t, on_hand - backlog, arrivals)
         served = min(on_hand, demand[t])
         short = demand[t] - served
         on_hand -= served
@@ -114,6 +107,29 @@ def replay_sku(item: SkuHistory, policy: Policy, alpha: float, s: ReplaySettings
         "holding_cost": on_hand_total * value * s.holding_rate,
         "shortage_cost": (float(demand.sum()) - served_total) * value * s.shortage_rate,
     }
+
+
+def _review(
+    item: SkuHistory,
+    policy: Policy,
+    alpha: float,
+    s: ReplaySettings,
+    t: int,
+    net: float,
+    arrivals: np.ndarray,
+) -> bool:
+    """The review in period t: order up to S when the decision rule says so (the order lands in
+    ``arrivals`` L periods on). ``net``: on hand − backorders. True when an order was placed."""
+    forecast, step = item.forecast_at(t)
+    if step + s.lead_time + s.review_period > forecast.paths.shape[1]:
+        return False  # R + L no longer fit in the forecast's horizon
+    levels = policy.levels(forecast, step, s.lead_time, s.review_period, alpha)
+    position = net + arrivals[t + 1 :].sum()
+    if review_status(position, levels.reorder_point, forecast.mean_sum(step, s.review_period)) == OBSERVE:
+        return False
+    qty = order_quantity(levels.order_up_to - position, s.moq, s.pack_size)
+    arrivals[t + s.lead_time] += qty
+    return qty > 0
 
 
 def replay(items: list[SkuHistory], policy: Policy, alpha: float, s: ReplaySettings) -> pd.DataFrame:
