@@ -49,6 +49,7 @@ class ModelConfig:
     quantiles: tuple[float, ...] = DEFAULT_QUANTILES
     anchor: str = "none"  # what the quantiles are learned around: none, level or seasonal
     denoise: bool = False  # seasonal-lag input from the run's cross-site profile (common/denoise.py)
+    season_blend: float = 0.0  # share of two seasons earlier in the seasonal-lag input (common.windows)
 
     def __post_init__(self) -> None:
         if self.anchor not in ANCHORS:
@@ -56,6 +57,8 @@ class ModelConfig:
         qs = tuple(float(q) for q in self.quantiles)
         if list(qs) != sorted(qs) or not all(0 < q < 1 for q in qs) or 0.5 not in qs:
             raise ValueError(f"quantiles must be increasing in (0, 1) and include 0.5, got {qs}")
+        if not 0.0 <= self.season_blend < 1.0:
+            raise ValueError(f"season blend must be in [0, 1), got {self.season_blend}")
         if self.hidden % self.heads:
             raise ValueError("hidden must be a multiple of heads")
         object.__setattr__(self, "quantiles", qs)

@@ -65,6 +65,7 @@ NODE_SETTINGS: dict[str, type] = {
     "horizon": int,
     "hidden": int,
     "anchor": str,
+    "season-blend": float,  # share of two seasons earlier in the seasonal-lag input (common/windows.py)
     "heads": int,
     "max-batches": int,
     "learning-rate": float,

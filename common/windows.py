@@ -11,7 +11,8 @@ Known-future covariates (same columns in the past and in the horizon), ``KNOWN_F
 * the series' own demand one season earlier (52 weeks, or 364 days for daily data), smoothed over
   its neighbours outside holidays, with a flag saying whether it exists and whether that period
   was a holiday. It is history, so it is known for every horizon step as long as the horizon is
-  shorter than the season.
+  shorter than the season. Optionally (``season_blend``) it mixes in demand two seasons earlier,
+  re-levelled to last season: the yearly shape then averages two years' noise instead of one's.
 
 Past-only inputs: scaled demand, an "observed" mask (0 before a series started or in the horizon)
 and up to ``MAX_OBSERVED`` observed covariates (e.g. temperature, CPI), standardised with the
@@ -52,6 +53,9 @@ MAX_STATIC = 4
 STATIC_BUCKETS = 256
 EVENT_BUCKETS = 32
 SEASON_LAG = {"D": 364, "W": 52}
+# Two seasons are re-levelled by their mean difference over this many periods either side of the
+# lagged period: long enough to average out single weeks, short enough to follow a trend.
+BLEND_HALF_WIDTH = 6
 
 
 def static_bucket(column: str, value: object) -> int:
@@ -152,7 +156,7 @@ def observed_covariates(frame: pd.DataFrame, stats: SeriesStats) -> np.ndarray:
 
 
 def _seasonal_lag(
-    y: np.ndarray, observed: np.ndarray, holiday: np.ndarray, lag: int, horizon: int
+    y: np.ndarray, observed: np.ndarray, holiday: np.ndarray, lag: int, horizon: int, blend: float = 0.0
 ) -> np.ndarray:
     """[T, 3]: demand one season earlier, whether it was observed, whether it was a holiday.
     ``y`` is the demand the lag repeats: the series' own, or its cross-site denoised history.
@@ -180,7 +184,33 @@ def _seasonal_lag(
     out[lag:, 0] = value
     out[lag:, 1] = observed[:-lag]
     out[lag:, 2] = holiday[:-lag]
+    if blend:
+        _blend_two_seasons(out, lag, horizon, blend)
     return out
+
+
+def _blend_two_seasons(out: np.ndarray, lag: int, horizon: int, blend: float) -> None:
+    """In place: where demand two seasons earlier exists, the lag becomes (1 − blend) × last season
+    + blend × the season before, shifted by how much the two seasons differ on average over
+    BLEND_HALF_WIDTH periods either side. One year's department curve carries that year's noise;
+    two years average it (on Walmart, 2012-01-27, the origin before the benchmark window where two
+    seasons exist: the anchor's WMAE fell 2.8% with blend 0.3, BENCHMARKS.md notes). The
+    re-levelling of a horizon step reads demand up to BLEND_HALF_WIDTH + 1 periods after the one it
+    lags, so a horizon longer than the season minus that would read a training window's targets."""
+    longest = lag - BLEND_HALF_WIDTH - max(1, lag // 52)
+    if horizon > longest:
+        raise ValueError(f"season blend needs a horizon of at most {longest} periods, got {horizon}")
+    if len(out) <= 2 * lag:
+        return
+    before = np.zeros_like(out)
+    before[lag:] = out[:-lag]
+    both = (out[:, 1] > 0) & (before[:, 1] > 0)
+    width = np.ones(2 * BLEND_HALF_WIDTH + 1)
+    gap = np.convolve(np.where(both, before[:, 0] - out[:, 0], 0.0), width, "same")
+    count = np.convolve(both.astype(np.float64), width, "same")
+    use = both & (count > BLEND_HALF_WIDTH)
+    relevelled = before[use, 0] - gap[use] / count[use]
+    out[use, 0] = (1 - blend) * out[use, 0] + blend * relevelled
 
 
 @dataclass
@@ -224,6 +254,7 @@ def build_windows(
     min_history: int | None = None,
     origins: str = "all",
     lag: int = 52,
+    season_blend: float = 0.0,
 ) -> WindowSet:
     """Windows over a panel. ``origins="all"``: every origin with ≥ min_history past periods and
     a full horizon of targets; ``"last"``: one window per series whose horizon is its last periods.
@@ -248,7 +279,7 @@ def build_windows(
         observed = np.isfinite(demand[rows]).astype(np.float32)
         y = np.nan_to_num(demand[rows] / scale, nan=0.0).astype(np.float32)
         repeated = np.nan_to_num(lag_source[rows] / scale, nan=0.0).astype(np.float32)
-        seasonal = _seasonal_lag(repeated, observed, holiday[rows], lag, horizon)
+        seasonal = _seasonal_lag(repeated, observed, holiday[rows], lag, horizon, season_blend)
         feats = np.column_stack([y, observed, obs_cov[rows], cov[rows], seasonal])
         pasts.append(np.vstack([np.zeros((lookback, feats.shape[1]), np.float32), feats]))
         events.append(np.concatenate([np.zeros(lookback, np.int64), event_ids[rows]]))

@@ -67,6 +67,9 @@ PRESETS: dict[str, dict[str, object]] = {
         "denoise-shrink": 0.5,
         "denoise-periods": 104,
         "denoise-min-sites": 5,
+        # last season's shape averaged with the season before's, re-levelled (common/windows.py);
+        # chosen at 2012-01-27, the one earlier origin where two seasons exist (BENCHMARKS.md notes)
+        "season-blend": 0.3,
     },
     "store_item": {
         "lookback": 56,

@@ -39,17 +39,23 @@ BENCHMARK_ORIGIN = "2012-04-27"
 HORIZON, LAG, FREQ = 13, 52, "W-FRI"
 GRID = [(rank, shrink) for rank in (5, 10, 15) for shrink in (0.3, 0.5, 0.7)]
 SHIFT_SHARES = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)  # share of this year's shift the anchor adds
+SEASON_BLENDS = (0.2, 0.3, 0.5)  # share of two seasons earlier in the lag (only 2012-01-27 and later have it)
 
 
 def anchor(
-    y: np.ndarray, lag_source: np.ndarray, holiday: np.ndarray, shrink: float = SHIFT_SHRINK
+    y: np.ndarray,
+    lag_source: np.ndarray,
+    holiday: np.ndarray,
+    shrink: float = SHIFT_SHRINK,
+    blend: float = 0.0,
 ) -> np.ndarray:
     """The seasonal anchor of one series (weeks in order, NaN = unobserved) for the next 13 weeks;
-    ``shrink`` is the share of this year's shift that it adds."""
+    ``shrink`` is the share of this year's shift that it adds, ``blend`` the share of two seasons
+    earlier in its lag (``common.windows``)."""
     n = len(y)
     observed = np.isfinite(np.append(y, np.full(HORIZON, np.nan))).astype(np.float32)
     source = np.nan_to_num(np.append(lag_source, np.zeros(HORIZON)))
-    lag = _seasonal_lag(source, observed, holiday, LAG, HORIZON)
+    lag = _seasonal_lag(source, observed, holiday, LAG, HORIZON, blend)
     seen, yy = observed[:n], np.nan_to_num(y)
     both = seen[-SEASONAL_RECENT:] * lag[n - SEASONAL_RECENT : n, 1]
     gap = ((yy[-SEASONAL_RECENT:] - lag[n - SEASONAL_RECENT : n, 0]) * both).sum() / max(both.sum(), 1.0)
@@ -60,7 +66,11 @@ def anchor(
 
 
 def forecasts(
-    sales: pd.DataFrame, origin: pd.Timestamp, s: DenoiseSettings | None, shrink: float = SHIFT_SHRINK
+    sales: pd.DataFrame,
+    origin: pd.Timestamp,
+    s: DenoiseSettings | None,
+    shrink: float = SHIFT_SHRINK,
+    blend: float = 0.0,
 ) -> pd.DataFrame:
     dates = pd.DatetimeIndex(sorted(sales["Date"].unique()))
     past, horizon = dates[dates <= origin], dates[dates > origin][:HORIZON]
@@ -83,7 +93,7 @@ def forecasts(
     wide = history.pivot_table(index=["Store", "Dept"], columns="date", values=["demand", "source"])
     y, source = wide["demand"].reindex(columns=past), wide["source"].reindex(columns=past)
     pairs = zip(y.to_numpy(), source.to_numpy(), strict=True)
-    fc = np.stack([anchor(a, b, holiday, shrink) for a, b in pairs])
+    fc = np.stack([anchor(a, b, holiday, shrink, blend) for a, b in pairs])
     out = pd.DataFrame(fc, index=y.index, columns=horizon).stack().rename("fc").reset_index()
     return out.rename(columns={"level_2": "Date", "date": "Date"})
 
@@ -110,24 +120,37 @@ def main(data_root: str) -> None:
         )
 
     chosen = (int(preset["denoise-rank"]), float(preset["denoise-shrink"]))
-    # (denoising, share of the shift); the denoising grid with the model's SHIFT_SHRINK, then the
-    # share swept with the preset's denoising
-    variants = {f"own history (no denoising), shift × {SHIFT_SHRINK}": (None, SHIFT_SHRINK)}
+    blend = float(preset["season-blend"])
+    # (denoising, share of the shift, share of two seasons earlier): the denoising grid with the
+    # model's SHIFT_SHRINK, the share swept with the preset's denoising, then the two-season blend
+    variants = {f"own history (no denoising), shift × {SHIFT_SHRINK}": (None, SHIFT_SHRINK, 0.0)}
     variants |= {
         f"rank {r}, shrink {k}{' (preset)' if (r, k) == chosen else ''}, shift × {SHIFT_SHRINK}": (
             settings(r, k),
             SHIFT_SHRINK,
+            0.0,
         )
         for r, k in GRID
     }
     variants |= {
-        f"preset denoising, shift × {a}": (settings(*chosen), a) for a in SHIFT_SHARES if a != SHIFT_SHRINK
+        f"preset denoising, shift × {a}": (settings(*chosen), a, 0.0)
+        for a in SHIFT_SHARES
+        if a != SHIFT_SHRINK
     }
+    variants |= {
+        f"preset denoising, shift × {SHIFT_SHRINK}, two seasons × {b}{' (preset)' if b == blend else ''}": (
+            settings(*chosen),
+            SHIFT_SHRINK,
+            b,
+        )
+        for b in SEASON_BLENDS
+    }
+    variants[f"own history, shift × {SHIFT_SHRINK}, two seasons × {blend}"] = (None, SHIFT_SHRINK, blend)
     results: dict[str, list[float]] = {}
     started = time.monotonic()
-    for name, (s, share) in variants.items():
+    for name, (s, share, b) in variants.items():
         results[name] = [
-            wmae(sales, forecasts(sales, pd.Timestamp(o), s, share)) for o in (*EARLIER, BENCHMARK_ORIGIN)
+            wmae(sales, forecasts(sales, pd.Timestamp(o), s, share, b)) for o in (*EARLIER, BENCHMARK_ORIGIN)
         ]
         print(name, [round(v, 1) for v in results[name]], flush=True)
     base = np.array(next(iter(results.values()))[: len(EARLIER)])

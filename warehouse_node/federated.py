@@ -92,6 +92,7 @@ def round_settings(cfg: Mapping) -> RoundSettings:
         quantiles=tuple(cfg.get("quantiles", DEFAULT_QUANTILES)),
         anchor=node_setting(cfg, "anchor", "none"),
         denoise=denoise.enabled,
+        season_blend=node_setting(cfg, "season-blend", 0.0),
     )
     server_round, rounds = node_setting(cfg, "server-round", 0), node_setting(cfg, "num-rounds", 0)
     progress = ((server_round - 1) / rounds, server_round / rounds) if rounds and server_round else (0, 1)

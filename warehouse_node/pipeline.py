@@ -100,10 +100,18 @@ class NodeData:
         return cls(panel, train, stats, cutoff, season_lag(cfg.data.frequency))
 
     def windows(self, frame: pd.DataFrame, m: ModelConfig, origins: str = "all") -> WindowSet:
-        return build_windows(frame, self.stats, m.lookback, m.horizon, origins=origins, lag=self.lag)
+        return build_windows(
+            frame,
+            self.stats,
+            m.lookback,
+            m.horizon,
+            origins=origins,
+            lag=self.lag,
+            season_blend=m.season_blend,
+        )
 
     def train_windows(self, m: ModelConfig) -> WindowSet:
-        key = (m.lookback, m.horizon, m.anchor)
+        key = (m.lookback, m.horizon, m.anchor, m.season_blend)
         if key not in self._train_windows:
             windows = self.windows(self.train, m)
             self._train_windows[key] = like_forecasts(windows) if m.anchor == "seasonal" else windows
@@ -295,6 +303,7 @@ def forecast(cfg: NodeConfig, include_ended: bool = False) -> pd.DataFrame:
         min_history=1,
         origins="last",
         lag=data.lag,
+        season_blend=m.season_blend,
     )
     rows = windows.index[:, 0]
     scale = np.expm1(windows.log_scale[rows])[:, None, None]
