@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import dp_accounting
 import numpy as np
 
 
@@ -54,6 +53,8 @@ def privatize(
 
 def epsilon(s: PrivacySettings, rounds: int) -> float:
     """ε after ``rounds`` rounds at δ = ``s.delta`` (RDP accounting of the composed mechanism)."""
+    import dp_accounting  # here, not at the top: it loads scipy, ~1.7 s on every ClientApp start
+
     accountant = dp_accounting.rdp.RdpAccountant()
     event = dp_accounting.GaussianDpEvent(s.noise_multiplier)
     accountant.compose(dp_accounting.SelfComposedDpEvent(event, rounds))

@@ -238,3 +238,20 @@ def test_a_node_continues_its_own_optimizer_state_only_from_its_previous_round_o
     assert not held(**{"server-round": 3})  # unreadable: a fresh optimizer, not a failed round
     _, _, windows, _ = federated.round_update(cfg, session.data(second), second, after_one)  # rewrites it
     assert windows > 0 and held(**{"server-round": 3})
+
+
+@pytest.mark.parametrize(
+    ("app", "not_loaded"),
+    [
+        ("coordinator.server_app", {"torch", "scipy"}),
+        ("warehouse_node.client_app", {"scipy", "dp_accounting"}),
+    ],
+)
+def test_each_app_process_starts_without_the_libraries_it_does_not_need(app, not_loaded):
+    """Flower starts a process per run (ServerApp) and per message (ClientApp): each pays its imports."""
+    import subprocess
+    import sys
+
+    code = f"import sys, {app}; print(' '.join(sorted(set({sorted(not_loaded)!r}) & set(sys.modules))))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert loaded.stdout.strip() == "", f"{app} loads {loaded.stdout.strip()}"

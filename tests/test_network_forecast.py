@@ -129,6 +129,10 @@ def test_two_sites_are_never_summed_and_never_decrypted(nodes, keys, secret_key,
     assert meta["status"] == "refused" and not (tmp_path / "run" / NETWORK_FILE).exists()
     with pytest.raises(NetworkError, match="summed no network forecast"):
         network_forecast(tmp_path / "run", secret_key)
+    common = ["--runs", str(tmp_path), "--keys", str(keys), "--out", str(tmp_path / "net.parquet")]
+    refused = CliRunner().invoke(planner, ["network-forecast", "run", *common])
+    assert refused.exit_code != 0 and "the minimum is 3" in refused.output, refused.output
+    assert not (tmp_path / "net.parquet").exists()
 
 
 def test_a_run_config_cannot_lower_the_minimum_of_sites(nodes, keys, tmp_path):

@@ -146,22 +146,6 @@ def test_three_sites_join_and_the_planner_runs_watches_and_reads_the_network(key
         assert leaving.wait(timeout=60) == 0
         join_log = (logs / "join-2.log").read_text()
         assert "stopped cleanly" in join_log and "round 2: update sent" in join_log
-
-        second = _planner(
-            "run",
-            "--superlink",
-            address,
-            *common,
-            "--rounds",
-            "1",
-            "--min-nodes",
-            "2",
-            "--run-config",
-            str(rc_file),
-        )
-        assert second.returncode == 0, second.stderr[-3000:] + _logs(logs)
-        refused = _planner("network-forecast", second.stdout.split()[0], *common[1:], "--out", str(out))
-        assert refused.returncode != 0 and "the minimum is 3" in refused.stderr
     finally:
         for proc in procs.values():
             stop_group(proc)
