@@ -1,6 +1,8 @@
 """The real ServerApp and ClientApp, in one process (3 nodes, 2 rounds)."""
 
 import json
+import subprocess
+import sys
 from dataclasses import replace
 
 import numpy as np
@@ -249,9 +251,6 @@ def test_a_node_continues_its_own_optimizer_state_only_from_its_previous_round_o
 )
 def test_each_app_process_starts_without_the_libraries_it_does_not_need(app, not_loaded):
     """Flower starts a process per run (ServerApp) and per message (ClientApp): each pays its imports."""
-    import subprocess
-    import sys
-
     code = f"import sys, {app}; print(' '.join(sorted(set({sorted(not_loaded)!r}) & set(sys.modules))))"
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert loaded.stdout.strip() == "", f"{app} loads {loaded.stdout.strip()}"
