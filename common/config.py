@@ -30,6 +30,7 @@ A node is described by ``node.toml`` in its folder; paths in it are relative to 
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -40,6 +41,16 @@ MAX_OBSERVED = 4  # past-only covariate slots of the model
 
 class ConfigError(ValueError):
     """A node configuration that cannot be used."""
+
+
+def require_columns(frame: pd.DataFrame, columns: Iterable[str], what: str, hint: str = "") -> None:
+    """Refuse ``frame`` when it lacks any of ``columns``, naming them and the columns it does have."""
+    missing = [c for c in columns if c not in frame.columns]
+    if not missing:
+        return
+    present = [str(c) for c in frame.columns]
+    shown = ", ".join(present[:10]) + (f" and {len(present) - 10} more" if len(present) > 10 else "")
+    raise ConfigError(f"{what} is missing columns: {', '.join(missing)} (its columns: {shown}){hint}")
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from common.config import ConfigError, DataConfig
+from common.config import ConfigError, DataConfig, require_columns
 
 _PII_NAME = re.compile(
     r"(^|_)(name|first_?name|last_?name|full_?name|email|e_?mail|mail|phone|mobile|tel|telephone|"
@@ -89,11 +89,7 @@ def deidentify(
 ) -> tuple[pd.DataFrame, pd.DataFrame, DeidReport]:
     """Return (minimised frame keyed by pseudonym, private sku↔pseudonym map, report)."""
     report = DeidReport()
-    missing = [c for c in cfg.used_columns if c not in raw.columns]
-    if missing:
-        raise ConfigError(
-            f"data file is missing configured columns: {', '.join(missing)} (see [data] in node.toml)"
-        )
+    require_columns(raw, cfg.used_columns, "data file", "; see [data] in node.toml")
     for col in raw.columns:
         if col in cfg.drop_columns:
             report.dropped[col] = "configured direct identifier"

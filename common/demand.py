@@ -22,6 +22,8 @@ Documented rules (every row they touch is written to the quarantine file with it
 
 from __future__ import annotations
 
+import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +33,7 @@ import pandas as pd
 from common.config import ConfigError, DataConfig
 from common.deid import DeidReport, deidentify
 
+_SKIPPED_LINE = re.compile(r"Skipping line (\d+): expected (\d+) fields, saw (\d+)")
 QUARANTINE_COLUMNS = ["series", "date", "value", "repaired_to", "reason"]
 OUTLIER_SIGMAS = 3.0
 _FLAGS = {"true": 1, "false": 0, "yes": 1, "no": 0}
@@ -49,8 +52,38 @@ class Prepared:
         return {str(k): int(v) for k, v in by_reason.items()}
 
 
-def read_table(path: Path) -> pd.DataFrame:
-    """Read CSV or Parquet, with a one-line error for anything unreadable."""
+@dataclass(frozen=True)
+class MalformedLine:
+    """A CSV line with more fields than the header: skipped, never guessed at."""
+
+    line: int
+    fields: int
+    header: int
+
+    def __str__(self) -> str:
+        return f"line {self.line} has {self.fields} fields, the header {self.header}"
+
+
+def _quarantine_malformed(lines: list[MalformedLine]) -> pd.DataFrame:
+    """Quarantine rows for skipped lines: the line number only (its text may hold personal data)."""
+    return pd.DataFrame(
+        {
+            "series": pd.Series([pd.NA] * len(lines), dtype="string"),
+            "date": pd.NA,
+            "value": [f"line {m.line}" for m in lines],
+            "repaired_to": np.nan,
+            "reason": [f"malformed line: {m.fields} fields, the header {m.header}" for m in lines],
+        },
+        columns=QUARANTINE_COLUMNS,
+    )
+
+
+def read_table(path: Path, malformed: list[MalformedLine] | None = None) -> pd.DataFrame:
+    """Read CSV (every cell as text) or Parquet, with a one-line error for anything unreadable.
+
+    A line with more fields than the header stops the read, unless ``malformed`` is given: then
+    such lines are skipped and listed there, for the caller to quarantine.
+    """
     if not path.is_file():
         raise ConfigError(f"data file not found: {path}")
     if path.stat().st_size == 0:
@@ -58,13 +91,57 @@ def read_table(path: Path) -> pd.DataFrame:
     try:
         if path.suffix.lower() in (".parquet", ".pq"):
             return pd.read_parquet(path)
-        return pd.read_csv(path, dtype=str, keep_default_na=True)
+        return _read_csv(path, malformed)
+    except ConfigError:
+        raise
     except UnicodeDecodeError as exc:
         raise ConfigError(
             f"cannot read {path}: not UTF-8 text (found byte 0x{exc.object[exc.start]:02x}); save it as UTF-8"
         ) from None
     except Exception as exc:
         raise ConfigError(f"cannot read {path}: {exc}".splitlines()[0]) from None
+
+
+def _read_csv(path: Path, malformed: list[MalformedLine] | None) -> pd.DataFrame:
+    # index_col=False: a trailing comma on every row must not shift the columns by one.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", pd.errors.ParserWarning)
+        frame = pd.read_csv(path, dtype=str, keep_default_na=True, index_col=False, on_bad_lines="warn")
+    _refuse_other_separator(path, frame)
+    skipped = [
+        MalformedLine(int(line), int(seen), int(width))
+        for w in caught
+        for line, width, seen in _SKIPPED_LINE.findall(str(w.message))
+    ]
+    if any("does not match length of data" in str(w.message) for w in caught):
+        raise ConfigError(f"cannot read {path}: its first data line has more fields than the header")
+    if skipped and malformed is None:
+        raise ConfigError(f"cannot read {path}: {skipped[0]}")
+    if malformed is not None:
+        malformed.extend(skipped)
+    # The header as written (pandas renames a repeated name to "x.1"), spaces trimmed; a blank
+    # header cell keeps pandas' "Unnamed: N".
+    header = pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False).iloc[0]
+    names = [str(raw).strip() or str(name) for raw, name in zip(header, frame.columns, strict=True)]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise ConfigError(f"cannot read {path}: column {twice[0]!r} appears more than once in the header")
+    frame.columns = names
+    return frame
+
+
+def _refuse_other_separator(path: Path, frame: pd.DataFrame) -> None:
+    """A ';'-, tab- or '|'-separated export reads as one column; say so instead of 'missing columns'."""
+    if len(frame.columns) != 1:
+        return
+    header = str(frame.columns[0])
+    for sep, name in ((";", "semicolon"), ("\t", "tab"), ("|", "pipe")):
+        if sep in header:
+            fields = header.split(sep)
+            shown = sep.join(fields[:3]) + ("..." if len(fields) > 3 else "")
+            raise ConfigError(
+                f"cannot read {path}: it is {name}-separated (header {shown!r}); save it comma-separated"
+            )
 
 
 def _quarantine(
@@ -260,11 +337,20 @@ def mark_events(frame: pd.DataFrame, cfg: DataConfig) -> pd.DataFrame:
     return frame
 
 
-def prepare(raw: pd.DataFrame, cfg: DataConfig, secret: bytes, ended_after: int | None = None) -> Prepared:
-    """De-identify FIRST, then parse, aggregate, align, cap. Nothing raw survives in the result."""
+def prepare(
+    raw: pd.DataFrame,
+    cfg: DataConfig,
+    secret: bytes,
+    ended_after: int | None = None,
+    malformed: list[MalformedLine] | None = None,
+) -> Prepared:
+    """De-identify FIRST, then parse, aggregate, align, cap. Nothing raw survives in the result.
+
+    ``malformed``: lines that ``read_table`` skipped, quarantined first.
+    """
     frame, key_map, report = deidentify(raw, cfg, secret)
     del raw
-    bad: list[pd.DataFrame] = []
+    bad: list[pd.DataFrame] = [_quarantine_malformed(malformed)] if malformed else []
     frame = _parse(frame, cfg, bad)
     if frame.empty:
         raise ConfigError("no usable rows after parsing: check the column mapping")

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from common.config import ConfigError
+from common.config import ConfigError, require_columns
 
 WALMART_EVENTS = {2: "super_bowl", 9: "labor_day", 11: "thanksgiving", 12: "christmas"}
 MARKDOWNS = [f"MarkDown{i}" for i in range(1, 6)]
@@ -52,9 +52,7 @@ def _read(path: Path, columns: list[str]) -> pd.DataFrame:
     if not path.is_file():
         raise ConfigError(f"dataset file not found: {path}")
     frame = pd.read_parquet(path)
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise ConfigError(f"{path} is missing columns: {', '.join(missing)}")
+    require_columns(frame, columns, str(path))
     return frame
 
 

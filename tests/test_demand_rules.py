@@ -136,7 +136,7 @@ def test_missing_configured_column_is_a_clear_error(tmp_path):
     cfg = parse_data_config(
         {"path": "x.csv", "timestamp": "ts", "quantity": "qty", "series_keys": ["sku"]}, tmp_path
     )
-    with pytest.raises(ConfigError, match="missing configured columns: qty"):
+    with pytest.raises(ConfigError, match="missing columns: qty"):
         prepare(pd.DataFrame({"ts": ["2024-01-01"], "sku": ["A"]}), cfg, SECRET)
 
 

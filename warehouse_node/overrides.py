@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from common.config import ConfigError
+from common.config import ConfigError, require_columns
 from common.inventory import NEUTRAL, OBSERVE, PROMOTE, REPLENISH_NOW, WARNING, order_quantity
 
 REQUIRED = ("sku", "who", "why")
@@ -21,9 +21,7 @@ _TRUE, _FALSE = {"true", "1", "yes", "y"}, {"false", "0", "no", "n", ""}
 
 def validate_overrides(frame: pd.DataFrame, decided: set[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(usable overrides indexed by sku, rejected rows with a reason)."""
-    missing = [c for c in REQUIRED if c not in frame.columns]
-    if missing:
-        raise ConfigError(f"overrides file is missing required columns: {', '.join(missing)}")
+    require_columns(frame, REQUIRED, "overrides file")
     if "status" not in frame.columns and "block_promotion" not in frame.columns:
         raise ConfigError("overrides file needs a status or a block_promotion column")
     df = frame.copy()

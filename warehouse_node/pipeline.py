@@ -18,7 +18,7 @@ import torch
 from common.calibration import IntervalCalibration
 from common.config import NodeConfig
 from common.deid import load_or_create_secret, pseudonym, series_label
-from common.demand import mark_events, prepare, read_table
+from common.demand import MalformedLine, mark_events, prepare, read_table
 from common.denoise import PROFILE_FILE, DenoiseError, Profile
 from common.model import ModelConfig, build_model, load_vector, model_vector
 from common.training import TrainConfig, mean_from_quantiles, predict_scaled, train_local
@@ -32,7 +32,8 @@ _LOADED: dict[tuple, NodeData] = {}  # (folder, file versions, horizon, validati
 def prepare_node(cfg: NodeConfig) -> dict[str, int]:
     """Run the data pipeline and write its outputs under private/. Return quarantine counts."""
     secret = load_or_create_secret(cfg.private_dir)
-    prepared = prepare(read_table(cfg.data.path), cfg.data, secret)
+    malformed: list[MalformedLine] = []
+    prepared = prepare(read_table(cfg.data.path, malformed), cfg.data, secret, malformed=malformed)
     cfg.private_dir.mkdir(parents=True, exist_ok=True)
     prepared.panel.to_parquet(cfg.private_dir / DEMAND_FILE, index=False)
     key_map = prepared.key_map.assign(ended=prepared.key_map["series"].isin(prepared.ended))

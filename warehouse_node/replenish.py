@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from common.config import ConfigError
-from common.demand import read_table
+from common.config import ConfigError, require_columns
+from common.demand import MalformedLine, read_table
 from common.inventory import StrategyConfig, decide, sample_paths
 from common.policies import POLICIES, Policy
 from warehouse_node.overrides import apply_overrides, validate_overrides
@@ -38,9 +38,7 @@ class ReplenishResult:
 
 
 def require_forecast_columns(forecasts: pd.DataFrame) -> None:
-    for col in ("sku", "date", "mean"):
-        if col not in forecasts.columns:
-            raise ConfigError(f"forecasts file is missing column {col!r}")
+    require_columns(forecasts, ("sku", "date", "mean"), "forecasts file")
     if forecasts.empty:
         raise ConfigError("forecasts file has no rows")
 
@@ -54,9 +52,7 @@ def forecast_quantiles(forecasts: pd.DataFrame) -> tuple[tuple[float, ...], list
 
 def validate_stock(stock: pd.DataFrame, horizon: int, known: set[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Split stock rows into (decidable rows with defaults filled, rejected rows with a reason)."""
-    missing = [c for c in REQUIRED if c not in stock.columns]
-    if missing:
-        raise ConfigError(f"stock file is missing required columns: {', '.join(missing)}")
+    require_columns(stock, REQUIRED, "stock file")
     stock = stock.copy()
     stock["sku"] = stock["sku"].astype("string").str.strip()
     for col, default in DEFAULTS.items():
@@ -162,6 +158,13 @@ def infer_frequency(forecasts: pd.DataFrame) -> str:
     raise ConfigError(f"forecast dates are {step} days apart: only daily or weekly periods are supported")
 
 
+def _with_malformed(rejected: pd.DataFrame, lines: list[MalformedLine]) -> pd.DataFrame:
+    """Rejected rows plus the lines read_table skipped (their fields cannot be trusted to a column)."""
+    if not lines:
+        return rejected
+    return pd.concat([rejected, pd.DataFrame({"reason": [str(m) for m in lines]})], ignore_index=True)
+
+
 def run_replenish(
     forecasts_path: Path,
     stock_path: Path,
@@ -175,13 +178,16 @@ def run_replenish(
     if node is not None and "node" in forecasts.columns:
         forecasts = forecasts[forecasts["node"] == node]
     require_forecast_columns(forecasts)
-    stock = read_table(stock_path)
+    bad_stock: list[MalformedLine] = []
+    stock = read_table(stock_path, bad_stock)
     cfg = load_strategy_config(strategy_path) if strategy_path else None
     result = replenish(forecasts, stock, infer_frequency(forecasts), cfg, POLICIES[policy])
+    result.rejected = _with_malformed(result.rejected, bad_stock)
     if overrides_path is not None:
-        usable, result.rejected_overrides = validate_overrides(
-            read_table(overrides_path), set(result.decisions["sku"])
-        )
+        bad_overrides: list[MalformedLine] = []
+        overrides = read_table(overrides_path, bad_overrides)
+        usable, rejected = validate_overrides(overrides, set(result.decisions["sku"]))
+        result.rejected_overrides = _with_malformed(rejected, bad_overrides)
         result.decisions, result.strategy = apply_overrides(
             result.decisions, result.strategy, result.decided_stock, usable
         )
