@@ -2,7 +2,10 @@
 
 Documented rules (every row they touch is written to the quarantine file with its reason):
 
-* rows without a series key, a readable timestamp or a numeric quantity are dropped;
+* rows without a series key, a readable timestamp or a numeric quantity are dropped; so are rows
+  dated after today, and stray rows: cut off from the rest of the history by ``ended_after`` or
+  more periods with no rows, and under 1% of the rows (a mistyped year). A timestamp column
+  of numbers (epoch seconds? spreadsheet days?) is refused, never guessed at;
 * unreadable prices are set to unknown (repaired);
 * returns: a negative order line is a return, not negative demand — it is excluded from demand;
   a negative per-period value (``kind = "periods"``) is clipped to 0;
@@ -22,18 +25,15 @@ Documented rules (every row they touch is written to the quarantine file with it
 
 from __future__ import annotations
 
-import re
-import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from common.config import ConfigError, DataConfig
 from common.deid import DeidReport, deidentify
+from common.tables import MalformedLine, read_table
 
-_SKIPPED_LINE = re.compile(r"Skipping line (\d+): expected (\d+) fields, saw (\d+)")
 QUARANTINE_COLUMNS = ["series", "date", "value", "repaired_to", "reason"]
 OUTLIER_SIGMAS = 3.0
 _FLAGS = {"true": 1, "false": 0, "yes": 1, "no": 0}
@@ -52,18 +52,6 @@ class Prepared:
         return {str(k): int(v) for k, v in by_reason.items()}
 
 
-@dataclass(frozen=True)
-class MalformedLine:
-    """A CSV line with more fields than the header: skipped, never guessed at."""
-
-    line: int
-    fields: int
-    header: int
-
-    def __str__(self) -> str:
-        return f"line {self.line} has {self.fields} fields, the header {self.header}"
-
-
 def _quarantine_malformed(lines: list[MalformedLine]) -> pd.DataFrame:
     """Quarantine rows for skipped lines: the line number only (its text may hold personal data)."""
     return pd.DataFrame(
@@ -76,72 +64,6 @@ def _quarantine_malformed(lines: list[MalformedLine]) -> pd.DataFrame:
         },
         columns=QUARANTINE_COLUMNS,
     )
-
-
-def read_table(path: Path, malformed: list[MalformedLine] | None = None) -> pd.DataFrame:
-    """Read CSV (every cell as text) or Parquet, with a one-line error for anything unreadable.
-
-    A line with more fields than the header stops the read, unless ``malformed`` is given: then
-    such lines are skipped and listed there, for the caller to quarantine.
-    """
-    if not path.is_file():
-        raise ConfigError(f"data file not found: {path}")
-    if path.stat().st_size == 0:
-        raise ConfigError(f"cannot read {path}: the file is empty")
-    try:
-        if path.suffix.lower() in (".parquet", ".pq"):
-            return pd.read_parquet(path)
-        return _read_csv(path, malformed)
-    except ConfigError:
-        raise
-    except UnicodeDecodeError as exc:
-        raise ConfigError(
-            f"cannot read {path}: not UTF-8 text (found byte 0x{exc.object[exc.start]:02x}); save it as UTF-8"
-        ) from None
-    except Exception as exc:
-        raise ConfigError(f"cannot read {path}: {exc}".splitlines()[0]) from None
-
-
-def _read_csv(path: Path, malformed: list[MalformedLine] | None) -> pd.DataFrame:
-    # index_col=False: a trailing comma on every row must not shift the columns by one.
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", pd.errors.ParserWarning)
-        frame = pd.read_csv(path, dtype=str, keep_default_na=True, index_col=False, on_bad_lines="warn")
-    _refuse_other_separator(path, frame)
-    skipped = [
-        MalformedLine(int(line), int(seen), int(width))
-        for w in caught
-        for line, width, seen in _SKIPPED_LINE.findall(str(w.message))
-    ]
-    if any("does not match length of data" in str(w.message) for w in caught):
-        raise ConfigError(f"cannot read {path}: its first data line has more fields than the header")
-    if skipped and malformed is None:
-        raise ConfigError(f"cannot read {path}: {skipped[0]}")
-    if malformed is not None:
-        malformed.extend(skipped)
-    # The header as written (pandas renames a repeated name to "x.1"), spaces trimmed; a blank
-    # header cell keeps pandas' "Unnamed: N".
-    header = pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False).iloc[0]
-    names = [str(raw).strip() or str(name) for raw, name in zip(header, frame.columns, strict=True)]
-    twice = sorted({name for name in names if names.count(name) > 1})
-    if twice:
-        raise ConfigError(f"cannot read {path}: column {twice[0]!r} appears more than once in the header")
-    frame.columns = names
-    return frame
-
-
-def _refuse_other_separator(path: Path, frame: pd.DataFrame) -> None:
-    """A ';'-, tab- or '|'-separated export reads as one column; say so instead of 'missing columns'."""
-    if len(frame.columns) != 1:
-        return
-    header = str(frame.columns[0])
-    for sep, name in ((";", "semicolon"), ("\t", "tab"), ("|", "pipe")):
-        if sep in header:
-            fields = header.split(sep)
-            shown = sep.join(fields[:3]) + ("..." if len(fields) > 3 else "")
-            raise ConfigError(
-                f"cannot read {path}: it is {name}-separated (header {shown!r}); save it comma-separated"
-            )
 
 
 def _quarantine(
@@ -159,8 +81,14 @@ def _quarantine(
     return out[QUARANTINE_COLUMNS]
 
 
-def _parse(frame: pd.DataFrame, cfg: DataConfig, bad: list[pd.DataFrame]) -> pd.DataFrame:
+def _parse(frame: pd.DataFrame, cfg: DataConfig, ended_after: int, bad: list[pd.DataFrame]) -> pd.DataFrame:
     frame = frame.rename(columns={cfg.timestamp: "_ts_raw", cfg.quantity: "_qty_raw"})
+    if pd.api.types.is_numeric_dtype(frame["_ts_raw"]):  # seconds? days since 1900? never guess
+        example = frame["_ts_raw"].dropna().head(1).tolist()
+        raise ConfigError(
+            f"timestamp column {cfg.timestamp!r} holds numbers (e.g. {example[0] if example else 'NaN'}), "
+            "not dates: store dates or ISO text such as 2024-01-31"
+        )
     frame["timestamp"] = pd.to_datetime(frame["_ts_raw"], errors="coerce", format="mixed")
     frame["quantity"] = pd.to_numeric(frame["_qty_raw"], errors="coerce").astype(float)
     checks = [
@@ -178,6 +106,7 @@ def _parse(frame: pd.DataFrame, cfg: DataConfig, bad: list[pd.DataFrame]) -> pd.
     frame["timestamp"] = (
         frame["timestamp"].dt.tz_localize(None) if frame["timestamp"].dt.tz else frame["timestamp"]
     )
+    frame = _drop_implausible_dates(frame, cfg, ended_after, bad)
     frame["date"] = frame["timestamp"].dt.to_period(cfg.period_freq).dt.end_time.dt.normalize()
     columns = [(cfg.price, "price"), (cfg.promo, "promo"), (cfg.holiday, "holiday")]
     for src, dst in [*columns, *((c, c) for c in cfg.observed)]:
@@ -193,6 +122,35 @@ def _parse(frame: pd.DataFrame, cfg: DataConfig, bad: list[pd.DataFrame]) -> pd.
             bad.append(_quarantine(frame[unreadable], f"unreadable {dst}: treated as unknown", src))
         frame[dst] = parsed.fillna(0.0) if dst == "holiday" else parsed  # NaN promotion = unknown
     return frame
+
+
+def _drop_implausible_dates(
+    frame: pd.DataFrame, cfg: DataConfig, ended_after: int, bad: list[pd.DataFrame]
+) -> pd.DataFrame:
+    """Quarantine sales dated after today, and stray dates: rows cut off from the rest of the
+    history by at least ``ended_after`` periods without any row, holding under 1% of the rows.
+    Both are mistyped dates (2202 for 2022); kept, one row would end every other series."""
+    future = frame["timestamp"].dt.normalize() > pd.Timestamp.now().normalize() + pd.Timedelta(days=1)
+    if future.any():
+        reason = "timestamp after today: sales cannot be in the future"
+        bad.append(_quarantine(frame[future], reason, "_ts_raw"))
+        frame = frame[~future]
+    if frame.empty:
+        return frame
+    ordinal = pd.PeriodIndex(frame["timestamp"].dt.to_period(cfg.period_freq)).asi8
+    distinct = np.unique(ordinal)
+    gaps = np.diff(distinct) - 1
+    segment = np.concatenate([[0], np.cumsum(gaps >= ended_after)])[np.searchsorted(distinct, ordinal)]
+    rows = np.bincount(segment)
+    stray = (rows < 0.01 * len(frame)) & (rows < rows.max())
+    if not stray.any():
+        return frame
+    gap_at = np.concatenate([[np.inf], gaps[gaps >= ended_after], [np.inf]])
+    for seg in np.flatnonzero(stray):
+        empty = int(min(gap_at[seg], gap_at[seg + 1]))
+        reason = f"stray timestamp: {empty} periods with no rows between it and the rest of the history"
+        bad.append(_quarantine(frame[segment == seg], reason, "_ts_raw"))
+    return frame[~stray[segment]]
 
 
 def _aggregate(frame: pd.DataFrame, cfg: DataConfig, bad: list[pd.DataFrame]) -> pd.DataFrame:
@@ -351,11 +309,12 @@ def prepare(
     frame, key_map, report = deidentify(raw, cfg, secret)
     del raw
     bad: list[pd.DataFrame] = [_quarantine_malformed(malformed)] if malformed else []
-    frame = _parse(frame, cfg, bad)
+    ended_after = ended_after or (28 if cfg.frequency == "D" else 8)
+    frame = _parse(frame, cfg, ended_after, bad)
     if frame.empty:
         raise ConfigError("no usable rows after parsing: check the column mapping")
     agg = _aggregate(frame, cfg, bad)
-    panel, ended = _align(agg, cfg, ended_after or (28 if cfg.frequency == "D" else 8), bad)
+    panel, ended = _align(agg, cfg, ended_after, bad)
     panel = mark_events(panel, cfg)
     if cfg.cap_outliers:
         panel = cap_outliers(panel, cfg, bad)

@@ -20,7 +20,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from common.config import ConfigError
-from common.demand import read_table
+from common.tables import read_table
 
 FANS = 4
 NOT_KEYS = {"mean", "residual_sd", "path_corr", "ended"}

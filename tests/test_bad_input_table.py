@@ -218,6 +218,10 @@ CASES += [
          lambda w: w.quarantined("missing or non-numeric quantity") == 2),
     Case("date-does-not-parse", node, _break_rows("order_ts", "31/31/2020", [4]), 0, None,
          lambda w: w.quarantined("unreadable timestamp") == 1),
+    Case("date-mistyped-into-the-future", node, _break_rows("order_ts", "2204-02-01T10:00:00", [4]), 0, None,
+         lambda w: w.quarantined("timestamp after today") == 1),
+    Case("date-mistyped-a-century-early", node, _break_rows("order_ts", "1924-02-01T10:00:00", [4]), 0,
+         None, lambda w: w.quarantined("stray timestamp") == 1),
     Case("missing-series-key", node, _break_rows("sku", "", [5]), 0, None,
          lambda w: w.quarantined("missing series key") == 1),
     Case("negative-quantity-is-a-return", node, _break_rows("quantity", "-3", [6]), 0, None,
@@ -246,6 +250,10 @@ CASES += [
     Case("latin1-bytes", node,
          _prepare_after(lambda w: w.orders.write_bytes(w.orders.read_bytes().replace(b"Lane", b"Stra\xdfe"))),
          1, "Error: cannot read {node}/raw/orders.csv: not UTF-8 text (found byte 0xdf); save it as UTF-8"),
+    Case("spreadsheet-saved-as-csv", node,
+         _prepare_after(lambda w: w.orders.write_bytes(b"PK\x03\x04" + bytes(64))), 1,
+         "Error: cannot read {node}/raw/orders.csv: it is a zip archive (an Excel .xlsx workbook?), not CSV "
+         "text"),
     Case("semicolon-separated", node,
          _prepare_after(lambda w: w.orders.write_text("order_ts;sku;quantity\n2024-01-01;A;3\n")), 1,
          "Error: cannot read {node}/raw/orders.csv: it is semicolon-separated (header "

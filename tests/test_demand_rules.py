@@ -132,6 +132,40 @@ def test_malformed_order_lines_are_quarantined_and_returns_excluded(tmp_path):
     assert out.panel.sort_values("date")["demand"].tolist() == [3.0, 5.0]
 
 
+def _two_depts(weeks: pd.DatetimeIndex) -> pd.DataFrame:
+    return pd.concat([_weekly(d, weeks, np.full(len(weeks), 100.0)) for d in ("1", "2")], ignore_index=True)
+
+
+def test_a_mistyped_year_is_quarantined_instead_of_ending_every_series(tmp_path):
+    weeks = pd.date_range("2011-01-07", periods=60, freq="W-FRI")
+    raw = _two_depts(weeks)
+    raw.loc[3, "Date"] = "2211-01-28"  # after today
+    raw.loc[70, "Date"] = "1911-01-27"  # a century early: stray
+    out = prepare(raw, _periods_cfg(tmp_path), SECRET)
+    counts = out.counts()
+    assert counts["timestamp after today"] == 1 and counts["stray timestamp"] == 1
+    assert out.ended == [] and out.panel["date"].min() == pd.Timestamp("2011-01-07")
+    assert out.panel["date"].max() == weeks[-1]
+    stray = out.quarantine[out.quarantine["reason"].str.startswith("stray")]
+    empty_weeks = (weeks[0] - pd.Timestamp("1911-01-27")).days // 7 - 1
+    assert stray["value"].tolist() == ["1911-01-27"] and f"{empty_weeks} periods" in stray["reason"].item()
+
+
+def test_a_closure_of_both_sides_large_keeps_all_history(tmp_path):
+    weeks = pd.date_range("2011-01-07", periods=80, freq="W-FRI")
+    raw = _two_depts(weeks.delete(range(30, 45)))  # closed 15 weeks, then reopened
+    out = prepare(raw, _periods_cfg(tmp_path), SECRET)
+    assert "stray timestamp" not in out.counts() and out.ended == []
+    assert out.panel["date"].min() == weeks[0] and len(out.panel) == 2 * 80
+
+
+def test_numeric_timestamps_are_refused_not_guessed(tmp_path):
+    raw = _two_depts(pd.date_range("2011-01-07", periods=5, freq="W-FRI"))
+    raw["Date"] = 1294358400
+    with pytest.raises(ConfigError, match=r"timestamp column 'Date' holds numbers \(e.g. 1294358400\)"):
+        prepare(raw, _periods_cfg(tmp_path), SECRET)
+
+
 def test_missing_configured_column_is_a_clear_error(tmp_path):
     cfg = parse_data_config(
         {"path": "x.csv", "timestamp": "ts", "quantity": "qty", "series_keys": ["sku"]}, tmp_path

@@ -97,3 +97,19 @@ def test_strategy_thresholds_come_from_a_toml_file_and_bad_settings_are_refused(
         path.write_text(text)
         with pytest.raises(ConfigError, match=re.escape(message)):
             load_strategy_config(path)
+
+
+def test_rejected_rows_are_listed_as_written_and_a_sku_in_other_letter_case_is_named():
+    stock = pd.DataFrame(
+        {
+            "sku": ["A", "B", "c"],
+            "on_hand": ["1,234", " 7 ", "3"],
+            "lead_time": ["2", "2.0", "1"],
+            "service_level": ["95%", "0.9", "0.9"],
+        }
+    )
+    result = replenish(_forecasts(), stock, "D")
+    rejected = result.rejected.set_index("sku")
+    assert (rejected.loc["A", "on_hand"], rejected.loc["A", "service_level"]) == ("1,234", "95%")
+    assert rejected.loc["c", "reason"] == "unknown sku: a forecast exists in other letter case"
+    assert list(result.decisions["sku"]) == ["B"]

@@ -18,9 +18,10 @@ import torch
 from common.calibration import IntervalCalibration
 from common.config import NodeConfig
 from common.deid import load_or_create_secret, pseudonym, series_label
-from common.demand import MalformedLine, mark_events, prepare, read_table
+from common.demand import mark_events, prepare
 from common.denoise import PROFILE_FILE, DenoiseError, Profile
 from common.model import ModelConfig, build_model, load_vector, model_vector
+from common.tables import MalformedLine, read_table
 from common.training import TrainConfig, mean_from_quantiles, predict_scaled, train_local
 from common.windows import SeriesStats, WindowSet, build_windows, like_forecasts, season_lag, series_stats
 

@@ -2,8 +2,8 @@
 
 Stock file columns: ``sku``, ``on_hand``, ``lead_time`` (required); ``on_order`` (0),
 ``on_order_due`` (periods until it arrives; the lead time), ``review_period`` (1),
-``service_level`` (0.95), ``moq`` (0), ``pack_size`` (1), ``unit_cost`` (optional). Each row
-that cannot be decided is listed with its reason; the others are decided.
+``service_level`` (0.95), ``moq`` (0), ``pack_size`` (1); other columns are not read. Each row
+that cannot be decided is listed as written, with its reason; the others are decided.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ import numpy as np
 import pandas as pd
 
 from common.config import ConfigError, require_columns
-from common.demand import MalformedLine, read_table
 from common.inventory import StrategyConfig, decide, sample_paths
 from common.policies import POLICIES, Policy
+from common.tables import MalformedLine, read_table
 from warehouse_node.overrides import apply_overrides, validate_overrides
 
 REQUIRED = ("sku", "on_hand", "lead_time")
@@ -53,6 +53,7 @@ def forecast_quantiles(forecasts: pd.DataFrame) -> tuple[tuple[float, ...], list
 def validate_stock(stock: pd.DataFrame, horizon: int, known: set[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Split stock rows into (decidable rows with defaults filled, rejected rows with a reason)."""
     require_columns(stock, REQUIRED, "stock file")
+    as_given = stock  # rejected rows are listed as the operator wrote them
     stock = stock.copy()
     stock["sku"] = stock["sku"].astype("string").str.strip()
     for col, default in DEFAULTS.items():
@@ -79,6 +80,8 @@ def validate_stock(stock: pd.DataFrame, horizon: int, known: set[str]) -> tuple[
         values["lead_time"] + values["review_period"] > horizon,
         f"lead_time + review_period exceeds the forecast horizon of {horizon} periods",
     )
+    other_case = stock["sku"].str.casefold().isin({k.casefold() for k in known})
+    reject(~stock["sku"].isin(known) & other_case, "unknown sku: a forecast exists in other letter case")
     reject(~stock["sku"].isin(known), "unknown sku: no forecast for it")
     if "on_order_due" in stock.columns:  # periods until the on-order stock arrives; default lead time
         due = pd.to_numeric(stock["on_order_due"], errors="coerce").fillna(values["lead_time"])
@@ -87,7 +90,7 @@ def validate_stock(stock: pd.DataFrame, horizon: int, known: set[str]) -> tuple[
     for col in NUMERIC:
         stock[col] = values[col]
     bad = reasons != ""
-    rejected = stock[bad].assign(reason=reasons[bad])
+    rejected = as_given[bad].assign(reason=reasons[bad])
     return stock[~bad], rejected
 
 
