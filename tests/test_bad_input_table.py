@@ -8,12 +8,6 @@ are in its quarantine or rejected file, counted exactly.
 
 from __future__ import annotations
 
-import json
-import shutil
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -25,20 +19,26 @@ from common.model import ModelConfig, build_model, model_vector
 from common.records import check_node_settings
 from common.synthetic import SyntheticSpec, write_warehouse
 from coordinator.planner_cli import cli as planner
+from tests.bad_input import (
+    Base,
+    Case,
+    break_rows,
+    ciphertext,
+    decided_rows,
+    edit_lines,
+    fresh_work,
+    other_key_ciphertext,
+    periods_node,
+    run_after,
+    set_cell,
+    stock_edit,
+    write_file,
+)
 from warehouse_node.cli import EXIT_PARTIAL
 from warehouse_node.cli import cli as node
-from warehouse_node.pipeline import QUARANTINE_FILE, forecast, prepare_node, save_global_model
+from warehouse_node.pipeline import MODEL_FILE, forecast, prepare_node, save_global_model
 
 SPEC = SyntheticSpec(items=3, days=200, horizon_days=14, customers=20)
-
-
-@dataclass(frozen=True)
-class Base:
-    """A prepared warehouse with a forecast, copied afresh for every case."""
-
-    node: Path
-    forecasts: Path
-    keys: Path
 
 
 @pytest.fixture(scope="module")
@@ -57,265 +57,114 @@ def base(tmp_path_factory) -> Base:
     return Base(node_dir, root / "forecasts.parquet", keys)
 
 
-@dataclass(frozen=True)
-class Work:
-    node: Path
-    forecasts: Path
-    keys: Path
-    tmp: Path
-    before: pd.DataFrame  # the base quarantine
-    notes: dict = field(default_factory=dict)  # values a case learns while damaging its input
-
-    @property
-    def empty(self) -> Path:
-        (self.tmp / "empty").mkdir(exist_ok=True)
-        return self.tmp / "empty"
-
-    def fields(self) -> dict[str, object]:
-        other = self.tmp / "other" / crypto.MANIFEST_FILE
-        return {
-            "tmp": self.tmp,
-            "node": self.node,
-            "keys": self.keys,
-            "fp": crypto.load_context(self.keys / crypto.PUBLIC_CONTEXT_FILE).fingerprint,
-            "other_fp": json.loads(other.read_text())["fingerprint"] if other.is_file() else "",
-            **self.notes,
-        }
-
-    @property
-    def orders(self) -> Path:
-        return self.node / "raw" / "orders.csv"
-
-    @property
-    def stock(self) -> Path:
-        return self.node / "stock.csv"
-
-    def edit_orders(self, change: Callable[[pd.DataFrame], pd.DataFrame]) -> None:
-        change(pd.read_csv(self.orders, dtype=str)).to_csv(self.orders, index=False)
-
-    def edit_stock(self, change: Callable[[pd.DataFrame], pd.DataFrame]) -> None:
-        change(pd.read_csv(self.stock)).to_csv(self.stock, index=False)
-
-    def set_toml(self, old: str, new: str) -> None:
-        toml = self.node / "node.toml"
-        text = toml.read_text()
-        assert old in text
-        toml.write_text(text.replace(old, new))
-
-    def replenish(self, *extra: str) -> list[str]:
-        files = ["--forecasts", str(self.forecasts), "--stock", str(self.stock)]
-        return ["replenish", *files, "--out", str(self.tmp / "decide"), *extra]
-
-    def quarantined(self, reason: str) -> int:
-        """Rows quarantined for ``reason`` by this case, beyond those the base data already had."""
-        now = pd.read_csv(self.node / "private" / QUARANTINE_FILE)
-        return int(now["reason"].str.startswith(reason).sum()) - int(
-            self.before["reason"].str.startswith(reason).sum()
-        )
-
-    def rejected(self, reason: str, name: str = "rejected.csv") -> int:
-        r = pd.read_csv(self.tmp / "decide" / name)
-        return int(r["reason"].str.contains(reason, regex=False).sum())
-
-
-@dataclass(frozen=True)
-class Case:
-    name: str
-    cli: object  # the click group, or None for a direct call
-    run: Callable[[Work], list[str] | Callable[[], object]]
-    exit_code: int
-    message: str | None  # the exact last line of output (None: the command succeeds quietly)
-    lost: Callable[[Work], bool] | None = None  # every row not used is accounted for
-
-
-def _break_rows(column: str, value: str, rows: list[int]) -> Callable[[Work], list[str]]:
-    def run(w: Work) -> list[str]:
-        def change(df: pd.DataFrame) -> pd.DataFrame:
-            df.loc[rows, column] = value
-            return df
-
-        w.edit_orders(change)
-        return ["prepare", "--node", str(w.node)]
-
-    return run
-
-
-def _prepare_after(edit: Callable[[Work], None]) -> Callable[[Work], list[str]]:
-    def run(w: Work) -> list[str]:
-        edit(w)
-        return ["prepare", "--node", str(w.node)]
-
-    return run
-
-
-def _stock(change: Callable[[pd.DataFrame], pd.DataFrame], *extra: str) -> Callable[[Work], list[str]]:
-    def run(w: Work) -> list[str]:
-        w.edit_stock(change)
-        return w.replenish(*extra)
-
-    return run
-
-
-def _set(df: pd.DataFrame, column: str, value: object, row: int = 0) -> pd.DataFrame:
-    df[column] = df[column].astype(object)
-    df.loc[row, column] = value
-    return df
-
-
-def _file(w: Work, name: str, text: str | bytes) -> Path:
-    path = w.tmp / name
-    path.write_bytes(text if isinstance(text, bytes) else text.encode())
-    return path
-
-
-def _ciphertext(w: Work, damage: Callable[[bytes], bytes]) -> Callable[[], object]:
-    key = crypto.load_context(w.keys / crypto.SECRET_CONTEXT_FILE)
-    vec = crypto.encrypt(key, np.ones(50))
-    blob = damage(vec.to_bytes())
-    w.notes["body"] = sum(len(c) for c in vec.chunks)
-    w.notes["short"] = w.notes["body"] - (len(vec.to_bytes()) - len(blob))
-    return lambda: crypto.decrypt(key, crypto.EncryptedVector.from_bytes(blob))
-
-
-def _other_key_ciphertext(w: Work) -> Callable[[], object]:
-    crypto.keygen(w.tmp / "other")
-    other = crypto.load_context(w.tmp / "other" / crypto.SECRET_CONTEXT_FILE)
-    ours = crypto.load_context(w.keys / crypto.SECRET_CONTEXT_FILE)
-    return lambda: crypto.decrypt(ours, crypto.encrypt(other, np.ones(5)))
-
-
-def _edit_lines(path: Path, change: Callable[[int, str], str]) -> None:
-    """Rewrite a CSV line by line (line 0 is the header), bypassing pandas."""
-    lines = path.read_text().splitlines()
-    path.write_text("\n".join(change(i, line) for i, line in enumerate(lines)) + "\n")
-
-
-def _decided(w: Work) -> int:
-    return len(pd.read_csv(w.tmp / "decide" / "decisions.csv"))
-
-
-CASES: list[Case] = []
-
-
-def _periods_node(w: Work, rows: list[tuple[str, str, str]]) -> list[str]:
-    """Switch the node to per-period data (weekly sales per dept) with the given rows."""
-    lines = ["Date,Dept,Weekly_Sales", *(",".join(r) for r in rows)]
-    (w.node / "raw" / "weekly.csv").write_text("\n".join(lines) + "\n")
-    (w.node / "node.toml").write_text(
-        '[node]\nname = "weekly"\n\n[data]\npath = "raw/weekly.csv"\nkind = "periods"\n'
-        'frequency = "W-FRI"\ntimestamp = "Date"\nquantity = "Weekly_Sales"\nseries_keys = ["Dept"]\n'
-    )
-    return ["prepare", "--node", str(w.node)]
-
-
 WEEKS = [str(d.date()) for d in pd.date_range("2011-01-07", periods=20, freq="W-FRI")]
-PREPARE = ["prepare", "--node"]
 
 # fmt: off
-CASES += [
+CASES: list[Case] = [
     # ---- data files -------------------------------------------------------------------------
-    Case("quantity-not-a-number", node, _break_rows("quantity", "abc", [3, 7]), 0, None,
+    Case("quantity-not-a-number", node, break_rows("quantity", "abc", [3, 7]), 0, None,
          lambda w: w.quarantined("missing or non-numeric quantity") == 2),
-    Case("date-does-not-parse", node, _break_rows("order_ts", "31/31/2020", [4]), 0, None,
+    Case("date-does-not-parse", node, break_rows("order_ts", "31/31/2020", [4]), 0, None,
          lambda w: w.quarantined("unreadable timestamp") == 1),
-    Case("date-mistyped-into-the-future", node, _break_rows("order_ts", "2204-02-01T10:00:00", [4]), 0, None,
+    Case("date-mistyped-into-the-future", node, break_rows("order_ts", "2204-02-01T10:00:00", [4]), 0, None,
          lambda w: w.quarantined("timestamp after today") == 1),
-    Case("date-mistyped-a-century-early", node, _break_rows("order_ts", "1924-02-01T10:00:00", [4]), 0,
+    Case("date-mistyped-a-century-early", node, break_rows("order_ts", "1924-02-01T10:00:00", [4]), 0,
          None, lambda w: w.quarantined("stray timestamp") == 1),
-    Case("missing-series-key", node, _break_rows("sku", "", [5]), 0, None,
+    Case("missing-series-key", node, break_rows("sku", "", [5]), 0, None,
          lambda w: w.quarantined("missing series key") == 1),
-    Case("negative-quantity-is-a-return", node, _break_rows("quantity", "-3", [6]), 0, None,
+    Case("negative-quantity-is-a-return", node, break_rows("quantity", "-3", [6]), 0, None,
          lambda w: w.quarantined("return: negative order line") == 1),
-    Case("price-unreadable-is-repaired", node, _break_rows("unit_price", "12,99 EUR", [8]), 0, None,
+    Case("price-unreadable-is-repaired", node, break_rows("unit_price", "12,99 EUR", [8]), 0, None,
          lambda w: w.quarantined("unreadable price") == 1),
     Case("duplicate-period-rows-summed", node,
-         lambda w: _periods_node(w, [(d, "1", "10") for d in WEEKS] + [(WEEKS[3], "1", "5")]), 0, None,
+         lambda w: periods_node(w, [(d, "1", "10") for d in WEEKS] + [(WEEKS[3], "1", "5")]), 0, None,
          lambda w: w.quarantined("duplicate period row") == 2),
     Case("negative-period-sales-clipped", node,
-         lambda w: _periods_node(w, [(d, "1", "-4" if i == 2 else "10") for i, d in enumerate(WEEKS)]), 0,
+         lambda w: periods_node(w, [(d, "1", "-4" if i == 2 else "10") for i, d in enumerate(WEEKS)]), 0,
          None, lambda w: w.quarantined("negative demand clipped") == 1),
     Case("configured-column-missing", node,
-         _prepare_after(lambda w: w.set_toml('quantity = "quantity"', 'quantity = "qty"')), 1,
+         run_after(lambda w: w.set_toml('quantity = "quantity"', 'quantity = "qty"')), 1,
          "Error: data file is missing columns: qty (its columns: order_id, order_ts, sku, category, "
          "quantity, unit_price, promo, customer_id, customer_name, customer_email and 2 more); "
          "see [data] in node.toml"),
-    Case("empty-file", node, _prepare_after(lambda w: w.orders.write_text("")), 1,
+    Case("empty-file", node, run_after(lambda w: w.orders.write_text("")), 1,
          "Error: cannot read {node}/raw/orders.csv: the file is empty"),
     Case("header-only", node,
-         _prepare_after(lambda w: w.orders.write_text(w.orders.read_text().splitlines()[0] + "\n")), 1,
+         run_after(lambda w: w.orders.write_text(w.orders.read_text().splitlines()[0] + "\n")), 1,
          "Error: no usable rows after parsing: check the column mapping"),
     Case("wrong-encoding", node,
-         _prepare_after(lambda w: w.orders.write_bytes(w.orders.read_text().encode("utf-16"))), 1,
+         run_after(lambda w: w.orders.write_bytes(w.orders.read_text().encode("utf-16"))), 1,
          "Error: cannot read {node}/raw/orders.csv: not UTF-8 text (found byte 0xff); save it as UTF-8"),
     Case("latin1-bytes", node,
-         _prepare_after(lambda w: w.orders.write_bytes(w.orders.read_bytes().replace(b"Lane", b"Stra\xdfe"))),
+         run_after(lambda w: w.orders.write_bytes(w.orders.read_bytes().replace(b"Lane", b"Stra\xdfe"))),
          1, "Error: cannot read {node}/raw/orders.csv: not UTF-8 text (found byte 0xdf); save it as UTF-8"),
     Case("spreadsheet-saved-as-csv", node,
-         _prepare_after(lambda w: w.orders.write_bytes(b"PK\x03\x04" + bytes(64))), 1,
+         run_after(lambda w: w.orders.write_bytes(b"PK\x03\x04" + bytes(64))), 1,
          "Error: cannot read {node}/raw/orders.csv: it is a zip archive (an Excel .xlsx workbook?), not CSV "
          "text"),
     Case("semicolon-separated", node,
-         _prepare_after(lambda w: w.orders.write_text("order_ts;sku;quantity\n2024-01-01;A;3\n")), 1,
+         run_after(lambda w: w.orders.write_text("order_ts;sku;quantity\n2024-01-01;A;3\n")), 1,
          "Error: cannot read {node}/raw/orders.csv: it is semicolon-separated (header "
          "'order_ts;sku;quantity'); save it comma-separated"),
     Case("rows-with-an-unnamed-extra-field", node,
-         _prepare_after(lambda w: _edit_lines(w.orders, lambda i, line: line + ",x" if i else line)), 1,
+         run_after(lambda w: edit_lines(w.orders, lambda i, line: line + ",x" if i else line)), 1,
          "Error: cannot read {node}/raw/orders.csv: its first data line has more fields than the header"),
     Case("one-ragged-row-quarantined", node,
-         _prepare_after(lambda w: _edit_lines(w.orders, lambda i, line: line + ",x" if i == 2 else line)), 0,
+         run_after(lambda w: edit_lines(w.orders, lambda i, line: line + ",x" if i == 2 else line)), 0,
          None, lambda w: w.quarantined("malformed line: 13 fields, the header 12") == 1),
     Case("trailing-comma-on-every-row-read-as-is", node,
-         _prepare_after(lambda w: _edit_lines(w.orders, lambda i, line: line + ("," if i else ""))), 0, None,
+         run_after(lambda w: edit_lines(w.orders, lambda i, line: line + ("," if i else ""))), 0, None,
          lambda w: w.quarantined("") == 0),
     Case("header-names-a-column-twice", node,
-         _prepare_after(lambda w: _edit_lines(w.orders, lambda i, line: line.replace("promo,", "unit_price,")
+         run_after(lambda w: edit_lines(w.orders, lambda i, line: line.replace("promo,", "unit_price,")
                                               if i == 0 else line)),
          1, "Error: cannot read {node}/raw/orders.csv: column 'unit_price' appears more than once in the "
          "header"),
     Case("data-file-not-found", node,
-         _prepare_after(lambda w: w.set_toml('path = "raw/orders.csv"', 'path = "raw/none.csv"')), 1,
+         run_after(lambda w: w.set_toml('path = "raw/orders.csv"', 'path = "raw/none.csv"')), 1,
          "Error: data file not found: {node}/raw/none.csv"),
     # ---- node configuration -----------------------------------------------------------------
-    Case("node-toml-not-toml", node, _prepare_after(lambda w: (w.node / "node.toml").write_text("[data\n")),
+    Case("node-toml-not-toml", node, run_after(lambda w: (w.node / "node.toml").write_text("[data\n")),
          1, "Error: {node}/node.toml is not valid TOML: Expected ']' at the end of a table "
          "declaration (at line 1, column 6)"),
     Case("node-toml-without-data", node,
-         _prepare_after(lambda w: (w.node / "node.toml").write_text('[node]\nname = "x"\n')), 1,
+         run_after(lambda w: (w.node / "node.toml").write_text('[node]\nname = "x"\n')), 1,
          "Error: {node}/node.toml has no [data] section"),
     Case("unknown-data-key", node,
-         _prepare_after(lambda w: w.set_toml('kind = "orders"', 'kind = "orders"\nlead = 3')), 1,
+         run_after(lambda w: w.set_toml('kind = "orders"', 'kind = "orders"\nlead = 3')), 1,
          "Error: [data] has unknown keys: lead"),
-    Case("bad-frequency", node, _prepare_after(lambda w: w.set_toml('frequency = "D"', 'frequency = "M"')), 1,
+    Case("bad-frequency", node, run_after(lambda w: w.set_toml('frequency = "D"', 'frequency = "M"')), 1,
          "Error: frequency must be 'D', 'W' or 'W-<DAY>', got 'M'"),
     Case("cap-outliers-not-boolean", node,
-         _prepare_after(lambda w: w.set_toml('kind = "orders"', 'kind = "orders"\ncap_outliers = "no"')), 1,
+         run_after(lambda w: w.set_toml('kind = "orders"', 'kind = "orders"\ncap_outliers = "no"')), 1,
          "Error: [data] cap_outliers must be true or false, got 'no'"),
     Case("personal-column-as-series-key", node,
-         _prepare_after(lambda w: w.set_toml('series_keys = ["sku"]', 'series_keys = ["customer_email"]')),
+         run_after(lambda w: w.set_toml('series_keys = ["sku"]', 'series_keys = ["customer_email"]')),
          1, "Error: column 'customer_email' is used as a key or attribute but column name "
          "suggests personal data; map a non-personal column instead"),
-    Case("node-folder-without-node-toml", node, _prepare_after(lambda w: (w.node / "node.toml").unlink()), 1,
+    Case("node-folder-without-node-toml", node, run_after(lambda w: (w.node / "node.toml").unlink()), 1,
          "Error: node config not found: {node}/node.toml"),
     # ---- stock, forecasts, strategy and overrides files --------------------------------------
-    Case("stock-missing-column", node, _stock(lambda df: df.drop(columns=["on_hand"])), 1,
+    Case("stock-missing-column", node, stock_edit(lambda df: df.drop(columns=["on_hand"])), 1,
          "Error: stock file is missing columns: on_hand (its columns: sku, on_order, lead_time, "
          "review_period, service_level, moq, pack_size, unit_cost)"),
-    Case("stock-unknown-sku", node, _stock(lambda df: _set(df, "sku", "SKU-NOPE")), EXIT_PARTIAL,
+    Case("stock-unknown-sku", node, stock_edit(lambda df: set_cell(df, "sku", "SKU-NOPE")), EXIT_PARTIAL,
          "  1 x unknown sku: no forecast for it", lambda w: w.rejected("no forecast") == 1),
-    Case("stock-duplicate-sku", node, _stock(lambda df: pd.concat([df, df.iloc[[0]]], ignore_index=True)),
+    Case("stock-duplicate-sku", node, stock_edit(lambda df: pd.concat([df, df.iloc[[0]]], ignore_index=True)),
          EXIT_PARTIAL, "  2 x duplicate sku in stock file", lambda w: w.rejected("duplicate") == 2),
-    Case("stock-negative-on-hand", node, _stock(lambda df: _set(df, "on_hand", -5)), EXIT_PARTIAL,
+    Case("stock-negative-on-hand", node, stock_edit(lambda df: set_cell(df, "on_hand", -5)), EXIT_PARTIAL,
          "  1 x on_hand is negative", lambda w: w.rejected("on_hand") == 1),
-    Case("stock-nan-on-hand", node, _stock(lambda df: _set(df, "on_hand", np.nan)), EXIT_PARTIAL,
+    Case("stock-nan-on-hand", node, stock_edit(lambda df: set_cell(df, "on_hand", np.nan)), EXIT_PARTIAL,
          "  1 x on_hand is missing or not a number", lambda w: w.rejected("on_hand") == 1),
-    Case("stock-lead-time-zero", node, _stock(lambda df: _set(df, "lead_time", 0)), EXIT_PARTIAL,
+    Case("stock-lead-time-zero", node, stock_edit(lambda df: set_cell(df, "lead_time", 0)), EXIT_PARTIAL,
          "  1 x lead_time must be a whole number of periods >= 1", lambda w: w.rejected("lead_time") == 1),
-    Case("stock-lead-time-not-integer", node, _stock(lambda df: _set(df, "lead_time", 1.5)), EXIT_PARTIAL,
-         "  1 x lead_time must be a whole number of periods >= 1", lambda w: w.rejected("lead_time") == 1),
-    Case("stock-service-level-outside-0-1", node, _stock(lambda df: _set(df, "service_level", 1.2)),
+    Case("stock-lead-time-not-integer", node, stock_edit(lambda df: set_cell(df, "lead_time", 1.5)),
+         EXIT_PARTIAL, "  1 x lead_time must be a whole number of periods >= 1",
+         lambda w: w.rejected("lead_time") == 1),
+    Case("stock-service-level-outside-0-1", node, stock_edit(lambda df: set_cell(df, "service_level", 1.2)),
          EXIT_PARTIAL, "  1 x service_level must be in (0, 1)", lambda w: w.rejected("service_level") == 1),
-    Case("stock-on-hand-not-a-number", node, _stock(lambda df: _set(df, "on_hand", "lots")), EXIT_PARTIAL,
-         "  1 x on_hand is missing or not a number", lambda w: w.rejected("on_hand") == 1),
+    Case("stock-on-hand-not-a-number", node, stock_edit(lambda df: set_cell(df, "on_hand", "lots")),
+         EXIT_PARTIAL, "  1 x on_hand is missing or not a number", lambda w: w.rejected("on_hand") == 1),
     Case("stock-empty-file", node, lambda w: (w.stock.write_text(""), w.replenish())[1], 1,
          "Error: cannot read {node}/stock.csv: the file is empty"),
     Case("stock-tab-separated", node,
@@ -324,28 +173,28 @@ CASES += [
          "'sku\\ton_hand\\ton_order...'); "
          "save it comma-separated"),
     Case("stock-ragged-row-rejected", node,
-         lambda w: (_edit_lines(w.stock, lambda i, line: line + ",9" if i == 2 else line), w.replenish())[1],
+         lambda w: (edit_lines(w.stock, lambda i, line: line + ",9" if i == 2 else line), w.replenish())[1],
          EXIT_PARTIAL, "  1 x line 3 has 10 fields, the header 9",
          lambda w: w.rejected("line 3 has 10 fields") == 1),
     Case("stock-header-spaces-trimmed", node,
-         _stock(lambda df: df.rename(columns=lambda c: f" {c} ")), 0, None,
-         lambda w: _decided(w) == len(pd.read_csv(w.stock))),
+         stock_edit(lambda df: df.rename(columns=lambda c: f" {c} ")), 0, None,
+         lambda w: decided_rows(w) == len(pd.read_csv(w.stock))),
     Case("forecasts-missing-mean", node,
          lambda w: (pd.read_parquet(w.forecasts).drop(columns=["mean"]).to_parquet(w.forecasts),
                     w.replenish())[1],
          1, "Error: forecasts file is missing columns: mean (its columns: node, sku, date, q02, q05, q10, "
          "q25, q50, q75, q90 and 4 more)"),
     Case("strategy-unknown-setting", node,
-         lambda w: w.replenish("--strategy-config", str(_file(w, "s.toml", "promote_now = 0.5\n"))), 1,
+         lambda w: w.replenish("--strategy-config", str(write_file(w, "s.toml", "promote_now = 0.5\n"))), 1,
          "Error: unknown strategy setting 'promote_now': choose from promo_uplift, "
          "suppress_stockout_prob, promote_max_stockout_prob, promote_min_cover, paths, seed"),
     Case("overrides-unknown-status", node,
-         lambda w: w.replenish("--overrides", str(_file(
+         lambda w: w.replenish("--overrides", str(write_file(
              w, "o.csv", f"sku,who,why,status\n{pd.read_csv(w.stock)['sku'][0]},ana,test,PANIC\n"))),
          EXIT_PARTIAL, "  1 x status must be one of REPLENISH_NOW, WARNING, OBSERVE or empty",
          lambda w: w.rejected("status must be one of", "overrides_rejected.csv") == 1),
     Case("overrides-ragged-row-rejected", node,
-         lambda w: w.replenish("--overrides", str(_file(
+         lambda w: w.replenish("--overrides", str(write_file(
              w, "o.csv", "sku,who,why,status\n{},ana,test,OBSERVE\n{},ana,test,OBSERVE,extra\n".format(
                  *pd.read_csv(w.stock)["sku"])))),
          EXIT_PARTIAL, "  1 x line 3 has 5 fields, the header 4",
@@ -353,21 +202,25 @@ CASES += [
     # ---- keys and ciphertexts ---------------------------------------------------------------
     Case("keygen-would-overwrite", planner, lambda w: ["keygen", "--out", str(w.keys)], 1,
          "Error: {keys}/secret.ctx exists: refusing to overwrite keys"),
-    Case("ciphertext-truncated", None, lambda w: _ciphertext(w, lambda b: b[:-3000]), 1,
+    Case("ciphertext-truncated", None, lambda w: ciphertext(w, lambda b: b[:-3000]), 1,
          "corrupt ciphertext: header announces {body} bytes, body has {short}"),
-    Case("ciphertext-bad-header", None, lambda w: _ciphertext(w, lambda b: b"garbage" + b[7:]), 1,
+    Case("ciphertext-bad-header", None, lambda w: ciphertext(w, lambda b: b"garbage" + b[7:]), 1,
          "corrupt ciphertext: missing fedstock CKKS header"),
-    Case("ciphertext-corrupt-body", None, lambda w: _ciphertext(w, lambda b: b[:-5000] + bytes(5000)), 1,
+    Case("ciphertext-corrupt-body", None, lambda w: ciphertext(w, lambda b: b[:-5000] + bytes(5000)), 1,
          "corrupt ciphertext: failed to parse CKKS stream"),
-    Case("ciphertext-under-another-key", None, _other_key_ciphertext, 1,
+    Case("ciphertext-under-another-key", None, other_key_ciphertext, 1,
          "ciphertext made under key {other_fp}, ours is {fp}"),
     Case("context-file-not-a-context", None,
-         lambda w: lambda: crypto.load_context(_file(w, "x.ctx", b"not a context")), 1,
+         lambda w: lambda: crypto.load_context(write_file(w, "x.ctx", b"not a context")), 1,
          "{tmp}/x.ctx is not a TenSEAL context (failed to parse stream)"),
     Case("context-with-another-fingerprint", None,
          lambda w: lambda: crypto.load_context(w.keys / crypto.PUBLIC_CONTEXT_FILE, "0" * 32), 1,
          "context {keys}/public.ctx has fingerprint {fp}, expected "
          "00000000000000000000000000000000: wrong key material"),
+    Case("global-model-file-damaged", node,
+         run_after(lambda w: (w.node / "private" / MODEL_FILE).write_bytes(b"garbage"), "forecast"),
+         1, "Error: {node}/private/global_model.pt is not a readable global model (UnpicklingError): "
+         "the node writes it again when it next takes part in a round"),
     # ---- run config -------------------------------------------------------------------------
     Case("run-config-epochs-not-integer", None,
          lambda w: lambda: check_node_settings({"local-epochs": "two"}), 1,
@@ -395,16 +248,9 @@ CASES += [
 # fmt: on
 
 
-def _work(base: Base, tmp: Path) -> Work:
-    shutil.copytree(base.node, tmp / "node")
-    shutil.copy(base.forecasts, tmp / "forecasts.parquet")
-    before = pd.read_csv(tmp / "node" / "private" / QUARANTINE_FILE)
-    return Work(tmp / "node", tmp / "forecasts.parquet", base.keys, tmp, before)
-
-
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_bad_input_is_refused_with_its_message_and_nothing_is_lost(case, base, tmp_path):
-    w = _work(base, tmp_path)
+    w = fresh_work(base, tmp_path)
     action = case.run(w)
     expected = case.message.format(**w.fields()) if case.message else None
     if case.cli is None:

@@ -7,6 +7,7 @@ the quarantine file and the decrypted global model.
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -16,7 +17,7 @@ import pandas as pd
 import torch
 
 from common.calibration import IntervalCalibration
-from common.config import NodeConfig
+from common.config import ConfigError, NodeConfig
 from common.deid import load_or_create_secret, pseudonym, series_label
 from common.demand import mark_events, prepare
 from common.denoise import PROFILE_FILE, DenoiseError, Profile
@@ -227,11 +228,17 @@ def load_global_model(cfg: NodeConfig):
     path = cfg.private_dir / MODEL_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: this node has not received a global model yet")
-    blob = torch.load(path, weights_only=True)
-    m = ModelConfig(**{**blob["model_config"], "quantiles": tuple(blob["model_config"]["quantiles"])})
-    model = build_model(m, 0)
-    load_vector(model, blob["vector"].numpy())
-    return model, m, int(blob["round"])
+    try:
+        blob = torch.load(path, weights_only=True)
+        m = ModelConfig(**{**blob["model_config"], "quantiles": tuple(blob["model_config"]["quantiles"])})
+        model = build_model(m, 0)
+        load_vector(model, blob["vector"].numpy())
+        return model, m, int(blob["round"])
+    except (OSError, EOFError, RuntimeError, pickle.UnpicklingError, KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(
+            f"{path} is not a readable global model ({type(exc).__name__}): the node writes it again "
+            "when it next takes part in a round"
+        ) from None
 
 
 def _future_rows(cfg: NodeConfig, data: NodeData, m: ModelConfig, live: list[str]) -> pd.DataFrame:
