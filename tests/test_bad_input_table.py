@@ -36,7 +36,7 @@ from tests.bad_input import (
 )
 from warehouse_node.cli import EXIT_PARTIAL
 from warehouse_node.cli import cli as node
-from warehouse_node.pipeline import MODEL_FILE, forecast, prepare_node, save_global_model
+from warehouse_node.pipeline import MAP_FILE, MODEL_FILE, forecast, prepare_node, save_global_model
 
 SPEC = SyntheticSpec(items=3, days=200, horizon_days=14, customers=20)
 
@@ -221,6 +221,10 @@ CASES: list[Case] = [
          run_after(lambda w: (w.node / "private" / MODEL_FILE).write_bytes(b"garbage"), "forecast"),
          1, "Error: {node}/private/global_model.pt is not a readable global model (UnpicklingError): "
          "the node writes it again when it next takes part in a round"),
+    Case("series-map-damaged", node,
+         run_after(lambda w: (w.node / "private" / MAP_FILE).write_bytes(b"junk"), "forecast"), 1,
+         "Error: {node}/private/series_map.parquet is damaged (not a readable Parquet file): rebuild it "
+         "with fedstock-node prepare --node {node}"),
     # ---- run config -------------------------------------------------------------------------
     Case("run-config-epochs-not-integer", None,
          lambda w: lambda: check_node_settings({"local-epochs": "two"}), 1,

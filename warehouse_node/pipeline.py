@@ -48,11 +48,23 @@ def prepare_node(cfg: NodeConfig) -> dict[str, int]:
     return counts
 
 
+def read_private(cfg: NodeConfig, name: str) -> pd.DataFrame:
+    """One of the tables ``prepare`` writes to NODE/private; a damaged one says how to rebuild it."""
+    path = cfg.private_dir / name
+    rebuild = f"rebuild it with fedstock-node prepare --node {cfg.folder}"
+    if not path.is_file():
+        raise ConfigError(f"{path} not found: {rebuild}")
+    try:
+        return pd.read_parquet(path)
+    except Exception:  # pyarrow raises several types for a damaged file
+        raise ConfigError(f"{path} is damaged (not a readable Parquet file): {rebuild}") from None
+
+
 def load_panel(cfg: NodeConfig) -> pd.DataFrame:
     path = cfg.private_dir / DEMAND_FILE
     if not path.is_file() or path.stat().st_mtime < cfg.data.path.stat().st_mtime:
         prepare_node(cfg)
-    return pd.read_parquet(path)
+    return read_private(cfg, DEMAND_FILE)
 
 
 @dataclass
@@ -89,7 +101,7 @@ class NodeData:
 
     @classmethod
     def _read(cls, cfg: NodeConfig, horizon: int, validation: int | None, denoised: bool) -> NodeData:
-        panel = pd.read_parquet(cfg.private_dir / DEMAND_FILE)
+        panel = read_private(cfg, DEMAND_FILE)
         dates = np.sort(panel["date"].unique())
         validation = horizon if validation is None else validation
         if len(dates) <= max(horizon, validation):
@@ -142,7 +154,7 @@ class NodeData:
 
 def group_labels(cfg: NodeConfig, group_by: str) -> pd.Series:
     """series (pseudonym) -> its value of the series key ``group_by``, from the private key map."""
-    key_map = pd.read_parquet(cfg.private_dir / MAP_FILE)
+    key_map = read_private(cfg, MAP_FILE)
     if group_by not in key_map.columns or group_by not in cfg.data.series_keys:
         raise DenoiseError(f"network-group {group_by!r} is not a series key of this site")
     return key_map.set_index("series")[group_by]
@@ -299,7 +311,7 @@ def forecast(cfg: NodeConfig, include_ended: bool = False) -> pd.DataFrame:
     (no demand in their last periods) are listed too, with a forecast of 0 and ``ended = True``."""
     model, m, _ = load_global_model(cfg)
     data = NodeData.load(cfg, m.horizon, validation=0, denoised=m.denoise)
-    key_map = pd.read_parquet(cfg.private_dir / MAP_FILE)
+    key_map = read_private(cfg, MAP_FILE)
     live = sorted(set(key_map.loc[~key_map["ended"], "series"]) & set(data.stats.scale.index))
     ended = sorted(set(key_map.loc[key_map["ended"], "series"])) if include_ended else []
     fut = _future_rows(cfg, data, m, live + ended)
