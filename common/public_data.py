@@ -12,7 +12,8 @@ node through the same pipeline as user data (de-identification included); nothin
   Static: department, store type and a store-size band.
 * store_item (daily): node = store, series = item; static: item.
 
-The source files are read from ``../shared/data`` and never copied into the project.
+The source files are read from ``../shared/data`` and never copied into the project. A folder of
+Kaggle's own CSV files (``train.csv``, ``features.csv``, ``stores.csv``) is read the same way.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from common.config import ConfigError, require_columns
+from common.tables import read_table
 
 WALMART_EVENTS = {2: "super_bowl", 9: "labor_day", 11: "thanksgiving", 12: "christmas"}
 MARKDOWNS = [f"MarkDown{i}" for i in range(1, 6)]
@@ -48,20 +50,83 @@ DATASETS = {
 }
 
 
-def _read(path: Path, columns: list[str]) -> pd.DataFrame:
-    if not path.is_file():
-        raise ConfigError(f"dataset file not found: {path}")
-    frame = pd.read_parquet(path)
+# Kaggle ships the sales table as train.csv; our shared copies are Parquet.
+_KAGGLE_NAMES = {"sales": "train.csv"}
+# How each known column of a public CSV is parsed; a column not listed stays text.
+_KINDS = {
+    **dict.fromkeys(["Store", "Dept", "Size", "store", "item"], "integer"),
+    **dict.fromkeys(["Date", "date"], "date"),
+    "IsHoliday": "flag",
+    **dict.fromkeys(["Weekly_Sales", "sales", *MARKDOWNS, *OBSERVED], "number"),
+}
+_FLAGS = {"true": True, "false": False, "1": True, "0": False}
+
+
+def _find(data_dir: Path, stem: str) -> Path:
+    """STEM.parquet, STEM.csv or Kaggle's own name for it: exactly one of them."""
+    names = [f"{stem}.parquet", f"{stem}.csv", *filter(None, [_KAGGLE_NAMES.get(stem)])]
+    found = [data_dir / name for name in names if (data_dir / name).is_file()]
+    if len(found) > 1:
+        raise ConfigError(f"{data_dir} holds both {found[0].name} and {found[1].name}: keep only one")
+    if not found:
+        zipped = [name for name in names if (data_dir / f"{name}.zip").is_file()]
+        hint = f"; unzip {zipped[0]}.zip there first" if zipped else ""
+        raise ConfigError(f"dataset file not found: {data_dir / names[0]} (or {', '.join(names[1:])}){hint}")
+    return found[0]
+
+
+def _read(data_dir: Path, stem: str, columns: list[str]) -> pd.DataFrame:
+    path = _find(Path(data_dir), stem)
+    frame = read_table(path)
     require_columns(frame, columns, str(path))
+    return frame if path.suffix == ".parquet" else _typed(frame, path)
+
+
+def _typed(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """Parse a public CSV's known columns; the first cell that does not parse stops the run.
+
+    An empty number is missing (a markdown not planned, a sale the node pipeline quarantines);
+    keys, dates and flags must be there, since rows are split into nodes and weeks by them.
+    """
+    for column in [c for c in frame.columns if c in _KINDS]:
+        kind = _KINDS[column]
+        text = frame[column].str.strip()
+        if kind == "date":
+            parsed = pd.to_datetime(text, format="%Y-%m-%d", errors="coerce")
+        elif kind == "flag":
+            parsed = text.str.lower().map(_FLAGS)
+        else:
+            parsed = pd.to_numeric(text, errors="coerce")
+            if kind == "integer":
+                parsed = parsed.where(parsed.mod(1) == 0)
+        bad = parsed.isna() & (text.notna() if kind == "number" else True)
+        if bad.any():
+            row = int(np.flatnonzero(bad.to_numpy())[0])
+            value = "an empty cell" if pd.isna(text.iloc[row]) else repr(text.iloc[row])
+            wanted = {"date": "a YYYY-MM-DD date", "flag": "TRUE or FALSE", "integer": "an integer"}
+            wanted = wanted.get(kind, "a number")
+            raise ConfigError(f"{path}: column {column!r} has {value} in data row {row + 1}, not {wanted}")
+        casts = {"flag": bool, "integer": np.int64}
+        frame[column] = parsed.astype(casts[kind]) if kind in casts else parsed
     return frame
 
 
 def load_sales(name: str, data_dir: Path) -> pd.DataFrame:
     """The dataset's sales table with a datetime date column."""
     ds = DATASETS[name]
-    sales = _read(Path(data_dir) / "sales.parquet", [*ds.keys, ds.date, ds.target])
+    sales = _read(data_dir, "sales", [*ds.keys, ds.date, ds.target])
     sales[ds.date] = pd.to_datetime(sales[ds.date])
     return sales
+
+
+def _history_until(sales: pd.DataFrame, date: str, until: str | None) -> pd.DataFrame:
+    """The rows dated ``until`` or earlier; none at all is an error, not an empty federation."""
+    if until is None:
+        return sales
+    kept = sales[sales[date] <= pd.Timestamp(until)]
+    if kept.empty:
+        raise ConfigError(f"no sales on or before {until}: the data starts on {sales[date].min().date()}")
+    return kept
 
 
 def _toml(name: str, data: dict[str, object]) -> str:
@@ -89,11 +154,10 @@ def write_walmart_nodes(data_dir: Path, out: Path, until: str | None = None) -> 
     """One node folder per store with history up to ``until`` (inclusive; default: all)."""
     data_dir = Path(data_dir)
     sales = load_sales("walmart", data_dir)
-    features = _read(data_dir / "features.parquet", ["Store", "Date", "IsHoliday", *MARKDOWNS, *OBSERVED])
-    stores = _read(data_dir / "stores.parquet", ["Store", "Type", "Size"])
+    features = _read(data_dir, "features", ["Store", "Date", "IsHoliday", *MARKDOWNS, *OBSERVED])
+    stores = _read(data_dir, "stores", ["Store", "Type", "Size"])
     features["Date"] = pd.to_datetime(features["Date"])
-    if until is not None:
-        sales = sales[sales["Date"] <= pd.Timestamp(until)]
+    sales = _history_until(sales, "Date", until)
     last = sales["Date"].max()
     horizon = pd.date_range(last + pd.Timedelta(weeks=1), periods=DATASETS["walmart"].horizon, freq="7D")
     features["markdown"] = features[MARKDOWNS].clip(lower=0).sum(axis=1, min_count=1)  # NaN = unknown
@@ -141,8 +205,7 @@ def write_walmart_nodes(data_dir: Path, out: Path, until: str | None = None) -> 
 def write_store_item_nodes(data_dir: Path, out: Path, until: str | None = None) -> list[Path]:
     """One node folder per store (daily units per item), history up to ``until``."""
     sales = load_sales("store_item", Path(data_dir))
-    if until is not None:
-        sales = sales[sales["date"] <= pd.Timestamp(until)]
+    sales = _history_until(sales, "date", until)
     dirs = []
     for store, rows in sales.groupby("store", sort=True):
         node = Path(out) / f"store-{int(store):02d}"

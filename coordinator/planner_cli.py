@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
 import click
@@ -181,7 +182,8 @@ def resume(run_dir: str) -> None:
     "data_dir",
     required=True,
     type=click.Path(exists=True, file_okay=False),
-    help="Folder with the dataset's Parquet files (e.g. ../shared/data/walmart).",
+    help="Folder with the dataset's tables (e.g. ../shared/data/walmart): sales, features and "
+    "stores as Parquet or CSV; Kaggle's own train.csv, features.csv and stores.csv work as they are.",
 )
 @click.option(
     "--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Empty or new RUN_DIR."
@@ -196,7 +198,12 @@ def resume(run_dir: str) -> None:
 )
 @click.option("--rounds", default=6, show_default=True, type=click.IntRange(1, 200))
 @click.option("--seed", default=7, show_default=True, type=int)
-@click.option("--until", default=None, help="Use history up to this date only (hold out what follows).")
+@click.option(
+    "--until",
+    default=None,
+    type=click.DateTime(formats=["%Y-%m-%d"]),
+    help="Use history up to this date (YYYY-MM-DD) only, holding out what follows.",
+)
 @click.option(
     "--dp-clip",
     default=0.0,
@@ -220,7 +227,7 @@ def simulate_cmd(
     mode: str,
     rounds: int,
     seed: int,
-    until: str | None,
+    until: datetime | None,
     dp_clip: float,
     dp_noise: float,
 ) -> None:
@@ -228,7 +235,8 @@ def simulate_cmd(
     if dp_clip and mode != "he":
         raise click.UsageError("--dp-clip needs --mode he (privacy applies to the encrypted federation)")
     overrides = (("dp-clip", dp_clip), ("dp-noise", dp_noise)) if dp_clip else ()
-    settings = SimulationSettings(dataset, Path(data_dir), mode, rounds, seed, until, overrides)
+    cut = until.strftime("%Y-%m-%d") if until else None
+    settings = SimulationSettings(dataset, Path(data_dir), mode, rounds, seed, cut, overrides)
     try:
         result = simulate(Path(out_dir), settings, _clock())
     except (FileExistsError, ValueError) as exc:

@@ -1,8 +1,10 @@
-"""`fedstock-planner simulate` on a slice of the real Walmart data (3 stores), every mode."""
+"""`fedstock-planner simulate` on a slice of the real Walmart data (3 stores): every mode, Kaggle CSVs."""
 
 from __future__ import annotations
 
 import json
+import shutil
+import zipfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -11,7 +13,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from common.public_data import write_walmart_nodes
+from common.public_data import write_store_item_nodes, write_walmart_nodes
 from coordinator.planner_cli import cli as planner
 from coordinator.simulate import SimulationSettings, prepare_nodes, simulate, train_and_forecast
 
@@ -44,6 +46,101 @@ def test_walmart_nodes_know_holidays_by_name_and_get_no_future_oracle(walmart_sl
     future = pd.read_csv(dirs[0] / "raw" / "future.csv")
     assert set(future.columns) == {"Dept", "Store", "date", "markdown"}  # planned markdowns only
     assert future["date"].min() == "2012-05-04" and future["date"].nunique() == 13
+
+
+KAGGLE = {"sales": "train.csv", "features": "features.csv", "stores": "stores.csv"}
+
+
+def _as_kaggle_csv(parquet_dir: Path, out: Path) -> Path:
+    """The slice as Kaggle ships it: TRUE/FALSE flags, NA for a missing markdown, stores.csv with CR lines."""
+    out.mkdir()
+    for stem, name in KAGGLE.items():
+        frame = pd.read_parquet(parquet_dir / f"{stem}.parquet")
+        flags = frame.select_dtypes(bool).columns
+        frame[flags] = frame[flags].replace({True: "TRUE", False: "FALSE"})
+        text = frame.to_csv(index=False, na_rep="NA")
+        (out / name).write_bytes((text.replace("\n", "\r") if stem == "stores" else text).encode())
+    return out
+
+
+def test_kaggle_csv_files_make_the_same_nodes_as_the_shared_parquet(walmart_slice, tmp_path):
+    kaggle = _as_kaggle_csv(walmart_slice, tmp_path / "kaggle")
+    assert (
+        "NA," in (kaggle / "features.csv").read_text() and b"\n" not in (kaggle / "stores.csv").read_bytes()
+    )
+    from_parquet = write_walmart_nodes(walmart_slice, tmp_path / "a", until="2012-04-27")
+    from_csv = write_walmart_nodes(kaggle, tmp_path / "b", until="2012-04-27")
+    assert [d.name for d in from_csv] == [d.name for d in from_parquet]
+    for a, b in zip(from_parquet, from_csv, strict=True):
+        sales_a, sales_b = (pd.read_parquet(d / "raw" / "sales.parquet") for d in (a, b))
+        pd.testing.assert_frame_equal(sales_a, sales_b, check_dtype=False)
+        assert sales_b["IsHoliday"].dtype == bool and sales_b["markdown"].notna().any()
+        for name in ("raw/calendar.csv", "raw/future.csv", "node.toml"):
+            assert (a / name).read_text() == (b / name).read_text()
+
+
+# (file, line, text replaced, its replacement, the message after the file's path)
+KAGGLE_DAMAGE = [
+    ("train.csv", 3, "1,1,", "x1,1,", "column 'Store' has 'x1' in data row 2, not an integer"),
+    ("train.csv", 4, "1,1,", ",1,", "column 'Store' has an empty cell in data row 3, not an integer"),
+    (
+        "train.csv",
+        2,
+        "2010-02-05",
+        "05.02.2010",
+        "column 'Date' has '05.02.2010' in data row 1, not a YYYY-MM-DD date",
+    ),
+    ("train.csv", 2, ",FALSE", "x,FALSE", "column 'Weekly_Sales' has '24924.5x' in data row 1, not a number"),
+    ("features.csv", 3, ",TRUE", ",maybe", "column 'IsHoliday' has 'maybe' in data row 2, not TRUE or FALSE"),
+    ("stores.csv", 2, ",151315", ",big", "column 'Size' has 'big' in data row 1, not an integer"),
+]
+
+
+@pytest.mark.parametrize(
+    "damage", KAGGLE_DAMAGE, ids=[d[4].split(" has ")[0] + f" ({d[0]})" for d in KAGGLE_DAMAGE]
+)
+def test_a_kaggle_cell_that_does_not_parse_stops_simulate_naming_file_column_and_row(
+    walmart_slice, tmp_path, damage
+):
+    name, line, old, new, message = damage
+    kaggle = _as_kaggle_csv(walmart_slice, tmp_path / "kaggle")
+    ending = "\r" if name == "stores.csv" else "\n"
+    lines = (kaggle / name).read_bytes().decode().split(ending)
+    assert lines[line - 1].count(old) >= 1
+    lines[line - 1] = lines[line - 1].replace(old, new, 1)
+    (kaggle / name).write_bytes(ending.join(lines).encode())
+    args = ["simulate", "--dataset", "walmart", "--data", str(kaggle), "--out", str(tmp_path / "run")]
+    result = CliRunner().invoke(planner, [*args, "--mode", "local", "--rounds", "1"])
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [f"Error: {kaggle / name}: {message}"]
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_dataset_folder_must_hold_one_file_per_table_and_a_zipped_one_is_named(walmart_slice, tmp_path):
+    kaggle = _as_kaggle_csv(walmart_slice, tmp_path / "kaggle")
+    shutil.copy(walmart_slice / "sales.parquet", kaggle)
+    args = ["simulate", "--dataset", "walmart", "--data", str(kaggle), "--out", str(tmp_path / "run")]
+    both = CliRunner().invoke(planner, args)
+    assert both.exit_code == 1
+    assert both.output.strip() == f"Error: {kaggle} holds both sales.parquet and train.csv: keep only one"
+    (kaggle / "sales.parquet").unlink()
+    with zipfile.ZipFile(kaggle / "train.csv.zip", "w") as archive:
+        archive.write(kaggle / "train.csv", "train.csv")
+    (kaggle / "train.csv").unlink()
+    zipped = CliRunner().invoke(planner, args)
+    assert zipped.exit_code == 1
+    assert zipped.output.strip() == (
+        f"Error: dataset file not found: {kaggle}/sales.parquet (or sales.csv, train.csv); "
+        "unzip train.csv.zip there first"
+    )
+
+
+def test_a_cutoff_before_the_first_week_is_refused_before_any_node_is_written(walmart_slice, tmp_path):
+    args = ["simulate", "--dataset", "walmart", "--data", str(walmart_slice), "--out", str(tmp_path / "run")]
+    result = CliRunner().invoke(planner, [*args, "--until", "2009-12-31"])
+    assert result.exit_code == 1
+    assert result.output.strip() == "Error: no sales on or before 2009-12-31: the data starts on 2010-02-05"
+    assert not (tmp_path / "run").exists()
 
 
 def _run(walmart_slice: Path, out: Path, mode: str) -> pd.DataFrame:
@@ -103,6 +200,26 @@ def test_store_item_forecasts_90_days_per_item(tmp_path):
     assert list(fc.columns[:4]) == ["store", "item", "date", "mean"]
     assert len(fc) == 2 * 3 * 90
     assert fc["date"].min() == pd.Timestamp("2017-10-03") and fc["date"].max() == pd.Timestamp("2017-12-31")
+
+
+def test_kaggle_store_item_train_csv_makes_the_same_nodes_as_the_shared_parquet(tmp_path):
+    src = SHARED / "store_item_demand" / "sales.parquet"
+    if not src.is_file():
+        pytest.skip("../shared/data/store_item_demand is not available")
+    sales = pd.read_parquet(src)
+    sales = sales[sales["store"].isin([1, 2]) & sales["item"].isin([1, 2])]
+    (tmp_path / "pq").mkdir()
+    (tmp_path / "kaggle").mkdir()
+    sales.to_parquet(tmp_path / "pq" / "sales.parquet")
+    sales.to_csv(tmp_path / "kaggle" / "train.csv", index=False)
+    a = write_store_item_nodes(tmp_path / "pq", tmp_path / "a")
+    b = write_store_item_nodes(tmp_path / "kaggle", tmp_path / "b")
+    assert [d.name for d in a] == [d.name for d in b] == ["store-01", "store-02"]
+    for x, y in zip(a, b, strict=True):
+        pd.testing.assert_frame_equal(
+            *(pd.read_parquet(d / "raw" / "sales.parquet").reset_index(drop=True) for d in (x, y)),
+            check_dtype=False,
+        )
 
 
 def test_simulate_with_differential_privacy_reports_epsilon(walmart_slice, tmp_path):
