@@ -35,8 +35,11 @@ def cosine_factor(progress: float) -> float:
     return MIN_LR_FACTOR + (1 - MIN_LR_FACTOR) * 0.5 * (1 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
 
 
-def _tensors(batch: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
-    return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in batch.items()}
+def _tensors(batch: dict[str, np.ndarray], device: torch.device | None = None) -> dict[str, torch.Tensor]:
+    tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in batch.items()}
+    if device is None or device.type == "cpu":
+        return tensors
+    return {k: v.to(device, non_blocking=True) for k, v in tensors.items()}
 
 
 def _forward(model: DemandForecaster, b: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -56,16 +59,37 @@ def train_local(
     seed: int,
     on_epoch: Callable[[int, int, float], None] | None = None,
     optimizer_state: dict | None = None,
+    device: str = "cpu",
 ) -> float:
     """Train in place; return the mean pinball loss over the batches seen (scaled units).
     Deterministic for a seed (batch order and dropout), so plaintext and encrypted runs match.
     ``on_epoch(epoch, epochs, mean loss of the epoch)`` reports progress. ``optimizer_state``: an
-    optimizer state to continue from (empty: a fresh one), replaced by the state after training."""
+    optimizer state to continue from (empty: a fresh one), replaced by the state after training.
+    ``device`` (``"cuda"``, ``"cuda:1"``, ...) trains there; the model and the optimizer state are
+    back on the CPU afterwards, where the federation reads them."""
     if len(windows) == 0:
         raise ValueError("no training windows: the history is shorter than lookback/2 + horizon")
+    target = training_device(device)
     rng = np.random.default_rng(seed)
-    torch_state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
+    with torch.random.fork_rng(devices=[target] if target.type == "cuda" else []):
+        torch.manual_seed(seed)
+        try:
+            losses = _fit(model.to(target), windows, cfg, rng, target, on_epoch, optimizer_state)
+        finally:
+            model.to("cpu")
+    return _mean(losses)
+
+
+def _fit(
+    model: DemandForecaster,
+    windows: WindowSet,
+    cfg: TrainConfig,
+    rng: np.random.Generator,
+    device: torch.device,
+    on_epoch: Callable[[int, int, float], None] | None,
+    optimizer_state: dict | None,
+) -> list[torch.Tensor]:
+    """The epochs of ``train_local`` on ``device``; the loss of every batch, left on the device."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=1e-4)
     if optimizer_state:
         optimizer.load_state_dict(optimizer_state)
@@ -77,7 +101,7 @@ def train_local(
     for epoch in range(cfg.epochs):
         order = rng.permutation(len(windows))
         for k in range(batches_per_epoch):
-            b = _tensors(windows.batch(order[k * cfg.batch_size : (k + 1) * cfg.batch_size]))
+            b = _tensors(windows.batch(order[k * cfg.batch_size : (k + 1) * cfg.batch_size]), device)
             for group in optimizer.param_groups:
                 group["lr"] = cfg.learning_rate * cosine_factor(start + (stop - start) * step / total)
             weight = window_weight(b["log_scale"], cfg.scale_weight)
@@ -86,15 +110,43 @@ def train_local(
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             optimizer.step()
-            losses.append(loss.item())
+            losses.append(loss.detach())  # no .item() per step: it would wait for the GPU
             step += 1
         if on_epoch is not None:
-            on_epoch(epoch + 1, cfg.epochs, float(np.mean(losses[-batches_per_epoch:])))
-    torch.random.set_rng_state(torch_state)
+            on_epoch(epoch + 1, cfg.epochs, _mean(losses[-batches_per_epoch:]))
     if optimizer_state is not None:
         optimizer_state.clear()
-        optimizer_state.update(optimizer.state_dict())
-    return float(np.mean(losses))
+        optimizer_state.update(_to_cpu(optimizer.state_dict()))
+    return losses
+
+
+def training_device(name: str) -> torch.device:
+    """The torch device called ``name``; a one-line error when this machine has no such device."""
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise ValueError(f"unknown training device {name!r}: use cpu, cuda or cuda:N") from err
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"unsupported training device {name!r}: use cpu, cuda or cuda:N")
+    gpus = torch.cuda.device_count() if device.type == "cuda" and torch.cuda.is_available() else 0
+    if device.type == "cuda" and (device.index or 0) >= gpus:
+        found = f"{gpus} CUDA GPU(s)" if gpus else f"no CUDA GPU (torch {torch.__version__})"
+        raise ValueError(f"training device {name!r}: this machine has {found}")
+    return device
+
+
+def _mean(losses: list[torch.Tensor]) -> float:
+    return float(torch.stack(losses).double().mean().item())
+
+
+def _to_cpu(state: object) -> object:
+    if isinstance(state, torch.Tensor):
+        return state.cpu()
+    if isinstance(state, dict):
+        return {k: _to_cpu(v) for k, v in state.items()}
+    if isinstance(state, list):
+        return [_to_cpu(v) for v in state]
+    return state
 
 
 @torch.no_grad()

@@ -32,7 +32,7 @@ from common.model import build_model, model_vector
 from common.network import group_label
 from common.public_data import DATASETS, WRITERS, load_sales, to_dataset_columns
 from common.training import TrainConfig, train_local
-from common.windows import concat_windows
+from common.windows import WindowSet, concat_windows
 from coordinator.demo import provision_node
 from coordinator.planner import round_metrics
 from warehouse_node.federated import (
@@ -220,13 +220,20 @@ def run_local(nodes: list[NodeConfig], rc: dict, report: Report) -> None:
         report(f"{cfg.name}: trained alone")
 
 
-def run_central(nodes: list[NodeConfig], rc: dict, report: Report) -> None:
-    s, rounds = _settings(plaintext_profile(nodes, rc, report)), int(rc["num-rounds"])
+def pooled_windows(nodes: list[NodeConfig], rc: dict, report: Report) -> tuple[RoundSettings, WindowSet, int]:
+    """Every node's training windows in one set (what centralized training sees), the settings,
+    and the batches per epoch that match the federation's budget."""
+    s = _settings(plaintext_profile(nodes, rc, report))
     loaded = [NodeData.load(c, s.model.horizon, s.validation, s.model.denoise) for c in nodes]
     sets = [d.train_windows(s.model) for d in loaded]
     batches = sum(min(-(-len(w) // s.train.batch_size), s.train.max_batches_per_epoch) for w in sets)
     pooled = concat_windows(sets)
     report(f"pooled {len(pooled)} windows of {len(nodes)} nodes; {batches} batches per epoch")
+    return s, pooled, batches
+
+
+def run_central(nodes: list[NodeConfig], rc: dict, report: Report) -> None:
+    (s, pooled, batches), rounds = pooled_windows(nodes, rc, report), int(rc["num-rounds"])
     model = build_model(s.model, s.seed)
     train_local(model, pooled, _whole_run(s, rounds, batches), s.seed)
     vector = model_vector(model)

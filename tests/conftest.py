@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from common import crypto
@@ -11,6 +12,7 @@ from common.synthetic import SyntheticSpec, write_warehouse
 from coordinator.demo import provision_node
 
 SMALL = SyntheticSpec(items=5, days=300, horizon_days=28, customers=40)
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 FAST_RUN = {"local-epochs": 1, "max-batches": 8, "lookback": 21, "horizon": 14, "hidden": 16, "seed": 3}
 
 
@@ -55,3 +57,17 @@ def run_config(keys: Path, checkpoints: Path, rounds: int = 2, min_nodes: int = 
         "public-context": str(keys / crypto.PUBLIC_CONTEXT_FILE),
         "checkpoint-dir": str(checkpoints),
     }
+
+
+@pytest.fixture(scope="session")
+def walmart_slice(tmp_path_factory) -> Path:
+    """Three stores of the shared Walmart files, written to a temporary folder (never the repo)."""
+    src = SHARED / "walmart"
+    if not (src / "sales.parquet").is_file():
+        pytest.skip("../shared/data/walmart is not available")
+    out = tmp_path_factory.mktemp("walmart")
+    stores = [1, 2, 3]
+    for name in ("sales", "features", "stores"):
+        frame = pd.read_parquet(src / f"{name}.parquet")
+        frame[frame["Store"].isin(stores)].to_parquet(out / f"{name}.parquet", index=False)
+    return out

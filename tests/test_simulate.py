@@ -16,23 +16,9 @@ from click.testing import CliRunner
 from common.public_data import write_store_item_nodes, write_walmart_nodes
 from coordinator.planner_cli import cli as planner
 from coordinator.simulate import SimulationSettings, prepare_nodes, simulate, train_and_forecast
+from tests.conftest import SHARED
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 TINY = (("hidden", 8), ("heads", 2), ("max-batches", 2), ("lookback", 12), ("denoise-min-sites", 3))
-
-
-@pytest.fixture(scope="module")
-def walmart_slice(tmp_path_factory) -> Path:
-    """Three stores of the shared Walmart files, written to a temporary folder (never the repo)."""
-    src = SHARED / "walmart"
-    if not (src / "sales.parquet").is_file():
-        pytest.skip("../shared/data/walmart is not available")
-    out = tmp_path_factory.mktemp("walmart")
-    stores = [1, 2, 3]
-    for name in ("sales", "features", "stores"):
-        frame = pd.read_parquet(src / f"{name}.parquet")
-        frame[frame["Store"].isin(stores)].to_parquet(out / f"{name}.parquet", index=False)
-    return out
 
 
 def test_walmart_nodes_know_holidays_by_name_and_get_no_future_oracle(walmart_slice, tmp_path):

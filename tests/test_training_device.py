@@ -1,0 +1,103 @@
+"""Training on a chosen device: a missing GPU is a one-line error, a GPU run hands back a CPU model,
+and the throughput benchmark measures and writes its table (CPU here; CUDA where there is one)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from common.model import ModelConfig, build_model, model_vector
+from common.training import TrainConfig, train_local, training_device
+from common.windows import build_windows, series_stats
+from tests.test_model import _toy_panel
+
+ROOT = Path(__file__).resolve().parents[1]
+NO_GPU = not torch.cuda.is_available()
+
+
+def _windows(panel, cfg: ModelConfig):
+    return build_windows(panel, series_stats(panel, ()), cfg.lookback, cfg.horizon)
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("banana", "unknown training device 'banana': use cpu, cuda or cuda:N"),
+        ("mps", "unsupported training device 'mps': use cpu, cuda or cuda:N"),
+        ("cuda:99", "training device 'cuda:99': this machine has "),
+    ],
+)
+def test_a_device_this_machine_lacks_is_a_one_line_error(name, message):
+    with pytest.raises(ValueError, match="^" + message.replace("(", r"\(")) as err:
+        training_device(name)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.skipif(not NO_GPU, reason="this machine has a CUDA GPU")
+def test_training_on_cuda_without_a_gpu_says_so_before_touching_the_model():
+    cfg = ModelConfig(lookback=14, horizon=5, hidden=8, heads=2)
+    model = build_model(cfg, 0)
+    before = model_vector(model)
+    windows = _windows(_toy_panel(2, 80), cfg)
+    with pytest.raises(ValueError, match="this machine has no CUDA GPU"):
+        train_local(model, windows, TrainConfig(epochs=1, max_batches_per_epoch=1), 0, device="cuda")
+    assert np.array_equal(model_vector(model), before)
+
+
+@pytest.mark.skipif(NO_GPU, reason="needs a CUDA GPU")
+def test_a_gpu_trained_model_and_optimizer_state_come_back_on_the_cpu_close_to_a_cpu_run():
+    cfg = ModelConfig(lookback=14, horizon=5, hidden=16, dropout=0.0)  # no device-dependent masks
+    windows = _windows(_toy_panel(4, 200), cfg)
+    train = TrainConfig(epochs=2, batch_size=32, max_batches_per_epoch=6)
+    start = model_vector(build_model(cfg, 1))
+    on_cpu, on_gpu = build_model(cfg, 1), build_model(cfg, 1)
+    train_local(on_cpu, windows, train, 1)
+    state: dict = {}
+    train_local(on_gpu, windows, train, 1, optimizer_state=state, device="cuda")
+    assert all(p.device.type == "cpu" for p in on_gpu.parameters())
+    tensors = [v for s in state["state"].values() for v in s.values() if isinstance(v, torch.Tensor)]
+    assert tensors and all(t.device.type == "cpu" for t in tensors)
+    moved = np.linalg.norm(model_vector(on_cpu) - start)
+    gap = np.linalg.norm(model_vector(on_gpu) - model_vector(on_cpu))
+    assert moved > 0 and gap < 0.05 * moved, (gap, moved)  # float rounding only, not other steps
+
+
+def _benchmark(walmart_slice: Path, out: Path, *devices: str) -> subprocess.CompletedProcess:
+    args = ["--data", str(walmart_slice), "--batch-sizes", "16,32", "--batches", "2", "--repeats", "2"]
+    args += ["--output", str(out), *(["--devices", ",".join(devices)] if devices else [])]
+    script = ROOT / "scripts" / "benchmark_throughput.py"
+    return subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, cwd=ROOT)
+
+
+def test_throughput_benchmark_writes_windows_per_second_for_each_device_and_batch_size(
+    walmart_slice, tmp_path
+):
+    out = tmp_path / "BENCHMARKS.md"
+    out.write_text("# Benchmarks\n\nkept text\n")
+    done = _benchmark(walmart_slice, out)
+    assert done.returncode == 0, done.stderr
+    text = out.read_text()
+    assert "kept text" in text and "<!-- throughput:begin -->" in text
+    assert "--batch-sizes 16,32 --batches 2 --repeats 2" in text
+    rows = [line.split("|") for line in text.splitlines() if line.startswith("| cpu")]
+    assert [r[2].strip() for r in rows] == ["16", "32"]
+    rates = [float(r[3].split("(")[0].replace(",", "")) for r in rows]
+    assert all(np.isfinite(rates)) and min(rates) > 0
+    gpu_line = "GPU: not measured (this machine has no CUDA GPU)."
+    assert (gpu_line in text) == NO_GPU
+    assert len([line for line in text.splitlines() if line.startswith("| cuda")]) == (0 if NO_GPU else 2)
+
+
+@pytest.mark.skipif(not NO_GPU, reason="this machine has a CUDA GPU")
+def test_throughput_benchmark_asked_for_cuda_without_a_gpu_fails_before_preparing_data(
+    walmart_slice, tmp_path
+):
+    done = _benchmark(walmart_slice, tmp_path / "B.md", "cpu", "cuda")
+    assert done.returncode == 2
+    assert "Error: training device 'cuda': this machine has no CUDA GPU" in done.stderr
+    assert "nodes prepared" not in done.stdout and not (tmp_path / "B.md").exists()
