@@ -25,18 +25,31 @@ A node is described by ``node.toml`` in its folder; paths in it are relative to 
 
     [network]
     share = true                    # false: never send this site's totals to a network forecast
+
+    [training]
+    device = "cpu"                  # "cuda" or "cuda:N": train this site's updates on its GPU
+
+Unknown sections and keys are refused by name, so a misspelt ``[network]`` cannot leave a site
+sharing what it meant to keep.
 """
 
 from __future__ import annotations
 
+import re
 import tomllib
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
 
 MAX_OBSERVED = 4  # past-only covariate slots of the model
+SECTION_KEYS = {  # node.toml's sections besides [data], and the keys each may hold
+    "node": ("name", "secret_context", "key_fingerprint"),
+    "network": ("share",),
+    "training": ("device",),
+}
+DEVICE_NAME = re.compile(r"cpu|cuda(:\d+)?")
 
 
 class ConfigError(ValueError):
@@ -94,7 +107,8 @@ class NodeConfig:
     data: DataConfig
     secret_context: Path
     key_fingerprint: str | None = None
-    extra: dict = field(default_factory=dict)
+    share_network: bool = True  # [network] share: false keeps this site out of network forecasts
+    training_device: str = "cpu"  # [training] device; checked against the hardware when training
 
     @property
     def private_dir(self) -> Path:
@@ -194,17 +208,39 @@ def load_node_config(path: str | Path) -> NodeConfig:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{p} is not valid TOML: {exc}") from None
     folder = p.parent.resolve()
-    node = raw.get("node", {})
     if "data" not in raw:
         raise ConfigError(f"{p} has no [data] section")
+    unknown = sorted(set(raw) - {"data", *SECTION_KEYS})
+    if unknown:
+        known = ", ".join(["node", "data", *list(SECTION_KEYS)[1:]])
+        raise ConfigError(f"{p} has unknown sections: {', '.join(unknown)} (known: {known})")
+    node, network, training = (_section(raw, name) for name in SECTION_KEYS)
+    share = network.get("share", True)
+    if not isinstance(share, bool):
+        raise ConfigError(f"[network] share must be true or false, got {share!r}")
+    device = training.get("device", "cpu")
+    if not isinstance(device, str) or not DEVICE_NAME.fullmatch(device):
+        raise ConfigError(f"[training] device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
     return NodeConfig(
         name=str(node.get("name", folder.name)),
         folder=folder,
         data=parse_data_config(raw["data"], folder),
         secret_context=folder / node.get("secret_context", "keys/secret.ctx"),
         key_fingerprint=node.get("key_fingerprint") or None,
-        extra={k: v for k, v in raw.items() if k not in ("node", "data")},
+        share_network=share,
+        training_device=device,
     )
+
+
+def _section(raw: dict, name: str) -> dict:
+    """One optional section of node.toml, refusing keys it does not know."""
+    section = raw.get(name, {})
+    if not isinstance(section, dict):
+        raise ConfigError(f"{name} must be a [{name}] section, got {section!r}")
+    unknown = sorted(set(section) - set(SECTION_KEYS[name]))
+    if unknown:
+        raise ConfigError(f"[{name}] has unknown keys: {', '.join(unknown)}")
+    return section
 
 
 def with_site_files(

@@ -38,6 +38,14 @@ from warehouse_node.cli import EXIT_PARTIAL
 from warehouse_node.cli import cli as node
 from warehouse_node.pipeline import MAP_FILE, MODEL_FILE, forecast, prepare_node, save_global_model
 
+FUTURE, SECRET = 'future = "raw/future.csv"', 'secret_context = "keys/secret.ctx"'  # lines of node.toml
+
+
+def toml_after(line: str, text: str):
+    """`prepare` after ``text`` is added to node.toml below ``line``."""
+    return run_after(lambda w: w.set_toml(line, line + text))
+
+
 SPEC = SyntheticSpec(items=3, days=200, horizon_days=14, customers=20)
 
 
@@ -133,6 +141,14 @@ CASES: list[Case] = [
     Case("unknown-data-key", node,
          run_after(lambda w: w.set_toml('kind = "orders"', 'kind = "orders"\nlead = 3')), 1,
          "Error: [data] has unknown keys: lead"),
+    Case("misspelt-section", node, toml_after(FUTURE, "\n[netwrok]\nshare = false"), 1,
+         "Error: {node}/node.toml has unknown sections: netwrok (known: node, data, network, training)"),
+    Case("unknown-node-key", node, toml_after(SECRET, '\nkey_fingerprnt = "ab"'), 1,
+         "Error: [node] has unknown keys: key_fingerprnt"),
+    Case("network-share-not-boolean", node, toml_after(FUTURE, '\n[network]\nshare = "no"'), 1,
+         "Error: [network] share must be true or false, got 'no'"),
+    Case("training-device-unknown", node, toml_after(FUTURE, '\n[training]\ndevice = "gpu"'), 1,
+         "Error: [training] device must be 'cpu', 'cuda' or 'cuda:N', got 'gpu'"),
     Case("bad-frequency", node, run_after(lambda w: w.set_toml('frequency = "D"', 'frequency = "M"')), 1,
          "Error: frequency must be 'D', 'W' or 'W-<DAY>', got 'M'"),
     Case("cap-outliers-not-boolean", node,

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from click.testing import CliRunner
 
 from common import crypto
@@ -44,6 +45,7 @@ def test_join_checks_keys_data_and_transport_and_builds_the_supernode_command(no
     cfg, lines = check_site(settings)
     assert any("matches the federation's" in line for line in lines)
     assert any(line.startswith("TLS with CA") for line in lines)
+    assert any(line.startswith("training on ") for line in lines)
     assert any("de-identified" in line for line in lines) and (cfg.private_dir / "demand.parquet").is_file()
     args = supernode_args(settings, cfg)
     assert args[args.index("--root-certificates") + 1] == str((certs / "ca.crt").resolve())
@@ -84,6 +86,15 @@ def test_join_refuses_data_it_cannot_read_and_a_malformed_address(nodes, tmp_pat
         node, ["join", "--superlink", "nohost", "--config", str(nodes[0][0]), "--insecure"]
     )
     assert "HOST:PORT" in _error(bad)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU")
+def test_join_refuses_a_training_gpu_this_machine_does_not_have(nodes):
+    toml = nodes[0][0] / "node.toml"
+    toml.write_text(toml.read_text() + '\n[training]\ndevice = "cuda:1"\n')
+    message = _error(_join(nodes[0][0], "--insecure"))
+    assert message.startswith("Error: node.toml: training device 'cuda:1': this machine has no CUDA GPU")
+    assert not (nodes[0][0] / "private" / "demand.parquet").exists()  # refused before preparing data
 
 
 def test_node_status_reports_rounds_model_and_forecast_from_the_journal(nodes):

@@ -1,20 +1,25 @@
 """Training on a chosen device: a missing GPU is a one-line error, a GPU run hands back a CPU model,
-and the throughput benchmark measures and writes its table (CPU here; CUDA where there is one)."""
+a node trains its rounds on the device its node.toml names, and the throughput benchmark measures
+and writes its table (CPU here; CUDA where there is one)."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from common.config import load_node_config
 from common.model import ModelConfig, build_model, model_vector
 from common.training import TrainConfig, train_local, training_device
 from common.windows import build_windows, series_stats
+from tests.conftest import FAST_RUN
 from tests.test_model import _toy_panel
+from warehouse_node import federated
 
 ROOT = Path(__file__).resolve().parents[1]
 NO_GPU = not torch.cuda.is_available()
@@ -65,6 +70,38 @@ def test_a_gpu_trained_model_and_optimizer_state_come_back_on_the_cpu_close_to_a
     moved = np.linalg.norm(model_vector(on_cpu) - start)
     gap = np.linalg.norm(model_vector(on_gpu) - model_vector(on_cpu))
     assert moved > 0 and gap < 0.05 * moved, (gap, moved)  # float rounding only, not other steps
+
+
+def _node_with_device(node_dir: Path, device: str):
+    toml = node_dir / "node.toml"
+    toml.write_text(toml.read_text() + f'\n[training]\ndevice = "{device}"\n')
+    cfg = load_node_config(node_dir)
+    first = federated.round_settings({**FAST_RUN, "server-round": 1})
+    return cfg, first, federated.NodeSession.open(cfg).data(first)
+
+
+@pytest.mark.skipif(not NO_GPU, reason="this machine has a CUDA GPU")
+def test_a_node_whose_node_toml_names_a_missing_gpu_sends_no_update(nodes):
+    cfg, first, data = _node_with_device(nodes[0][0], "cuda")
+    assert cfg.training_device == "cuda"
+    with pytest.raises(ValueError, match="training device 'cuda': this machine has no CUDA GPU"):
+        federated.round_update(cfg, data, first, None)
+    assert not (cfg.private_dir / federated.OPTIMIZER_FILE).exists()
+
+
+@pytest.mark.skipif(NO_GPU, reason="needs a CUDA GPU")
+def test_a_node_trains_its_round_on_the_gpu_its_node_toml_names(nodes):
+    """Dropout masks differ by device, so the update is close to a CPU round's, not equal to it."""
+    cfg, first, data = _node_with_device(nodes[0][0], "cuda")
+    _, on_gpu, windows, gpu_loss = federated.round_update(cfg, data, first, None)
+    saved = torch.load(cfg.private_dir / federated.OPTIMIZER_FILE, weights_only=True)
+    moments = [v for s in saved["state"]["state"].values() for v in s.values() if isinstance(v, torch.Tensor)]
+    assert moments and all(t.device.type == "cpu" for t in moments)  # a CPU round can continue them
+    start = federated.round_start(first, None)
+    _, on_cpu, _, cpu_loss = federated.round_update(replace(cfg, training_device="cpu"), data, first, None)
+    assert windows > 0 and abs(gpu_loss - cpu_loss) < 0.2 * cpu_loss, (gpu_loss, cpu_loss)
+    gap, moved = np.linalg.norm(on_gpu - on_cpu), np.linalg.norm(on_cpu - start)
+    assert moved > 0 and gap < moved, (gap, moved)
 
 
 def _benchmark(walmart_slice: Path, out: Path, *devices: str) -> subprocess.CompletedProcess:

@@ -168,10 +168,13 @@ def round_update(
     weights: np.ndarray | None,
     on_epoch: Callable[[int, int, float], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, int, float]:
-    """Train one round from the global model, continuing this node's own optimizer state.
+    """Train one round from the global model, continuing this node's own optimizer state, on the
+    site's own ``[training] device``.
     Return (the round's start, start + η·(trained − start), training windows, train loss)."""
     state = load_optimizer_state(cfg, s)
-    new, windows, loss = local_update(data, s.model, s.train, weights, s.round_seed, on_epoch, state)
+    new, windows, loss = local_update(
+        data, s.model, s.train, weights, s.round_seed, on_epoch, state, cfg.training_device
+    )
     if not np.all(np.isfinite(new)) or not np.isfinite(loss):
         raise ValueError("local training produced NaN or infinite weights: update not sent")
     cfg.private_dir.mkdir(parents=True, exist_ok=True)
@@ -301,7 +304,7 @@ class NodeSession:
         series forecast)."""
         if s.network is None:
             raise NetworkError("no network layout in the run config")
-        if self.cfg.extra.get("network", {}).get("share", True) is not True:
+        if not self.cfg.share_network:
             raise NetworkError("this site does not share network totals (node.toml [network] share = false)")
         minimum = max(s.network_min_sites, MIN_SITES)  # a run config cannot lower the site's own floor
         if s.nodes < minimum:

@@ -21,9 +21,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from common import crypto
 from common.config import ConfigError, NodeConfig, load_node_config, with_site_files
 from common.processes import flower_env, flower_tool, stop_group
+from common.training import training_device
 from warehouse_node import journal
 from warehouse_node.client_app import LOG_PREFIX
 from warehouse_node.pipeline import QUARANTINE_FILE, prepare_node
@@ -118,6 +121,17 @@ def check_transport(s: JoinSettings) -> str:
     return line
 
 
+def check_training_device(cfg: NodeConfig) -> str:
+    """node.toml's ``[training] device`` is on this machine: a missing GPU fails here, not in round 1."""
+    try:
+        device = training_device(cfg.training_device)
+    except ValueError as exc:
+        raise JoinError(f"node.toml: {exc}") from None
+    if device.type == "cpu":
+        return "training on the CPU"
+    return f"training on {device} ({torch.cuda.get_device_name(device)})"
+
+
 def check_site(s: JoinSettings) -> tuple[NodeConfig, list[str]]:
     """Run every local check; return the node's configuration and one line per check passed."""
     host, _, port = s.superlink.rpartition(":")
@@ -132,7 +146,7 @@ def check_site(s: JoinSettings) -> tuple[NodeConfig, list[str]]:
     if "'" in "".join(str(p) for p in (cfg.folder, cfg.data.path, cfg.secret_context)):
         raise JoinError("paths with a single quote cannot be passed to the SuperNode")
     lines = [f"config {s.config}: node {cfg.name}, data {cfg.data.path}", check_keys(s, cfg)]
-    lines.append(check_transport(s))
+    lines += [check_transport(s), check_training_device(cfg)]
     counts = prepare_node(cfg)
     quarantined = sum(v for k, v in counts.items() if k not in ("series", "periods", "dropped_columns"))
     lines.append(

@@ -168,14 +168,16 @@ def local_update(
     seed: int,
     on_epoch: Callable[[int, int, float], None] | None = None,
     optimizer_state: dict | None = None,
+    device: str = "cpu",
 ) -> tuple[np.ndarray, int, float]:
     """Start from the global model (or the seeded initial one); return (weights, n, train loss).
-    ``optimizer_state``: the one to continue, updated in place (``common.training.train_local``)."""
+    ``optimizer_state``: the one to continue, updated in place; ``device``: where to train
+    (``common.training.train_local``)."""
     model = build_model(m, seed)
     if global_vector is not None:
         load_vector(model, global_vector)
     windows = data.train_windows(m)
-    loss = train_local(model, windows, t, seed, on_epoch, optimizer_state)
+    loss = train_local(model, windows, t, seed, on_epoch, optimizer_state, device)
     return model_vector(model), len(windows), loss
 
 
