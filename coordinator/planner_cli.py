@@ -219,6 +219,13 @@ def resume(run_dir: str) -> None:
     type=click.FloatRange(min=0, min_open=True),
     help="Noise multiplier of the summed updates.",
 )
+@click.option(
+    "--device",
+    default="cpu",
+    show_default=True,
+    help="Where every node (and centralized training) trains: cpu, cuda or cuda:N; written to "
+    "each node's node.toml [training] device.",
+)
 @one_line_errors
 def simulate_cmd(
     dataset: str,
@@ -230,14 +237,15 @@ def simulate_cmd(
     until: datetime | None,
     dp_clip: float,
     dp_noise: float,
+    device: str,
 ) -> None:
     """Federate one node per store of a public dataset; write RUN_DIR/forecasts.parquet."""
     if dp_clip and mode != "he":
         raise click.UsageError("--dp-clip needs --mode he (privacy applies to the encrypted federation)")
     overrides = (("dp-clip", dp_clip), ("dp-noise", dp_noise)) if dp_clip else ()
     cut = until.strftime("%Y-%m-%d") if until else None
-    settings = SimulationSettings(dataset, Path(data_dir), mode, rounds, seed, cut, overrides)
     try:
+        settings = SimulationSettings(dataset, Path(data_dir), mode, rounds, seed, cut, overrides, device)
         result = simulate(Path(out_dir), settings, _clock())
     except (FileExistsError, ValueError) as exc:
         raise click.ClickException(str(exc).splitlines()[0]) from None

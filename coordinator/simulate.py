@@ -31,7 +31,7 @@ from common.config import NodeConfig, load_node_config
 from common.model import build_model, model_vector
 from common.network import group_label
 from common.public_data import DATASETS, WRITERS, load_sales, to_dataset_columns
-from common.training import TrainConfig, train_local
+from common.training import TrainConfig, train_local, training_device
 from common.windows import WindowSet, concat_windows
 from coordinator.demo import provision_node
 from coordinator.planner import round_metrics
@@ -95,12 +95,14 @@ class SimulationSettings:
     seed: int = 7
     until: str | None = None  # cut the history here (benchmarks hold out what follows)
     overrides: tuple[tuple[str, object], ...] = ()
+    device: str = "cpu"  # every simulated node's [training] device, and centralized training's
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"unknown mode {self.mode!r}: choose one of {', '.join(MODES)}")
         if self.dataset not in PRESETS:
             raise ValueError(f"unknown dataset {self.dataset!r}: choose one of {', '.join(PRESETS)}")
+        training_device(self.device)  # a missing GPU fails before any node is written
 
     def run_config(self, out: Path) -> dict[str, object]:
         preset = PRESETS[self.dataset]
@@ -137,6 +139,9 @@ def prepare_nodes(s: SimulationSettings, out: Path, report: Report) -> list[Node
     configs, totals = [], Counter()
     for d in dirs:
         provision_node(d, out / "keys", fingerprint)
+        if s.device != "cpu":  # as an operator would: in node.toml, which the ClientApp reads too
+            with open(d / "node.toml", "a", encoding="utf-8") as toml:
+                toml.write(f'\n[training]\ndevice = "{s.device}"\n')
         cfg = load_node_config(d)
         totals.update(prepare_node(cfg))
         configs.append(cfg)
@@ -215,7 +220,7 @@ def run_local(nodes: list[NodeConfig], rc: dict, report: Report) -> None:
         data = NodeData.load(cfg, s.model.horizon, s.validation)
         model = build_model(s.model, s.seed)
         budget = _whole_run(s, rounds, s.train.max_batches_per_epoch)
-        train_local(model, data.train_windows(s.model), budget, s.seed)
+        train_local(model, data.train_windows(s.model), budget, s.seed, device=cfg.training_device)
         save_global_model(cfg, model_vector(model), s.model, rounds)
         report(f"{cfg.name}: trained alone")
 
@@ -235,7 +240,8 @@ def pooled_windows(nodes: list[NodeConfig], rc: dict, report: Report) -> tuple[R
 def run_central(nodes: list[NodeConfig], rc: dict, report: Report) -> None:
     (s, pooled, batches), rounds = pooled_windows(nodes, rc, report), int(rc["num-rounds"])
     model = build_model(s.model, s.seed)
-    train_local(model, pooled, _whole_run(s, rounds, batches), s.seed)
+    device = nodes[0].training_device  # the simulation's one device (SimulationSettings.device)
+    train_local(model, pooled, _whole_run(s, rounds, batches), s.seed, device=device)
     vector = model_vector(model)
     for cfg in nodes:
         save_global_model(cfg, vector, s.model, rounds)

@@ -11,8 +11,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from click.testing import CliRunner
 
+from common.config import load_node_config
 from common.public_data import write_store_item_nodes, write_walmart_nodes
 from coordinator.planner_cli import cli as planner
 from coordinator.simulate import SimulationSettings, prepare_nodes, simulate, train_and_forecast
@@ -127,6 +129,39 @@ def test_a_cutoff_before_the_first_week_is_refused_before_any_node_is_written(wa
     assert result.exit_code == 1
     assert result.output.strip() == "Error: no sales on or before 2009-12-31: the data starts on 2010-02-05"
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    ("device", "message"),
+    [
+        ("banana", "unknown training device 'banana': use cpu, cuda or cuda:N"),
+        pytest.param(
+            "cuda",
+            "training device 'cuda': this machine has no CUDA GPU",
+            marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU"),
+        ),
+    ],
+)
+def test_simulate_on_a_device_this_machine_lacks_stops_before_any_node_is_written(
+    device, message, walmart_slice, tmp_path
+):
+    args = ["simulate", "--dataset", "walmart", "--data", str(walmart_slice), "--out", str(tmp_path / "run")]
+    result = CliRunner().invoke(planner, [*args, "--device", device])
+    assert result.exit_code == 1
+    assert len(result.output.strip().splitlines()) == 1
+    assert result.output.startswith(f"Error: {message}")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_simulate_on_the_gpu_writes_the_device_into_every_node_and_forecasts(walmart_slice, tmp_path):
+    settings = SimulationSettings(
+        "walmart", walmart_slice, rounds=2, seed=3, until="2012-04-27", overrides=TINY, device="cuda"
+    )
+    fc = simulate(tmp_path / "run", settings, lambda line: None)
+    nodes = sorted((tmp_path / "run" / "nodes").iterdir())
+    assert nodes and all(load_node_config(d).training_device == "cuda" for d in nodes)
+    assert len(fc) and np.isfinite(fc["mean"]).all()
 
 
 def _run(walmart_slice: Path, out: Path, mode: str) -> pd.DataFrame:
