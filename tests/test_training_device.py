@@ -138,3 +138,47 @@ def test_throughput_benchmark_asked_for_cuda_without_a_gpu_fails_before_preparin
     assert done.returncode == 2
     assert "Error: training device 'cuda': this machine has no CUDA GPU" in done.stderr
     assert "nodes prepared" not in done.stdout and not (tmp_path / "B.md").exists()
+
+
+def test_windows_saved_here_are_timed_elsewhere_without_flower_or_tenseal(walmart_slice, tmp_path):
+    """A GPU machine may lack Flower and TenSEAL: --save-windows prepares, --windows only times."""
+    kit = tmp_path / "windows.npz"
+    saved = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "benchmark_throughput.py"), "--data", str(walmart_slice),
+         "--save-windows", str(kit)],
+        capture_output=True, text=True, cwd=ROOT,
+    )  # fmt: skip
+    assert saved.returncode == 0, saved.stderr
+    assert kit.is_file() and "windows of 3 stores" in saved.stdout
+    out = tmp_path / "B.md"
+    args = ["--windows", str(kit), "--devices", "cpu", "--batch-sizes", "16", "--batches", "2"]
+    args += ["--repeats", "1", "--output", str(out)]
+    code = (
+        "import runpy, sys\n"
+        f"sys.argv = ['benchmark_throughput.py', *{args!r}]\n"
+        "try:\n"
+        f"    runpy.run_path({str(ROOT / 'scripts' / 'benchmark_throughput.py')!r}, run_name='__main__')\n"
+        "except SystemExit as done:\n"
+        "    assert not done.code, done.code\n"
+        "print('loaded:', sorted({'flwr', 'tenseal', 'coordinator.simulate'} & set(sys.modules)))\n"
+    )
+    timed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert timed.returncode == 0, timed.stderr
+    assert "loaded: []" in timed.stdout
+    text = out.read_text()
+    assert "pooled training windows of 3 stores" in text
+    assert len([line for line in text.splitlines() if line.startswith("| cpu | 16 |")]) == 1
+    assert "--windows" in text  # the command that made the table
+
+
+def test_a_file_that_is_not_saved_windows_is_a_one_line_error(tmp_path):
+    bogus = tmp_path / "windows.npz"
+    bogus.write_bytes(b"not an npz")
+    script = ROOT / "scripts" / "benchmark_throughput.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--windows", str(bogus), "--devices", "cpu"],
+        capture_output=True, text=True, cwd=ROOT,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert done.stderr.strip().startswith(f"Error: --windows {bogus} is not a file of --save-windows:")
+    assert len(done.stderr.strip().splitlines()) == 1
