@@ -152,7 +152,11 @@ def ets(
 
 def current_commit(root: Path) -> str:
     """Short hash of the checkout a benchmark runs from, for its tables; '?' outside git."""
-    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True)
+    try:
+        args = ["git", "rev-parse", "--short", "HEAD"]
+        head = subprocess.run(args, cwd=root, capture_output=True, text=True)
+    except OSError:  # no git on this machine (a lent GPU machine, say)
+        return "?"
     return head.stdout.strip() or "?"
 
 

@@ -162,10 +162,12 @@ def test_windows_saved_here_are_timed_elsewhere_without_flower_or_tenseal(walmar
         "    assert not done.code, done.code\n"
         "print('loaded:', sorted({'flwr', 'tenseal', 'coordinator.simulate'} & set(sys.modules)))\n"
     )
-    timed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    no_git = {"PATH": "", "PYTHONPATH": str(ROOT)}  # like a lent GPU machine: no git there
+    timed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=no_git)
     assert timed.returncode == 0, timed.stderr
     assert "loaded: []" in timed.stdout
     text = out.read_text()
+    assert "(the windows' own; no git checkout here)" in text
     assert "pooled training windows of 3 stores" in text
     assert len([line for line in text.splitlines() if line.startswith("| cpu | 16 |")]) == 1
     assert "--windows" in text  # the command that made the table
