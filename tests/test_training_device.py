@@ -23,6 +23,7 @@ from warehouse_node import federated
 
 ROOT = Path(__file__).resolve().parents[1]
 NO_GPU = not torch.cuda.is_available()
+SCRIPT = ROOT / "scripts" / "benchmark_throughput.py"
 
 
 def _windows(panel, cfg: ModelConfig):
@@ -107,8 +108,7 @@ def test_a_node_trains_its_round_on_the_gpu_its_node_toml_names(nodes):
 def _benchmark(walmart_slice: Path, out: Path, *devices: str) -> subprocess.CompletedProcess:
     args = ["--data", str(walmart_slice), "--batch-sizes", "16,32", "--batches", "2", "--repeats", "2"]
     args += ["--output", str(out), *(["--devices", ",".join(devices)] if devices else [])]
-    script = ROOT / "scripts" / "benchmark_throughput.py"
-    return subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, cwd=ROOT)
+    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, cwd=ROOT)
 
 
 def test_throughput_benchmark_writes_windows_per_second_for_each_device_and_batch_size(
@@ -144,7 +144,7 @@ def test_windows_saved_here_are_timed_elsewhere_without_flower_or_tenseal(walmar
     """A GPU machine may lack Flower and TenSEAL: --save-windows prepares, --windows only times."""
     kit = tmp_path / "windows.npz"
     saved = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "benchmark_throughput.py"), "--data", str(walmart_slice),
+        [sys.executable, str(SCRIPT), "--data", str(walmart_slice),
          "--save-windows", str(kit)],
         capture_output=True, text=True, cwd=ROOT,
     )  # fmt: skip
@@ -157,7 +157,7 @@ def test_windows_saved_here_are_timed_elsewhere_without_flower_or_tenseal(walmar
         "import runpy, sys\n"
         f"sys.argv = ['benchmark_throughput.py', *{args!r}]\n"
         "try:\n"
-        f"    runpy.run_path({str(ROOT / 'scripts' / 'benchmark_throughput.py')!r}, run_name='__main__')\n"
+        f"    runpy.run_path({str(SCRIPT)!r}, run_name='__main__')\n"
         "except SystemExit as done:\n"
         "    assert not done.code, done.code\n"
         "print('loaded:', sorted({'flwr', 'tenseal', 'coordinator.simulate'} & set(sys.modules)))\n"
@@ -176,9 +176,8 @@ def test_windows_saved_here_are_timed_elsewhere_without_flower_or_tenseal(walmar
 def test_a_file_that_is_not_saved_windows_is_a_one_line_error(tmp_path):
     bogus = tmp_path / "windows.npz"
     bogus.write_bytes(b"not an npz")
-    script = ROOT / "scripts" / "benchmark_throughput.py"
     done = subprocess.run(
-        [sys.executable, str(script), "--windows", str(bogus), "--devices", "cpu"],
+        [sys.executable, str(SCRIPT), "--windows", str(bogus), "--devices", "cpu"],
         capture_output=True, text=True, cwd=ROOT,
     )  # fmt: skip
     assert done.returncode == 1
