@@ -113,3 +113,16 @@ def test_rejected_rows_are_listed_as_written_and_a_sku_in_other_letter_case_is_n
     assert (rejected.loc["A", "on_hand"], rejected.loc["A", "service_level"]) == ("1,234", "95%")
     assert rejected.loc["c", "reason"] == "unknown sku: a forecast exists in other letter case"
     assert list(result.decisions["sku"]) == ["B"]
+
+
+def test_skus_padded_with_spaces_on_either_side_still_match_their_forecast():
+    forecasts = _forecasts(("A  ", "B"))  # an ERP that pads its codes, as prepare kept them
+    stock = pd.DataFrame({"sku": ["A  ", " B"], "on_hand": ["1", "2"], "lead_time": ["1", "1"]})
+    result = replenish(forecasts, stock, "D")
+    assert sorted(result.decisions["sku"]) == ["A", "B"] and result.rejected.empty
+
+
+def test_forecast_skus_that_differ_only_in_surrounding_spaces_are_refused():
+    stock = pd.DataFrame({"sku": ["A"], "on_hand": ["1"], "lead_time": ["1"]})
+    with pytest.raises(ConfigError, match=r"differ only in surrounding spaces: 'A', 'A '$"):
+        replenish(_forecasts(("A", "A ")), stock, "D")

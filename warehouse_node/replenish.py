@@ -50,6 +50,18 @@ def forecast_quantiles(forecasts: pd.DataFrame) -> tuple[tuple[float, ...], list
     return tuple(int(c[1:]) / 100 for c in cols), cols
 
 
+def trimmed_skus(skus: pd.Series) -> pd.Series:
+    """Forecast skus without surrounding spaces, as stock rows are matched (an ERP may pad codes)."""
+    raw = skus.astype("string")
+    trimmed = raw.str.strip()
+    pairs = pd.DataFrame({"raw": raw, "trimmed": trimmed}).drop_duplicates()
+    clash = pairs[pairs["trimmed"].duplicated(keep=False)].sort_values("raw")
+    if not clash.empty:
+        names = ", ".join(repr(v) for v in clash["raw"].head(4))
+        raise ConfigError(f"forecasts file has skus that differ only in surrounding spaces: {names}")
+    return trimmed
+
+
 def validate_stock(stock: pd.DataFrame, horizon: int, known: set[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Split stock rows into (decidable rows with defaults filled, rejected rows with a reason)."""
     require_columns(stock, REQUIRED, "stock file")
@@ -106,7 +118,7 @@ def replenish(
     if policy.name == "classical" and "residual_sd" not in forecasts.columns:
         raise ConfigError("the classical policy needs a residual_sd column in the forecasts file")
     levels, qcols = forecast_quantiles(forecasts)
-    forecasts = forecasts.sort_values(["sku", "date"])
+    forecasts = forecasts.assign(sku=trimmed_skus(forecasts["sku"])).sort_values(["sku", "date"])
     groups = dict(tuple(forecasts.groupby("sku", sort=False)))
     horizon = min(len(g) for g in groups.values())
     good, rejected = validate_stock(stock, horizon, set(groups))
