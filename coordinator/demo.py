@@ -27,6 +27,7 @@ from common.config import load_node_config
 from common.processes import write_run_config
 from common.synthetic import SyntheticSpec, write_warehouse
 from coordinator.planner import progress, round_metrics
+from warehouse_node import journal
 from warehouse_node.pipeline import forecast, prepare_node
 from warehouse_node.replenish import run_replenish
 
@@ -168,6 +169,7 @@ def finish(
         fc = forecast(cfg)
         cfg.out_dir.mkdir(parents=True, exist_ok=True)
         fc.to_parquet(cfg.out_dir / "forecasts.parquet", index=False)
+        journal.record_forecast(cfg, fc)
         result = run_replenish(cfg.out_dir / "forecasts.parquet", node_dir / "stock.csv", cfg.out_dir)
         if len(result.rejected):
             raise RuntimeError(f"{cfg.name}: {len(result.rejected)} stock rows rejected")

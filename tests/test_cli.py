@@ -1,5 +1,6 @@
 """The operators' and planner's command lines: contracts, one-line errors, exit codes."""
 
+import json
 import os
 import stat
 
@@ -87,6 +88,25 @@ def test_prepare_forecast_replenish_on_a_node(nodes, tmp_path):
         len(pd.read_csv(out / "rejected.csv")) == 1
         and len(pd.read_csv(out / "decisions.csv")) == len(stock) - 1
     )
+
+
+def test_node_commands_take_the_folder_or_its_node_toml_under_either_name(nodes):
+    from common.config import load_node_config
+    from common.model import ModelConfig, build_model, model_vector
+    from warehouse_node.pipeline import save_global_model
+
+    node_dir = nodes[0][0]
+    toml = str(node_dir / "node.toml")
+    runner = CliRunner()
+    assert runner.invoke(node, ["prepare", "--config", toml]).exit_code == 0
+    m = ModelConfig(lookback=21, horizon=14, hidden=16)
+    save_global_model(load_node_config(node_dir), model_vector(build_model(m, 0)), m, 1)
+    result = runner.invoke(node, ["forecast", "--config", toml])
+    assert result.exit_code == 0, result.output
+    for spelling in (["--node", str(node_dir)], ["--config", toml], ["--node", toml]):
+        status = runner.invoke(node, ["status", *spelling, "--json"])
+        assert status.exit_code == 0, status.output
+        assert json.loads(status.output)["last_forecast"]["periods"] == 14
 
 
 def test_bad_inputs_give_one_line_errors_and_non_zero_exit(nodes, tmp_path):

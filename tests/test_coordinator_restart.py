@@ -11,11 +11,13 @@ from click.testing import CliRunner
 from flwr.common.constant import SUPERLINK_NODE_ID
 
 from common import crypto
+from common.config import load_node_config
 from common.records import GLOBAL, STATE, read_encrypted
 from coordinator import inprocess
 from coordinator.demo import DemoSettings, run_demo
 from coordinator.planner_cli import cli
 from coordinator.strategy import EncryptedFedAvg, latest_checkpoint
+from warehouse_node import journal
 
 SETTINGS = DemoSettings(nodes=3, rounds=3, local_epochs=1, items=4, days=400, engine="inprocess")
 
@@ -64,6 +66,8 @@ def test_resume_continues_after_the_last_checkpoint_without_losing_or_repeating_
     assert len(first_resumed) == 3
     assert all(read_encrypted(m.content[GLOBAL], STATE).to_bytes() == round1 for m in first_resumed)
     assert (out / "decisions.csv").is_file() and len((out / "rounds.csv").read_text().splitlines()) == 4
+    node_journal = journal.read_status(load_node_config(out / "nodes" / "warehouse-00"))
+    assert node_journal["last_forecast"]["series"] == SETTINGS.items  # `fedstock-node status` sees it
 
 
 def test_torn_checkpoint_is_detected_and_the_previous_round_is_used(tmp_path, secret_key, caplog):

@@ -23,19 +23,24 @@ console = Console(stderr=True)
 EXIT_PARTIAL = 3  # some input rows could not be used: see the rejected / quarantine file
 
 
+# every command that reads node.toml takes the node's folder or the file, under either name
+node_option = click.option(
+    "--node",
+    "--config",
+    "node_dir",
+    required=True,
+    type=click.Path(exists=True),
+    help="The node's folder, or its node.toml.",
+)
+
+
 @click.group()
 def cli() -> None:
     """Warehouse node: prepare data, forecast with the global model, decide replenishment."""
 
 
 @cli.command()
-@click.option(
-    "--node",
-    "node_dir",
-    required=True,
-    type=click.Path(exists=True, file_okay=False),
-    help="Node folder holding node.toml.",
-)
+@node_option
 @one_line_errors
 def prepare(node_dir: str) -> None:
     """De-identify and clean the raw data into NODE/private (quarantine counts printed)."""
@@ -51,7 +56,7 @@ def prepare(node_dir: str) -> None:
 
 
 @cli.command(name="forecast")
-@click.option("--node", "node_dir", required=True, type=click.Path(exists=True, file_okay=False))
+@node_option
 @click.option(
     "--out",
     "out_path",
@@ -67,15 +72,7 @@ def forecast_cmd(node_dir: str, out_path: str | None) -> None:
     path = Path(out_path) if out_path else cfg.out_dir / "forecasts.parquet"
     path.parent.mkdir(parents=True, exist_ok=True)
     frame.to_parquet(path, index=False)
-    dates = sorted(frame["date"].unique())
-    journal.record(
-        cfg,
-        "forecast",
-        start=str(dates[0])[:10],
-        end=str(dates[-1])[:10],
-        periods=len(dates),
-        series=int(frame["sku"].nunique()),
-    )
+    journal.record_forecast(cfg, frame)
     console.print(f"{cfg.name}: {frame['sku'].nunique()} skus x {frame['date'].nunique()} periods -> {path}")
 
 
@@ -146,7 +143,7 @@ def _file(path: str | None) -> Path | None:
 
 @cli.command()
 @click.option("--superlink", required=True, help="HOST:PORT of the federation's SuperLink.")
-@click.option("--config", "config_path", required=True, type=click.Path(exists=True), help="node.toml.")
+@node_option
 @click.option("--data", "data_path", type=click.Path(exists=True, dir_okay=False), help="Raw data file.")
 @click.option(
     "--keys", "keys_dir", type=click.Path(exists=True, file_okay=False), help="Folder with secret.ctx."
@@ -167,7 +164,7 @@ def _file(path: str | None) -> Path | None:
 @one_line_errors
 def join(
     superlink: str,
-    config_path: str,
+    node_dir: str,
     data_path: str | None,
     keys_dir: str | None,
     tls_ca: str | None,
@@ -181,7 +178,7 @@ def join(
     """Check this site, then run its SuperNode in the foreground (Ctrl-C leaves cleanly)."""
     settings = JoinSettings(
         superlink,
-        Path(config_path),
+        Path(node_dir),
         _file(data_path),
         _file(keys_dir),
         _file(tls_ca),
@@ -209,12 +206,12 @@ def join(
 
 
 @cli.command()
-@click.option("--config", "config_path", required=True, type=click.Path(exists=True), help="node.toml.")
+@node_option
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
 @one_line_errors
-def status(config_path: str, as_json: bool) -> None:
+def status(node_dir: str, as_json: bool) -> None:
     """What this node has done: rounds answered, last global model, last forecast, its SuperNode."""
-    cfg = load_node_config(config_path)
+    cfg = load_node_config(node_dir)
     state = journal.read_status(cfg)
     rows = dict(status_lines(state))
     if as_json:

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from common.config import NodeConfig
 
@@ -57,3 +58,16 @@ def record(cfg: NodeConfig, kind: str, **fields: object) -> dict:
     tmp.write_text(json.dumps(status, indent=2, default=str) + "\n")
     tmp.replace(path)
     return status
+
+
+def record_forecast(cfg: NodeConfig, frame: pd.DataFrame) -> dict:
+    """Note a forecast the node wrote: its dates and how many series (no demand figures)."""
+    dates = sorted(frame["date"].unique())
+    return record(
+        cfg,
+        "forecast",
+        start=str(dates[0])[:10],
+        end=str(dates[-1])[:10],
+        periods=len(dates),
+        series=int(frame["sku"].nunique()),
+    )
