@@ -12,7 +12,9 @@ policy in common.policies, by default the probabilistic one:
 * inventory position IP = on_hand + on_order;
 * REPLENISH_NOW when IP ≤ s; WARNING when IP is expected to reach s before the next review
   (IP − mean demand over R ≤ s); OBSERVE otherwise. Replenish and warning propose S − IP, raised to
-  the MOQ and rounded up to whole packs.
+  the MOQ and rounded up to whole packs;
+* promotion advice: the stockout probability over the next R + L periods, per sample path and
+  period, from stock on hand, on order (from its due period) and ordered now (after L).
 """
 
 from __future__ import annotations
@@ -99,6 +101,21 @@ def review_status(position: float, reorder_point: float, review_demand: float) -
     return OBSERVE
 
 
+def pinned_order_qty(status: str, model_qty: int, need: float, moq: float, pack_size: float) -> int:
+    """The order when an operator pins ``status``: none for OBSERVE, else the model's order, or
+    one to the order-up-to level when the model proposed none."""
+    if status == OBSERVE:
+        return 0
+    return model_qty if model_qty else order_quantity(need, moq, pack_size)
+
+
+def stockout_probability(paths: np.ndarray, on_hand: float, arrivals: np.ndarray) -> float:
+    """Share of demand paths [n, W] that run out in some period: demand up to period k beyond
+    what is on hand plus what arrives at the start of periods 0..k (``arrivals`` [W])."""
+    available = on_hand + np.cumsum(arrivals)
+    return float((np.cumsum(paths, axis=1) > available + 1e-9).any(axis=1).mean())
+
+
 def decide(
     row: pd.Series,
     paths: np.ndarray,
@@ -107,8 +124,12 @@ def decide(
     cfg: StrategyConfig,
     policy: Policy = POLICIES["probabilistic"],
     residual_sd: float | None = None,
+    pinned_status: str | None = None,
 ) -> tuple[dict, dict]:
-    """One sku's decision and strategy rows from its demand paths [n, H]; ``policy`` sets (s, S)."""
+    """One sku's decision and strategy rows from its demand paths [n, H]; ``policy`` sets (s, S).
+
+    The decision is the model's; the strategy counts the order that will be placed: the model's,
+    or the one an operator's pinned status gives (``pinned_status``)."""
     lead, review = int(row["lead_time"]), int(row["review_period"])
     alpha = float(row["service_level"])
     on_hand, on_order = float(row["on_hand"]), float(row["on_order"])
@@ -117,7 +138,8 @@ def decide(
     reorder_point, order_up_to = levels.reorder_point, levels.order_up_to
     safety = order_up_to - float(paths[:, : lead + review].sum(1).mean())
     review_demand = float(paths[:, :review].sum(1).mean())
-    qty = order_quantity(order_up_to - position, float(row["moq"]), float(row["pack_size"]))
+    moq, pack = float(row["moq"]), float(row["pack_size"])
+    qty = order_quantity(order_up_to - position, moq, pack)
     nums = f"position {position:.1f} (on hand {on_hand:.1f} + on order {on_order:.1f}), {levels.basis}"
     status = review_status(position, reorder_point, review_demand)
     if status == REPLENISH_NOW:
@@ -129,8 +151,8 @@ def decide(
         )
     else:
         why, qty = f"position above reorder point after next review: {nums}", 0
-    if qty and (row["moq"] or row["pack_size"] > 1):
-        why += f"; order {qty} after MOQ {row['moq']:g} and pack {row['pack_size']:g}"
+    if qty and (moq or pack > 1):
+        why += f"; order {qty} after MOQ {moq:g} and pack {pack:g}"
     decision = {
         "sku": row["sku"],
         "status": status,
@@ -140,20 +162,31 @@ def decide(
         "safety_stock": round(safety, 3),
         "reason": why,
     }
-    return decision, _strategy(row, paths, origin, freq, cfg, lead, review, position, on_hand)
+    if pinned_status:
+        qty = pinned_order_qty(pinned_status, qty, order_up_to - position, moq, pack)
+    return decision, _strategy(row, paths, origin, freq, cfg, qty)
+
+
+def _arrivals(row: pd.Series, window: int, ordered: int) -> np.ndarray:
+    """Units arriving at the start of each of the next ``window`` periods: the stock already on
+    order at its due period, and the order placed now after the lead time."""
+    lead = int(row["lead_time"])
+    arrivals = np.zeros(window)
+    on_order = float(row["on_order"])
+    due = int(row.get("on_order_due", lead)) if on_order > 0 else lead
+    if on_order > 0 and due < window:
+        arrivals[due] += on_order
+    if ordered and lead < window:
+        arrivals[lead] += ordered
+    return arrivals
 
 
 def _strategy(
-    row: pd.Series,
-    paths: np.ndarray,
-    origin: pd.Timestamp,
-    freq: str,
-    cfg: StrategyConfig,
-    lead: int,
-    review: int,
-    position: float,
-    on_hand: float,
+    row: pd.Series, paths: np.ndarray, origin: pd.Timestamp, freq: str, cfg: StrategyConfig, ordered: int
 ) -> dict:
+    """Availability promise and promotion advice, counting the stock on order and ``ordered`` now."""
+    lead, review = int(row["lead_time"]), int(row["review_period"])
+    on_hand, on_order = float(row["on_hand"]), float(row["on_order"])
     per_period = max(float(paths.mean()), 1e-9)
     cover = on_hand / per_period
     if on_hand <= 0:
@@ -164,7 +197,6 @@ def _strategy(
         availability = IN_STOCK
     restock, arrival = "", ""
     if availability != IN_STOCK:
-        on_order = float(row.get("on_order", 0.0))
         due = int(row.get("on_order_due", lead)) if on_order > 0 else lead
         restock = str((pd.Period(origin, freq=freq) + due).end_time.date())
         arrival = (
@@ -172,30 +204,34 @@ def _strategy(
             if on_order > 0
             else f"; restock {restock}: an order placed now arrives after the {lead}-period lead time"
         )
-    p_promo = float((cfg.promo_uplift * paths[:, : lead + review].sum(1) > position).mean())
-    after = (position - float(paths.sum(1).mean())) / per_period
+    window = lead + review  # until an order placed at the next review arrives
+    arrivals = _arrivals(row, window, ordered)
+    demand = paths[:, :window]
+    p_base = stockout_probability(demand, on_hand, arrivals)
+    p_promo = stockout_probability(cfg.promo_uplift * demand, on_hand, arrivals)
+    counted = f"on hand {on_hand:g}" + (f" + {on_order:g} on order" if on_order > 0 else "")
+    counted += f" + {ordered:g} ordered now (arrives in {lead})" if ordered else ", nothing ordered now"
+    after = (on_hand + on_order + ordered - float(paths.sum(1).mean())) / per_period
     h = paths.shape[1]
+    risk = (
+        f"stockout probability over the next {window} periods {p_base:.0%} as forecast, "
+        f"{p_promo:.0%} with a promotion (x{cfg.promo_uplift:g} demand); {counted}"
+    )
     if p_promo > cfg.suppress_stockout_prob:
         promotion = SUPPRESS
-        why = (
-            f"a promotion (x{cfg.promo_uplift:g} demand) would raise the stockout probability over "
-            f"the next {lead + review} periods to {p_promo:.0%} > {cfg.suppress_stockout_prob:.0%}"
-        )
+        why = f"{risk}; {p_promo:.0%} > {cfg.suppress_stockout_prob:.0%}"
     elif after >= cfg.promote_min_cover and p_promo <= cfg.promote_max_stockout_prob:
         promotion = PROMOTE
-        why = (
-            f"{after:.1f} periods of cover left after the {h}-period horizon "
-            f">= {cfg.promote_min_cover:g}, stockout probability under promotion {p_promo:.1%}"
-        )
+        why = f"{after:.1f} periods of cover left after the {h}-period horizon "
+        why += f">= {cfg.promote_min_cover:g}, {risk}"
     else:
         promotion = NEUTRAL
-        why = f"cover after horizon {after:.1f} periods, stockout probability under promotion {p_promo:.1%}"
+        why = f"cover after horizon {after:.1f} periods, {risk}"
     cover_text = f"on hand covers {cover:.1f} periods vs lead time {lead}{arrival}"
-    why = f"{availability}: {cover_text}; {promotion}: {why}"
     return {
         "sku": row["sku"],
         "availability": availability,
         "restock_date": restock,
         "promotion": promotion,
-        "reason": why,
+        "reason": f"{availability}: {cover_text}; {promotion}: {why}",
     }

@@ -115,3 +115,23 @@ def test_weekly_restock_date_follows_period_ends():
         StrategyConfig(),
     )
     assert s["restock_date"] == "2012-08-10"
+
+
+def test_promotion_risk_counts_the_order_placed_now_from_the_period_it_arrives():
+    row = _row(on_hand=15.0, lead_time=1, review_period=3, moq=40.0)  # demand 10 a period
+    decision, s = decide(row, _constant_paths(), ORIGIN, "D", StrategyConfig())
+    assert (decision["status"], decision["order_qty"]) == (WARNING, 40)
+    # 15 on hand, +40 from period 1: 13, 26, 39, 52 of promoted demand are all served
+    assert s["promotion"] == "NEUTRAL" and "0% with a promotion" in s["reason"]
+    assert "+ 40 ordered now (arrives in 1)" in s["reason"]
+    _, s = decide(row, _constant_paths(), ORIGIN, "D", StrategyConfig(), pinned_status=OBSERVE)
+    assert s["promotion"] == SUPPRESS and "nothing ordered now" in s["reason"]
+    assert "100% with a promotion" in s["reason"]
+
+
+def test_stock_on_order_serves_demand_only_from_its_due_period():
+    row = _row(on_hand=5.0, on_order=100.0, on_order_due=2, lead_time=3, review_period=1)
+    decision, s = decide(row, _constant_paths(), ORIGIN, "D", StrategyConfig())
+    assert decision["status"] == OBSERVE  # position 105 covers the lead time and the review
+    assert s["promotion"] == SUPPRESS  # but period 0 already wants 10 of the 5 on hand
+    assert "over the next 4 periods 100% as forecast" in s["reason"]

@@ -86,3 +86,13 @@ def test_bad_override_rows_are_rejected_with_reasons(decided):
 def test_overrides_file_without_who_or_why_columns_is_refused(decided):
     with pytest.raises(ConfigError, match="missing columns: why"):
         validate_overrides(pd.DataFrame({"sku": ["A"], "who": ["ana"], "status": ["OBSERVE"]}), {"A"})
+
+
+def test_the_promotion_advice_follows_the_order_an_override_leaves():
+    stock = pd.DataFrame({"sku": ["A"], "on_hand": [15], "lead_time": [1], "review_period": [3], "moq": [40]})
+    pin = pd.DataFrame({"sku": ["A"], "who": ["ana"], "why": ["supplier closed"], "status": ["OBSERVE"]})
+    model = replenish(_forecasts(("A",)), stock, "D").strategy.iloc[0]
+    pinned = replenish(_forecasts(("A",)), stock, "D", overrides=pin)
+    assert "+ 40 ordered now" in model["reason"]
+    assert pinned.decisions.iloc[0]["order_qty"] == 0 and pinned.rejected_overrides.empty
+    assert "nothing ordered now" in pinned.strategy.iloc[0]["reason"]

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from common.config import ConfigError, require_columns
-from common.inventory import NEUTRAL, OBSERVE, PROMOTE, REPLENISH_NOW, WARNING, order_quantity
+from common.inventory import NEUTRAL, OBSERVE, PROMOTE, REPLENISH_NOW, WARNING, pinned_order_qty
 
 REQUIRED = ("sku", "who", "why")
 STATUSES = (REPLENISH_NOW, WARNING, OBSERVE)
@@ -60,10 +60,8 @@ def apply_overrides(
     rows = stock.set_index("sku").loc[d["sku"]]
     need = d["order_up_to"].to_numpy() - (rows["on_hand"] + rows["on_order"]).to_numpy()
     qty = [
-        0 if status == OBSERVE else (model if model else order_quantity(n, moq, pack))
-        for status, model, n, moq, pack in zip(
-            d["status"], d["model_order_qty"], need, rows["moq"], rows["pack_size"], strict=True
-        )
+        pinned_order_qty(*args)
+        for args in zip(d["status"], d["model_order_qty"], need, rows["moq"], rows["pack_size"], strict=True)
     ]
     d["order_qty"] = np.where(pinned, qty, d["order_qty"])
     d["override_by"] = np.where(pinned, o["who"].fillna(""), "")

@@ -112,7 +112,9 @@ def replenish(
     freq: str,
     cfg: StrategyConfig | None = None,
     policy: Policy = POLICIES["probabilistic"],
+    overrides: pd.DataFrame | None = None,
 ) -> ReplenishResult:
+    """Decide every stock row that can be decided; ``overrides`` as read from an overrides file."""
     cfg = cfg or StrategyConfig()
     require_forecast_columns(forecasts)
     if policy.name == "classical" and "residual_sd" not in forecasts.columns:
@@ -122,6 +124,10 @@ def replenish(
     groups = dict(tuple(forecasts.groupby("sku", sort=False)))
     horizon = min(len(g) for g in groups.values())
     good, rejected = validate_stock(stock, horizon, set(groups))
+    usable, rejected_overrides = (
+        validate_overrides(overrides, set(good["sku"])) if overrides is not None else (None, pd.DataFrame())
+    )
+    pinned = usable["status"].to_dict() if usable is not None else {}
     rng = np.random.default_rng(cfg.seed)
     decisions, strategies = [], []
     for _, row in good.iterrows():
@@ -130,14 +136,18 @@ def replenish(
         paths = sample_paths(fc[qcols].to_numpy(dtype=float), levels, rho, cfg.paths, rng)
         origin = pd.Timestamp(fc["date"].iloc[0]) - pd.tseries.frequencies.to_offset(freq)
         sd = float(fc["residual_sd"].iloc[0]) if "residual_sd" in fc else None
-        decision, strategy = decide(row, paths, origin, freq, cfg, policy, sd)
+        decision, strategy = decide(row, paths, origin, freq, cfg, policy, sd, pinned.get(row["sku"]))
         decisions.append(decision)
         strategies.append(strategy)
     cols_d = ["sku", "status", "order_qty", "reorder_point", "order_up_to", "safety_stock", "reason"]
     cols_s = ["sku", "availability", "restock_date", "promotion", "reason"]
-    return ReplenishResult(
+    result = ReplenishResult(
         pd.DataFrame(decisions, columns=cols_d), pd.DataFrame(strategies, columns=cols_s), rejected, good
     )
+    if usable is not None:
+        result.decisions, result.strategy = apply_overrides(result.decisions, result.strategy, good, usable)
+        result.rejected_overrides = rejected_overrides
+    return result
 
 
 def load_strategy_config(path: Path) -> StrategyConfig:
@@ -196,16 +206,12 @@ def run_replenish(
     bad_stock: list[MalformedLine] = []
     stock = read_table(stock_path, bad_stock)
     cfg = load_strategy_config(strategy_path) if strategy_path else None
-    result = replenish(forecasts, stock, infer_frequency(forecasts), cfg, POLICIES[policy])
+    bad_overrides: list[MalformedLine] = []
+    overrides = read_table(overrides_path, bad_overrides) if overrides_path is not None else None
+    result = replenish(forecasts, stock, infer_frequency(forecasts), cfg, POLICIES[policy], overrides)
     result.rejected = _with_malformed(result.rejected, bad_stock)
-    if overrides_path is not None:
-        bad_overrides: list[MalformedLine] = []
-        overrides = read_table(overrides_path, bad_overrides)
-        usable, rejected = validate_overrides(overrides, set(result.decisions["sku"]))
-        result.rejected_overrides = _with_malformed(rejected, bad_overrides)
-        result.decisions, result.strategy = apply_overrides(
-            result.decisions, result.strategy, result.decided_stock, usable
-        )
+    if overrides is not None:
+        result.rejected_overrides = _with_malformed(result.rejected_overrides, bad_overrides)
         out_dir.mkdir(parents=True, exist_ok=True)
         result.rejected_overrides.to_csv(out_dir / "overrides_rejected.csv", index=False)
     out_dir.mkdir(parents=True, exist_ok=True)
