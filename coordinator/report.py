@@ -2,7 +2,8 @@
 
 Sections, each present when its input is: forecast fans for the largest series (with actuals
 where an actuals file is given), per-round federated metrics (``rounds.csv``), counts of
-replenishment decisions and promotions (every ``decisions.csv`` / ``strategy.csv`` under the run),
+replenishment decisions and promotions (the run's ``decisions.csv`` / ``strategy.csv``, or every one
+under the run when it has none of its own),
 and the service-level curves of the inventory benchmark (``inventory.csv``).
 """
 
@@ -86,13 +87,22 @@ def rounds_section(rounds: pd.DataFrame) -> str:
     return f"<h2>Federated rounds</h2>{_png(fig)}{table}"
 
 
+def decision_files(run_dir: Path, name: str) -> list[Path]:
+    """The run's combined file (a demo writes every node's rows there, beside each node's own
+    copy) or, without one, every such file under the run: no decision is counted twice."""
+    combined = run_dir / name
+    return [combined] if combined.is_file() else sorted(run_dir.rglob(name))
+
+
 def decisions_section(run_dir: Path) -> str:
     parts = []
     for name, col in (("decisions.csv", "status"), ("strategy.csv", "promotion")):
-        frames = [pd.read_csv(p) for p in sorted(run_dir.rglob(name))]
-        if frames:
-            counts = pd.concat(frames)[col].value_counts().rename_axis(col).reset_index(name="skus")
-            parts.append(counts.to_html(index=False, border=0))
+        files = decision_files(run_dir, name)
+        if files:
+            counts = pd.concat(pd.read_csv(p) for p in files)[col].value_counts()
+            parts.append(counts.rename_axis(col).reset_index(name="skus").to_html(index=False, border=0))
+            where = ", ".join(html.escape(str(p.relative_to(run_dir))) for p in files[:6])
+            parts.append(f"<p>From {where}{' …' if len(files) > 6 else ''}.</p>")
     if not parts:
         hint = "run <code>fedstock-node replenish</code> into the run folder"
         return f"<h2>Decisions</h2><p>No decisions.csv under this run: {hint}.</p>"

@@ -14,6 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from coordinator.planner_cli import cli
+from coordinator.report import decisions_section
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 FLAGS = [
@@ -86,6 +87,16 @@ def test_report_is_one_self_contained_html_file_with_every_section(tmp_path):
     assert len(re.findall(r'src="data:image/png;base64,', page)) == 3
     assert not re.search(r'(src|href)="(https?:|file:|/)', page), "the report links to outside files"
     assert "REPLENISH_NOW" in page and "PROMOTE" in page
+
+
+def test_a_demo_run_counts_each_decision_once_though_every_node_keeps_its_own_copy(tmp_path):
+    run, _ = _run_dir(tmp_path)
+    node_copy = pd.read_csv(run / "nodes" / "store-01" / "out" / "decisions.csv")
+    node_copy.assign(node="store-01").to_csv(run / "decisions.csv", index=False)  # as the demo writes
+    page = decisions_section(run)
+    counts = dict(re.findall(r"<td>(REPLENISH_NOW|WARNING|OBSERVE)</td>\s*<td>(\d+)</td>", page))
+    assert counts == {"OBSERVE": "2", "REPLENISH_NOW": "1"}
+    assert "From decisions.csv." in page and "From nodes/store-01/out/strategy.csv." in page
 
 
 def test_report_refuses_a_folder_without_forecasts_and_a_missing_target(tmp_path):
