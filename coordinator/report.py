@@ -99,8 +99,11 @@ def decisions_section(run_dir: Path) -> str:
     for name, col in (("decisions.csv", "status"), ("strategy.csv", "promotion")):
         files = decision_files(run_dir, name)
         if files:
-            counts = pd.concat(pd.read_csv(p) for p in files)[col].value_counts()
+            rows = pd.concat(pd.read_csv(p) for p in files)
+            counts = rows[col].value_counts()
             parts.append(counts.rename_axis(col).reset_index(name="skus").to_html(index=False, border=0))
+            if "node" in rows and rows["node"].nunique() > 1:  # which sites need attention
+                parts.append(pd.crosstab(rows["node"], rows[col]).to_html(border=0))
             where = ", ".join(html.escape(str(p.relative_to(run_dir))) for p in files[:6])
             parts.append(f"<p>From {where}{' …' if len(files) > 6 else ''}.</p>")
     if not parts:

@@ -97,6 +97,10 @@ def test_a_demo_run_counts_each_decision_once_though_every_node_keeps_its_own_co
     counts = dict(re.findall(r"<td>(REPLENISH_NOW|WARNING|OBSERVE)</td>\s*<td>(\d+)</td>", page))
     assert counts == {"OBSERVE": "2", "REPLENISH_NOW": "1"}
     assert "From decisions.csv." in page and "From nodes/store-01/out/strategy.csv." in page
+    two_sites = pd.concat([node_copy.assign(node="store-01"), node_copy.assign(node="store-02")])
+    two_sites.to_csv(run / "decisions.csv", index=False)
+    page = decisions_section(run)
+    assert re.search(r"<th>store-02</th>\s*<td>2</td>\s*<td>1</td>", page), "OBSERVE, REPLENISH_NOW by site"
 
 
 def test_report_refuses_a_folder_without_forecasts_and_a_missing_target(tmp_path):
