@@ -19,6 +19,7 @@ import pandas as pd
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
 
 from common.config import ConfigError
 from common.tables import read_table
@@ -82,6 +83,7 @@ def rounds_section(rounds: pd.DataFrame) -> str:
     for col in [c for c in ("mae_vs_naive", "coverage_80", "train_pinball") if c in rounds]:
         ax.plot(rounds["round"], rounds[col], marker="o", label=col)
     ax.set_xlabel("round")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend(fontsize=8)
     table = rounds.round(4).to_html(index=False, border=0)
     return f"<h2>Federated rounds</h2>{_png(fig)}{table}"
