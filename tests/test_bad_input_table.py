@@ -22,6 +22,7 @@ from coordinator.planner_cli import cli as planner
 from tests.bad_input import (
     Base,
     Case,
+    Work,
     break_rows,
     ciphertext,
     decided_rows,
@@ -63,6 +64,15 @@ def base(tmp_path_factory) -> Base:
     fc = forecast(cfg)
     fc.to_parquet(root / "forecasts.parquet", index=False)
     return Base(node_dir, root / "forecasts.parquet", keys)
+
+
+def nan_in_forecast(w: Work) -> None:
+    """Blank one quantile of the first stock sku's forecast; note the date it names."""
+    fc = pd.read_parquet(w.forecasts)
+    row = fc.index[fc["sku"] == pd.read_csv(w.stock)["sku"][0]][2]
+    fc.loc[row, "q50"] = np.nan
+    w.notes["date"] = str(fc.loc[row, "date"])[:10]
+    fc.to_parquet(w.forecasts)
 
 
 WEEKS = [str(d.date()) for d in pd.date_range("2011-01-07", periods=20, freq="W-FRI")]
@@ -200,6 +210,9 @@ CASES: list[Case] = [
                     w.replenish())[1],
          1, "Error: forecasts file is missing columns: mean (its columns: node, sku, date, q02, q05, q10, "
          "q25, q50, q75, q90 and 4 more)"),
+    Case("forecasts-nan-quantile-rejects-its-sku", node, lambda w: (nan_in_forecast(w), w.replenish())[1],
+         EXIT_PARTIAL, "  1 x its forecast has a missing or non-finite value ({date})",
+         lambda w: w.rejected("non-finite") == 1),
     Case("strategy-unknown-setting", node,
          lambda w: w.replenish("--strategy-config", str(write_file(w, "s.toml", "promote_now = 0.5\n"))), 1,
          "Error: unknown strategy setting 'promote_now': choose from promo_uplift, "

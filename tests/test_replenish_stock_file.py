@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 
 from common.config import ConfigError
+from common.policies import POLICIES
 from warehouse_node.replenish import replenish
 
 
@@ -126,3 +127,25 @@ def test_forecast_skus_that_differ_only_in_surrounding_spaces_are_refused():
     stock = pd.DataFrame({"sku": ["A"], "on_hand": ["1"], "lead_time": ["1"]})
     with pytest.raises(ConfigError, match=r"differ only in surrounding spaces: 'A', 'A '$"):
         replenish(_forecasts(("A", "A ")), stock, "D")
+
+
+def test_a_sku_whose_forecast_rows_are_broken_is_rejected_and_the_others_decided():
+    fc = _forecasts(("A", "B", "C", "D", "E"))
+    fc.loc[3, "q50"] = np.nan  # A, 2025-01-14
+    fc.loc[8, "q10"] = -1.0  # B, 2025-01-12
+    fc.loc[16, "q10"] = 11.0  # C, 2025-01-13: above q50
+    fc = pd.concat([fc, fc.iloc[[22]]])  # D, 2025-01-12 twice
+    fc["residual_sd"] = 1.0
+    fc.loc[fc["sku"] == "E", "residual_sd"] = np.nan
+    stock = pd.DataFrame({"sku": list("ABCDE"), "on_hand": ["5"] * 5, "lead_time": ["1"] * 5})
+    result = replenish(fc, stock, "D")
+    assert dict(zip(result.rejected["sku"], result.rejected["reason"], strict=True)) == {
+        "A": "its forecast has a missing or non-finite value (2025-01-14)",
+        "B": "its forecast has a negative value (2025-01-12)",
+        "C": "its forecast has quantiles that cross (2025-01-13)",
+        "D": "its forecast has a date twice (2025-01-12)",
+    }
+    assert list(result.decisions["sku"]) == ["E"]  # residual_sd is read by the classical policy only
+    classical = replenish(fc, stock, "D", policy=POLICIES["classical"])
+    reasons = classical.rejected.set_index("sku")["reason"]
+    assert reasons["E"] == "its forecast has no usable residual_sd (2025-01-11)"

@@ -62,7 +62,31 @@ def trimmed_skus(skus: pd.Series) -> pd.Series:
     return trimmed
 
 
-def validate_stock(stock: pd.DataFrame, horizon: int, known: set[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+def unusable_forecasts(forecasts: pd.DataFrame, qcols: list[str], need_sd: bool) -> dict[str, str]:
+    """sku -> why its forecast rows cannot be decided on: a date twice, a value that is missing,
+    not finite or negative, quantiles that cross, or (``need_sd``) no usable residual_sd."""
+    values = forecasts[["mean", *qcols]].apply(pd.to_numeric, errors="coerce")
+    q = values[qcols].to_numpy(dtype=float)
+    tolerance = 1e-6 * (1 + np.abs(q).max(axis=1, initial=0.0))  # float rounding is not crossing
+    checks = [
+        (forecasts.duplicated(["sku", "date"], keep=False), "has a date twice"),
+        (~np.isfinite(values).all(axis=1), "has a missing or non-finite value"),
+        ((values < 0).any(axis=1), "has a negative value"),
+        ((np.diff(q, axis=1) < -tolerance[:, None]).any(axis=1), "has quantiles that cross"),
+    ]
+    if need_sd:
+        sd = pd.to_numeric(forecasts["residual_sd"], errors="coerce")
+        checks.append((~np.isfinite(sd) | (sd < 0), "has no usable residual_sd"))
+    reasons: dict[str, str] = {}
+    for mask, why in checks:
+        for sku, date in forecasts.loc[mask, ["sku", "date"]].itertuples(index=False):
+            reasons.setdefault(sku, f"its forecast {why} ({str(date)[:10]})")
+    return reasons
+
+
+def validate_stock(
+    stock: pd.DataFrame, horizon: int, known: set[str], unusable: dict[str, str] | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Split stock rows into (decidable rows with defaults filled, rejected rows with a reason)."""
     require_columns(stock, REQUIRED, "stock file")
     as_given = stock  # rejected rows are listed as the operator wrote them
@@ -88,6 +112,8 @@ def validate_stock(stock: pd.DataFrame, horizon: int, known: set[str]) -> tuple[
         reject((values[col] < 1) | (values[col] % 1 != 0), f"{col} must be a whole number of periods >= 1")
     reject((values["service_level"] <= 0) | (values["service_level"] >= 1), "service_level must be in (0, 1)")
     reject((values["moq"] < 0) | (values["pack_size"] <= 0), "moq must be >= 0 and pack_size > 0")
+    for sku, why in (unusable or {}).items():
+        reject(stock["sku"] == sku, why)
     reject(
         values["lead_time"] + values["review_period"] > horizon,
         f"lead_time + review_period exceeds the forecast horizon of {horizon} periods",
@@ -122,8 +148,9 @@ def replenish(
     levels, qcols = forecast_quantiles(forecasts)
     forecasts = forecasts.assign(sku=trimmed_skus(forecasts["sku"])).sort_values(["sku", "date"])
     groups = dict(tuple(forecasts.groupby("sku", sort=False)))
-    horizon = min(len(g) for g in groups.values())
-    good, rejected = validate_stock(stock, horizon, set(groups))
+    unusable = unusable_forecasts(forecasts, qcols, policy.name == "classical")
+    horizon = min((len(g) for k, g in groups.items() if k not in unusable), default=0)
+    good, rejected = validate_stock(stock, horizon, set(groups), unusable)
     usable, rejected_overrides = (
         validate_overrides(overrides, set(good["sku"])) if overrides is not None else (None, pd.DataFrame())
     )
