@@ -62,14 +62,19 @@ def trimmed_skus(skus: pd.Series) -> pd.Series:
     return trimmed
 
 
-def unusable_forecasts(forecasts: pd.DataFrame, qcols: list[str], need_sd: bool) -> dict[str, str]:
-    """sku -> why its forecast rows cannot be decided on: a date twice, a value that is missing,
-    not finite or negative, quantiles that cross, or (``need_sd``) no usable residual_sd."""
+def unusable_forecasts(forecasts: pd.DataFrame, qcols: list[str], freq: str, need_sd: bool) -> dict[str, str]:
+    """sku -> why its forecast rows [sorted by sku, date] cannot be decided on: a date twice or a
+    period missing, a value that is missing, not finite or negative, quantiles that cross, or
+    (``need_sd``) no usable residual_sd."""
     values = forecasts[["mean", *qcols]].apply(pd.to_numeric, errors="coerce")
     q = values[qcols].to_numpy(dtype=float)
     tolerance = 1e-6 * (1 + np.abs(q).max(axis=1, initial=0.0))  # float rounding is not crossing
+    dates = pd.to_datetime(forecasts["date"])
+    step = pd.Timedelta(days=1 if freq == "D" else 7)
+    gap = (dates.diff() > step) & (forecasts["sku"] == forecasts["sku"].shift())
     checks = [
         (forecasts.duplicated(["sku", "date"], keep=False), "has a date twice"),
+        (gap, "misses the period before"),
         (~np.isfinite(values).all(axis=1), "has a missing or non-finite value"),
         ((values < 0).any(axis=1), "has a negative value"),
         ((np.diff(q, axis=1) < -tolerance[:, None]).any(axis=1), "has quantiles that cross"),
@@ -148,7 +153,7 @@ def replenish(
     levels, qcols = forecast_quantiles(forecasts)
     forecasts = forecasts.assign(sku=trimmed_skus(forecasts["sku"])).sort_values(["sku", "date"])
     groups = dict(tuple(forecasts.groupby("sku", sort=False)))
-    unusable = unusable_forecasts(forecasts, qcols, policy.name == "classical")
+    unusable = unusable_forecasts(forecasts, qcols, freq, policy.name == "classical")
     horizon = min((len(g) for k, g in groups.items() if k not in unusable), default=0)
     good, rejected = validate_stock(stock, horizon, set(groups), unusable)
     usable, rejected_overrides = (
