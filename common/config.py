@@ -22,6 +22,8 @@ A node is described by ``node.toml`` in its folder; paths in it are relative to 
     drop_columns = ["customer_name"]
     calendar = "raw/calendar.csv"   # optional: date, holiday — must cover the forecast horizon
     future = "raw/future.csv"       # optional: planned promo / price per series and date
+    date_order = "day-first"        # optional: how to read 03/04/2024 ("month-first"); else
+                                    # the order the unambiguous dates show, never a guess
 
     [network]
     share = true                    # false: never send this site's totals to a network forecast
@@ -43,6 +45,7 @@ from pathlib import Path
 
 import pandas as pd
 
+DATE_ORDERS = ("day-first", "month-first")
 MAX_OBSERVED = 4  # past-only covariate slots of the model
 SECTION_KEYS = {  # node.toml's sections besides [data], and the keys each may hold
     "node": ("name", "secret_context", "key_fingerprint"),
@@ -83,6 +86,7 @@ class DataConfig:
     calendar: Path | None = None
     future: Path | None = None
     cap_outliers: bool = True
+    date_order: str | None = None  # "day-first" / "month-first" for dates such as 03/04/2024
 
     @property
     def used_columns(self) -> list[str]:
@@ -168,6 +172,7 @@ def parse_data_config(section: dict, folder: Path) -> DataConfig:
         "calendar",
         "future",
         "cap_outliers",
+        "date_order",
     }
     unknown = sorted(set(section) - known)
     if unknown:
@@ -175,6 +180,9 @@ def parse_data_config(section: dict, folder: Path) -> DataConfig:
     cap = section.get("cap_outliers", True)
     if not isinstance(cap, bool):
         raise ConfigError(f"[data] cap_outliers must be true or false, got {cap!r}")
+    date_order = section.get("date_order")
+    if date_order is not None and date_order not in DATE_ORDERS:
+        raise ConfigError(f"[data] date_order must be 'day-first' or 'month-first', got {date_order!r}")
     if len(_str_list(section, "observed")) > MAX_OBSERVED:
         raise ConfigError(f"[data] observed lists more than {MAX_OBSERVED} columns")
     return DataConfig(
@@ -193,6 +201,7 @@ def parse_data_config(section: dict, folder: Path) -> DataConfig:
         calendar=_optional_path(folder, section.get("calendar")),
         future=_optional_path(folder, section.get("future")),
         cap_outliers=cap,
+        date_order=date_order,
     )
 
 

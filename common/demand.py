@@ -32,7 +32,7 @@ import pandas as pd
 
 from common.config import ConfigError, DataConfig
 from common.deid import DeidReport, deidentify
-from common.tables import MalformedLine, read_table
+from common.tables import MalformedLine, parse_all_dates, parse_dates, read_table
 
 QUARANTINE_COLUMNS = ["series", "date", "value", "repaired_to", "reason"]
 OUTLIER_SIGMAS = 3.0
@@ -89,7 +89,7 @@ def _parse(frame: pd.DataFrame, cfg: DataConfig, ended_after: int, bad: list[pd.
             f"timestamp column {cfg.timestamp!r} holds numbers (e.g. {example[0] if example else 'NaN'}), "
             "not dates: store dates or ISO text such as 2024-01-31"
         )
-    frame["timestamp"] = pd.to_datetime(frame["_ts_raw"], errors="coerce", format="mixed")
+    frame["timestamp"] = parse_dates(frame["_ts_raw"], f"timestamp column {cfg.timestamp!r}", cfg.date_order)
     frame["quantity"] = pd.to_numeric(frame["_qty_raw"], errors="coerce").astype(float)
     checks = [
         (frame["series"].isna(), "missing series key", "_qty_raw"),
@@ -277,11 +277,10 @@ def holiday_events(cfg: DataConfig) -> dict[pd.Timestamp, str]:
     if "date" not in cal.columns:
         raise ConfigError(f"calendar {cfg.calendar} needs a 'date' column")
     names = cal["holiday"] if "holiday" in cal.columns else pd.Series("holiday", index=cal.index)
-    days = pd.to_datetime(cal["date"], errors="coerce")
-    ok = days.notna()
-    ends = days[ok].dt.to_period(cfg.period_freq).dt.end_time.dt.normalize()
+    days = parse_all_dates(cal["date"], f"calendar {cfg.calendar}", cfg.date_order)
+    ends = days.dt.to_period(cfg.period_freq).dt.end_time.dt.normalize()
     events: dict[pd.Timestamp, str] = {}
-    for end, name in zip(ends, names[ok].fillna("holiday").astype(str), strict=True):
+    for end, name in zip(ends, names.fillna("holiday").astype(str), strict=True):
         events[end] = "+".join(sorted({*events.get(end, "").split("+"), name} - {""}))
     return events
 

@@ -116,3 +116,55 @@ def _refuse_other_separator(path: Path, frame: pd.DataFrame) -> None:
             raise ConfigError(
                 f"cannot read {path}: it is {name}-separated (header {shown!r}); save it comma-separated"
             )
+
+
+_NUMERIC_DATE = re.compile(r"^\s*(\d{1,2})[/.](\d{1,2})[/.](\d{2}|\d{4})(?!\d)")
+
+
+def parse_dates(values: pd.Series, what: str, order: str | None = None) -> pd.Series:
+    """Dates from text; what cannot be read becomes NaT for the caller to count.
+
+    Numeric day and month forms (03/04/2024, 3.4.24) are read in one order for the whole column:
+    ``order`` ("day-first" / "month-first"), else the order its unambiguous values show. A column
+    that shows both orders, or only values that read either way, is refused, never guessed; a
+    value that contradicts the order becomes NaT."""
+    if pd.api.types.is_datetime64_any_dtype(values):
+        return values
+    text = values.astype("string")
+    parts = text.str.extract(_NUMERIC_DATE)
+    numeric = parts[0].notna()
+    out = pd.to_datetime(values.where(~numeric), errors="coerce", format="mixed")
+    if not numeric.any():
+        return out
+    first, second = parts[0].astype(float), parts[1].astype(float)
+    day_first = text[numeric & (first > 12) & (second <= 12)]
+    month_first = text[numeric & (second > 12) & (first <= 12)]
+    if order is None:
+        if len(day_first) and len(month_first):
+            raise ConfigError(
+                f"{what} mixes day/month and month/day dates ({day_first.iloc[0]!r}, "
+                f"{month_first.iloc[0]!r}): write one form, best ISO such as 2024-01-31"
+            )
+        either = text[numeric & (first <= 12) & (second <= 12)]
+        if not len(day_first) and not len(month_first) and len(either):
+            raise ConfigError(
+                f"{what} has dates such as {either.iloc[0]!r} that read as day/month or "
+                'month/day: set date_order = "day-first" or "month-first" in [data]'
+            )
+        order = "day-first" if len(day_first) else "month-first"
+    dayfirst = order == "day-first"
+    fits = numeric & ((second <= 12) if dayfirst else (first <= 12))
+    out[fits] = pd.to_datetime(values[fits], errors="coerce", format="mixed", dayfirst=dayfirst)
+    return out
+
+
+def parse_all_dates(values: pd.Series, what: str, order: str | None = None) -> pd.Series:
+    """parse_dates for a small file of settings (calendar, plan): one unreadable date refuses it."""
+    dates = parse_dates(values, what, order)
+    bad = dates.isna().to_numpy()
+    if bad.any():
+        first = int(bad.argmax())
+        raise ConfigError(
+            f"{what}: {int(bad.sum())} unreadable dates, the first {values.iloc[first]!r} on line {first + 2}"
+        )
+    return dates

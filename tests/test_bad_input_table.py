@@ -66,6 +66,14 @@ def base(tmp_path_factory) -> Base:
     return Base(node_dir, root / "forecasts.parquet", keys)
 
 
+def two_date_orders(w: Work) -> None:
+    def change(df: pd.DataFrame) -> pd.DataFrame:
+        df.loc[[4, 5], "order_ts"] = ["13/02/2023 10:00", "02/13/2023 10:00"]
+        return df
+
+    w.edit_orders(change)
+
+
 def nan_in_forecast(w: Work) -> None:
     """Blank one quantile of the first stock sku's forecast; note the date it names."""
     fc = pd.read_parquet(w.forecasts)
@@ -84,6 +92,16 @@ CASES: list[Case] = [
          lambda w: w.quarantined("missing or non-numeric quantity") == 2),
     Case("date-does-not-parse", node, break_rows("order_ts", "31/31/2020", [4]), 0, None,
          lambda w: w.quarantined("unreadable timestamp") == 1),
+    Case("dates-in-both-day-month-orders", node, run_after(two_date_orders),
+         1, "Error: timestamp column 'order_ts' mixes day/month and month/day dates ('13/02/2023 10:00', "
+         "'02/13/2023 10:00'): write one form, best ISO such as 2024-01-31"),
+    Case("dates-that-read-either-way", node, break_rows("order_ts", "05/02/2023", [4]), 1,
+         "Error: timestamp column 'order_ts' has dates such as '05/02/2023' that read as day/month or "
+         'month/day: set date_order = "day-first" or "month-first" in [data]'),
+    Case("calendar-unreadable-date", node,
+         run_after(lambda w: edit_lines(w.node / "raw" / "calendar.csv",
+                                        lambda i, line: "someday,new_year" if i == 1 else line)),
+         1, "Error: calendar {node}/raw/calendar.csv: 1 unreadable dates, the first 'someday' on line 2"),
     Case("date-mistyped-into-the-future", node, break_rows("order_ts", "2204-02-01T10:00:00", [4]), 0, None,
          lambda w: w.quarantined("timestamp after today") == 1),
     Case("date-mistyped-a-century-early", node, break_rows("order_ts", "1924-02-01T10:00:00", [4]), 0,

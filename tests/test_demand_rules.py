@@ -166,6 +166,33 @@ def test_numeric_timestamps_are_refused_not_guessed(tmp_path):
         prepare(raw, _periods_cfg(tmp_path), SECRET)
 
 
+def test_day_month_dates_are_read_in_the_one_order_the_column_shows(tmp_path):
+    weeks = pd.date_range("2011-01-07", periods=20, freq="W-FRI")
+    iso = prepare(_two_depts(weeks), _periods_cfg(tmp_path), SECRET).panel
+    raw = _two_depts(weeks)
+    raw["Date"] = weeks.strftime("%d/%m/%Y").tolist() * 2  # 07/01/2011 is 7 January: 14/01 shows it
+    assert prepare(raw, _periods_cfg(tmp_path), SECRET).panel.equals(iso)
+    raw.loc[1, "Date"] = "01/14/2011"  # the other order in the same column
+    with pytest.raises(
+        ConfigError, match=r"mixes day/month and month/day dates \('21/01/2011', '01/14/2011'\)"
+    ):
+        prepare(raw, _periods_cfg(tmp_path), SECRET)
+    raw.loc[1, "Date"] = "14/01/2011"
+    ambiguous = raw[raw["Date"].str[:2].astype(int) <= 12]  # every value reads either way
+    with pytest.raises(ConfigError, match="set date_order"):
+        prepare(ambiguous, _periods_cfg(tmp_path), SECRET)
+    told = prepare(ambiguous, _periods_cfg(tmp_path, date_order="day-first"), SECRET)
+    assert set(told.panel["date"]) <= set(iso["date"])
+    raw.loc[1, "Date"] = "01/14/2011"  # contradicts the order the node set: quarantined, not swapped
+    out = prepare(raw, _periods_cfg(tmp_path, date_order="day-first"), SECRET)
+    assert out.counts()["unreadable timestamp"] == 1
+
+
+def test_date_order_must_be_day_first_or_month_first(tmp_path):
+    with pytest.raises(ConfigError, match="date_order must be 'day-first' or 'month-first', got 'dmy'"):
+        _periods_cfg(tmp_path, date_order="dmy")
+
+
 def test_missing_configured_column_is_a_clear_error(tmp_path):
     cfg = parse_data_config(
         {"path": "x.csv", "timestamp": "ts", "quantity": "qty", "series_keys": ["sku"]}, tmp_path

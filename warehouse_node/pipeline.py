@@ -22,7 +22,7 @@ from common.deid import load_or_create_secret, pseudonym, series_label
 from common.demand import mark_events, prepare
 from common.denoise import PROFILE_FILE, DenoiseError, Profile
 from common.model import ModelConfig, build_model, load_vector, model_vector
-from common.tables import MalformedLine, read_table
+from common.tables import MalformedLine, parse_all_dates, read_table
 from common.training import TrainConfig, mean_from_quantiles, predict_scaled, train_local
 from common.windows import SeriesStats, WindowSet, build_windows, like_forecasts, season_lag, series_stats
 
@@ -284,7 +284,7 @@ def _apply_plan(cfg: NodeConfig, fut: pd.DataFrame) -> pd.DataFrame:
     keys = list(cfg.data.series_keys)
     plan["series"] = [pseudonym(secret, s) for s in series_label(plan[keys])]
     plan["date"] = (
-        pd.to_datetime(plan["date"], errors="coerce")
+        parse_all_dates(plan["date"], f"future file {cfg.data.future}", cfg.data.date_order)
         .dt.to_period(cfg.data.period_freq)
         .dt.end_time.dt.normalize()
     )
