@@ -98,6 +98,12 @@ CASES: list[Case] = [
     Case("dates-that-read-either-way", node, break_rows("order_ts", "05/02/2023", [4]), 1,
          "Error: timestamp column 'order_ts' has dates such as '05/02/2023' that read as day/month or "
          'month/day: set date_order = "day-first" or "month-first" in [data]'),
+    Case("future-file-without-dates", node,
+         run_after(lambda w: edit_lines(w.node / "raw" / "future.csv",
+                                        lambda i, line: line.replace("date", "day") if i == 0 else line),
+                   "forecast"),
+         1, "Error: future file {node}/raw/future.csv is missing columns: date "
+         "(its columns: sku, day, promo, unit_price)"),
     Case("calendar-unreadable-date", node,
          run_after(lambda w: edit_lines(w.node / "raw" / "calendar.csv",
                                         lambda i, line: "someday,new_year" if i == 1 else line)),

@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 
 from common.calibration import IntervalCalibration
-from common.config import ConfigError, NodeConfig
+from common.config import ConfigError, NodeConfig, require_columns
 from common.deid import load_or_create_secret, pseudonym, series_label
 from common.demand import mark_events, prepare
 from common.denoise import PROFILE_FILE, DenoiseError, Profile
@@ -280,8 +280,9 @@ def _future_rows(cfg: NodeConfig, data: NodeData, m: ModelConfig, live: list[str
 def _apply_plan(cfg: NodeConfig, fut: pd.DataFrame) -> pd.DataFrame:
     """Overlay the node's planned promotions and prices (keys pseudonymised like the history)."""
     plan = read_table(cfg.data.future)
-    secret = load_or_create_secret(cfg.private_dir)
     keys = list(cfg.data.series_keys)
+    require_columns(plan, [*keys, "date"], f"future file {cfg.data.future}")
+    secret = load_or_create_secret(cfg.private_dir)
     plan["series"] = [pseudonym(secret, s) for s in series_label(plan[keys])]
     plan["date"] = (
         parse_all_dates(plan["date"], f"future file {cfg.data.future}", cfg.data.date_order)
