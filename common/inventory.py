@@ -167,13 +167,17 @@ def decide(
     return decision, _strategy(row, paths, origin, freq, cfg, qty)
 
 
+def _on_order_due(row: pd.Series) -> int:
+    """Periods until the stock on order arrives (the lead time when nothing is on order)."""
+    lead = int(row["lead_time"])
+    return int(row.get("on_order_due", lead)) if float(row["on_order"]) > 0 else lead
+
+
 def _arrivals(row: pd.Series, window: int, ordered: int) -> np.ndarray:
     """Units arriving at the start of each of the next ``window`` periods: the stock already on
     order at its due period, and the order placed now after the lead time."""
-    lead = int(row["lead_time"])
+    lead, due, on_order = int(row["lead_time"]), _on_order_due(row), float(row["on_order"])
     arrivals = np.zeros(window)
-    on_order = float(row["on_order"])
-    due = int(row.get("on_order_due", lead)) if on_order > 0 else lead
     if on_order > 0 and due < window:
         arrivals[due] += on_order
     if ordered and lead < window:
@@ -197,7 +201,7 @@ def _strategy(
         availability = IN_STOCK
     restock, arrival = "", ""
     if availability != IN_STOCK:
-        due = int(row.get("on_order_due", lead)) if on_order > 0 else lead
+        due = _on_order_due(row)
         restock = str((pd.Period(origin, freq=freq) + due).end_time.date())
         arrival = (
             f"; restock {restock}: {on_order:g} on order arrives in {due} periods"
@@ -210,7 +214,9 @@ def _strategy(
     p_base = stockout_probability(demand, on_hand, arrivals)
     p_promo = stockout_probability(cfg.promo_uplift * demand, on_hand, arrivals)
     counted = f"on hand {on_hand:g}" + (f" + {on_order:g} on order" if on_order > 0 else "")
-    counted += f" + {ordered:g} ordered now (arrives in {lead})" if ordered else ", nothing ordered now"
+    counted += (
+        f" + {ordered:g} ordered now (arrives in {lead} periods)" if ordered else ", nothing ordered now"
+    )
     after = (on_hand + on_order + ordered - float(paths.sum(1).mean())) / per_period
     h = paths.shape[1]
     risk = (

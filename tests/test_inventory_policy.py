@@ -123,7 +123,7 @@ def test_promotion_risk_counts_the_order_placed_now_from_the_period_it_arrives()
     assert (decision["status"], decision["order_qty"]) == (WARNING, 40)
     # 15 on hand, +40 from period 1: 13, 26, 39, 52 of promoted demand are all served
     assert s["promotion"] == "NEUTRAL" and "0% with a promotion" in s["reason"]
-    assert "+ 40 ordered now (arrives in 1)" in s["reason"]
+    assert "+ 40 ordered now (arrives in 1 periods)" in s["reason"]
     _, s = decide(row, _constant_paths(), ORIGIN, "D", StrategyConfig(), pinned_status=OBSERVE)
     assert s["promotion"] == SUPPRESS and "nothing ordered now" in s["reason"]
     assert "100% with a promotion" in s["reason"]
