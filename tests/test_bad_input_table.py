@@ -237,6 +237,8 @@ CASES: list[Case] = [
     Case("forecasts-nan-quantile-rejects-its-sku", node, lambda w: (nan_in_forecast(w), w.replenish())[1],
          EXIT_PARTIAL, "  1 x its forecast has a missing or non-finite value ({date})",
          lambda w: w.rejected("non-finite") == 1),
+    Case("forecasts-without-the-named-node", node, lambda w: w.replenish("--node", "warehouse-99"), 1,
+         "Error: forecasts file has no rows for node 'warehouse-99' (its nodes: warehouse-00)"),
     Case("strategy-unknown-setting", node,
          lambda w: w.replenish("--strategy-config", str(write_file(w, "s.toml", "promote_now = 0.5\n"))), 1,
          "Error: unknown strategy setting 'promote_now': choose from promo_uplift, "

@@ -233,7 +233,11 @@ def run_replenish(
 ) -> ReplenishResult:
     forecasts = read_table(forecasts_path)
     if node is not None and "node" in forecasts.columns:
-        forecasts = forecasts[forecasts["node"] == node]
+        nodes = sorted(forecasts["node"].astype(str).unique())
+        if node not in nodes:
+            shown = ", ".join(nodes[:8]) + (" …" if len(nodes) > 8 else "")
+            raise ConfigError(f"forecasts file has no rows for node {node!r} (its nodes: {shown})")
+        forecasts = forecasts[forecasts["node"].astype(str) == node]
     require_forecast_columns(forecasts)
     bad_stock: list[MalformedLine] = []
     stock = read_table(stock_path, bad_stock)
