@@ -32,11 +32,10 @@ import pandas as pd
 
 from common.config import ConfigError, DataConfig
 from common.deid import DeidReport, deidentify
-from common.tables import MalformedLine, parse_all_dates, parse_dates, read_table
+from common.tables import FLAG_WORDS, MalformedLine, parse_all_dates, parse_dates, read_table
 
 QUARANTINE_COLUMNS = ["series", "date", "value", "repaired_to", "reason"]
 OUTLIER_SIGMAS = 3.0
-_FLAGS = {"true": 1, "false": 0, "yes": 1, "no": 0}
 
 
 @dataclass
@@ -115,7 +114,7 @@ def _parse(frame: pd.DataFrame, cfg: DataConfig, ended_after: int, bad: list[pd.
             continue
         raw = frame[src]
         if not pd.api.types.is_numeric_dtype(raw):  # "True"/"false"/"yes" flags
-            raw = raw.map(lambda v: _FLAGS.get(str(v).strip().lower(), v) if pd.notna(v) else v)
+            raw = raw.map(lambda v: FLAG_WORDS.get(str(v).strip().lower(), v) if pd.notna(v) else v)
         parsed = pd.to_numeric(raw, errors="coerce").astype(float)
         unreadable = parsed.isna() & raw.notna()
         if unreadable.any():

@@ -161,10 +161,27 @@ def parse_dates(values: pd.Series, what: str, order: str | None = None) -> pd.Se
 def parse_all_dates(values: pd.Series, what: str, order: str | None = None) -> pd.Series:
     """parse_dates for a small file of settings (calendar, plan): one unreadable date refuses it."""
     dates = parse_dates(values, what, order)
-    bad = dates.isna().to_numpy()
-    if bad.any():
-        first = int(bad.argmax())
-        raise ConfigError(
-            f"{what}: {int(bad.sum())} unreadable dates, the first {values.iloc[first]!r} on line {first + 2}"
-        )
+    _refuse_any(dates.isna(), values, what, "unreadable dates")
     return dates
+
+
+FLAG_WORDS = {"true": "1", "false": "0", "yes": "1", "no": "0"}  # what flag columns may say
+
+
+def numbers_or_empty(values: pd.Series, what: str, words: dict[str, str] | None = None) -> pd.Series:
+    """Numbers from a small settings file; empty cells stay NaN, ``words`` (FLAG_WORDS) are read
+    as their numbers, any other text refuses the file."""
+    text = values.astype("string").str.strip()
+    readable = text.str.lower().replace(words) if words else text
+    numbers = pd.to_numeric(readable.where(text != ""), errors="coerce").astype(float)
+    _refuse_any(numbers.isna() & text.notna() & (text != ""), text, what, "values that are not numbers")
+    return numbers
+
+
+def _refuse_any(bad: pd.Series, values: pd.Series, what: str, kind: str) -> None:
+    flags = bad.to_numpy(dtype=bool)
+    if flags.any():
+        first = int(flags.argmax())  # file line: the header is line 1
+        raise ConfigError(
+            f"{what}: {int(flags.sum())} {kind}, the first {values.iloc[first]!r} on line {first + 2}"
+        )

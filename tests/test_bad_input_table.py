@@ -104,6 +104,12 @@ CASES: list[Case] = [
                    "forecast"),
          1, "Error: future file {node}/raw/future.csv is missing columns: date "
          "(its columns: sku, day, promo, unit_price)"),
+    Case("future-file-promotion-not-a-number", node,
+         run_after(lambda w: edit_lines(w.node / "raw" / "future.csv",
+                                        lambda i, line: line.replace(",0,", ",yes,") if i == 1 else line),
+                   "forecast"),
+         1, "Error: future file {node}/raw/future.csv column 'promo': 1 values that are not numbers, "
+         "the first 'yes' on line 2"),
     Case("calendar-unreadable-date", node,
          run_after(lambda w: edit_lines(w.node / "raw" / "calendar.csv",
                                         lambda i, line: "someday,new_year" if i == 1 else line)),
@@ -215,6 +221,9 @@ CASES: list[Case] = [
          EXIT_PARTIAL, "  1 x service_level must be in (0, 1)", lambda w: w.rejected("service_level") == 1),
     Case("stock-on-hand-not-a-number", node, stock_edit(lambda df: set_cell(df, "on_hand", "lots")),
          EXIT_PARTIAL, "  1 x on_hand is missing or not a number", lambda w: w.rejected("on_hand") == 1),
+    Case("stock-on-order-due-not-a-number", node,
+         stock_edit(lambda df: df.assign(on_order_due=["soon"] + [""] * (len(df) - 1))), EXIT_PARTIAL,
+         "  1 x on_order_due is not a number", lambda w: w.rejected("on_order_due") == 1),
     Case("stock-empty-file", node, lambda w: (w.stock.write_text(""), w.replenish())[1], 1,
          "Error: cannot read {node}/stock.csv: the file is empty"),
     Case("stock-tab-separated", node,

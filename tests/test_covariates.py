@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
+from common.config import ConfigError
 from common.windows import (
     KNOWN_FEATURES,
     PAST_ONLY,
@@ -162,3 +164,24 @@ def test_seasonal_anchor_ignores_the_position_in_the_year():
         torch.nn.init.normal_(model.head.weight)  # as if trained: the network's output matters
         a, b = model(past, future, *rest), model(shifted_past, shifted_future, *rest)
         assert torch.allclose(a, b) is same
+
+
+def test_a_planned_promotion_reaches_the_horizon_with_yes_as_one_and_empty_as_unknown(tmp_path):
+    from common.config import load_node_config
+    from common.deid import load_or_create_secret, pseudonym
+    from warehouse_node.pipeline import _apply_plan
+
+    (tmp_path / "node.toml").write_text(
+        '[node]\nname = "n"\nsecret_context = "s.ctx"\n[data]\npath = "x.csv"\ntimestamp = "ts"\n'
+        'quantity = "q"\nseries_keys = ["sku"]\npromo = "promo"\nfuture = "future.csv"\n'
+    )
+    (tmp_path / "future.csv").write_text("sku,date,promo\nA,2025-01-02,yes\nA,2025-01-03,\nB,2025-01-02,2\n")
+    cfg = load_node_config(tmp_path)
+    secret = load_or_create_secret(cfg.private_dir)
+    dates = pd.to_datetime(["2025-01-02", "2025-01-03", "2025-01-04"])
+    fut = pd.DataFrame({"series": pseudonym(secret, "A"), "date": dates, "promo": 0.5, "price": 1.0})
+    planned = _apply_plan(cfg, fut)["promo"].tolist()
+    assert planned[0] == 1.0 and np.isnan(planned[1]) and planned[2] == 0.5  # the last day is not planned
+    (tmp_path / "future.csv").write_text("sku,date,promo\nA,2025-01-02,lots\n")
+    with pytest.raises(ConfigError, match=r"column 'promo': 1 values that are not numbers, the first 'lots'"):
+        _apply_plan(cfg, fut)

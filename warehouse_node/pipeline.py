@@ -22,7 +22,7 @@ from common.deid import load_or_create_secret, pseudonym, series_label
 from common.demand import mark_events, prepare
 from common.denoise import PROFILE_FILE, DenoiseError, Profile
 from common.model import ModelConfig, build_model, load_vector, model_vector
-from common.tables import MalformedLine, parse_all_dates, read_table
+from common.tables import FLAG_WORDS, MalformedLine, numbers_or_empty, parse_all_dates, read_table
 from common.training import TrainConfig, mean_from_quantiles, predict_scaled, train_local
 from common.windows import SeriesStats, WindowSet, build_windows, like_forecasts, season_lag, series_stats
 
@@ -291,8 +291,9 @@ def _apply_plan(cfg: NodeConfig, fut: pd.DataFrame) -> pd.DataFrame:
     )
     cols = {c: d for c, d in ((cfg.data.promo, "promo"), (cfg.data.price, "price")) if c and c in plan}
     plan = plan.rename(columns=cols)
-    for col in cols.values():
-        plan[col] = pd.to_numeric(plan[col], errors="coerce")
+    for raw, col in cols.items():  # an empty cell is "unknown"; anything else must be a number
+        what = f"future file {cfg.data.future} column {raw!r}"
+        plan[col] = numbers_or_empty(plan[col], what, FLAG_WORDS if col == "promo" else None)
     agg = plan.groupby(["series", "date"])[list(cols.values())].agg(
         {"promo": "max", "price": "mean"} if len(cols) == 2 else "max"
     )

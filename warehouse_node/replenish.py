@@ -127,7 +127,10 @@ def validate_stock(
     reject(~stock["sku"].isin(known) & other_case, "unknown sku: a forecast exists in other letter case")
     reject(~stock["sku"].isin(known), "unknown sku: no forecast for it")
     if "on_order_due" in stock.columns:  # periods until the on-order stock arrives; default lead time
-        due = pd.to_numeric(stock["on_order_due"], errors="coerce").fillna(values["lead_time"])
+        written = stock["on_order_due"].astype("string").str.strip().fillna("")
+        due = pd.to_numeric(written.where(written != ""), errors="coerce").astype(float)
+        reject(due.isna() & (written != ""), "on_order_due is not a number")
+        due = due.fillna(values["lead_time"])  # empty: the stock on order arrives after the lead time
         reject((due < 1) | (due % 1 != 0), "on_order_due must be a whole number of periods >= 1")
         stock["on_order_due"] = due
     for col in NUMERIC:
