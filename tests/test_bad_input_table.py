@@ -8,6 +8,8 @@ are in its quarantine or rejected file, counted exactly.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -66,6 +68,14 @@ def base(tmp_path_factory) -> Base:
     return Base(node_dir, root / "forecasts.parquet", keys)
 
 
+def raw_line(name: str, number: int, change: Callable[[str], str], command: str = "prepare"):
+    """``command`` after line ``number`` (0: the header) of NODE/raw/``name`` is changed."""
+    return run_after(
+        lambda w: edit_lines(w.node / "raw" / name, lambda i, line: change(line) if i == number else line),
+        command,
+    )
+
+
 def two_date_orders(w: Work) -> None:
     def change(df: pd.DataFrame) -> pd.DataFrame:
         df.loc[[4, 5], "order_ts"] = ["13/02/2023 10:00", "02/13/2023 10:00"]
@@ -99,20 +109,15 @@ CASES: list[Case] = [
          "Error: timestamp column 'order_ts' has dates such as '05/02/2023' that read as day/month or "
          'month/day: set date_order = "day-first" or "month-first" in [data]'),
     Case("future-file-without-dates", node,
-         run_after(lambda w: edit_lines(w.node / "raw" / "future.csv",
-                                        lambda i, line: line.replace("date", "day") if i == 0 else line),
-                   "forecast"),
+         raw_line("future.csv", 0, lambda line: line.replace("date", "day"), "forecast"),
          1, "Error: future file {node}/raw/future.csv is missing columns: date "
          "(its columns: sku, day, promo, unit_price)"),
     Case("future-file-promotion-not-a-number", node,
-         run_after(lambda w: edit_lines(w.node / "raw" / "future.csv",
-                                        lambda i, line: line.replace(",0,", ",yes,") if i == 1 else line),
-                   "forecast"),
+         raw_line("future.csv", 1, lambda line: line.replace(",0,", ",lots,"), "forecast"),
          1, "Error: future file {node}/raw/future.csv column 'promo': 1 values that are not numbers, "
-         "the first 'yes' on line 2"),
+         "the first 'lots' on line 2"),
     Case("calendar-unreadable-date", node,
-         run_after(lambda w: edit_lines(w.node / "raw" / "calendar.csv",
-                                        lambda i, line: "someday,new_year" if i == 1 else line)),
+         raw_line("calendar.csv", 1, lambda line: "someday,new_year"),
          1, "Error: calendar {node}/raw/calendar.csv: 1 unreadable dates, the first 'someday' on line 2"),
     Case("date-mistyped-into-the-future", node, break_rows("order_ts", "2204-02-01T10:00:00", [4]), 0, None,
          lambda w: w.quarantined("timestamp after today") == 1),
