@@ -130,15 +130,16 @@ def test_forecast_skus_that_differ_only_in_surrounding_spaces_are_refused():
 
 
 def test_a_sku_whose_forecast_rows_are_broken_is_rejected_and_the_others_decided():
-    fc = _forecasts(("A", "B", "C", "D", "E", "F"))
+    fc = _forecasts(("A", "B", "C", "D", "E", "F", "G")).astype({"date": object})
+    fc.loc[fc.index[fc["sku"] == "G"][3], "date"] = "soon"
     fc.loc[3, "q50"] = np.nan  # A, 2025-01-14
     fc.loc[8, "q10"] = -1.0  # B, 2025-01-12
     fc.loc[16, "q10"] = 11.0  # C, 2025-01-13: above q50
     fc = pd.concat([fc, fc.iloc[[22]]])  # D, 2025-01-12 twice
-    fc = fc.drop(index=fc.index[(fc["sku"] == "F") & (fc["date"] == "2025-01-13")])
+    fc = fc.drop(index=fc.index[(fc["sku"] == "F") & (fc["date"] == pd.Timestamp("2025-01-13"))])
     fc["residual_sd"] = 1.0
     fc.loc[fc["sku"] == "E", "residual_sd"] = np.nan
-    stock = pd.DataFrame({"sku": list("ABCDEF"), "on_hand": ["5"] * 6, "lead_time": ["1"] * 6})
+    stock = pd.DataFrame({"sku": list("ABCDEFG"), "on_hand": ["5"] * 7, "lead_time": ["1"] * 7})
     result = replenish(fc, stock, "D")
     assert dict(zip(result.rejected["sku"], result.rejected["reason"], strict=True)) == {
         "A": "its forecast has a missing or non-finite value (2025-01-14)",
@@ -146,6 +147,7 @@ def test_a_sku_whose_forecast_rows_are_broken_is_rejected_and_the_others_decided
         "C": "its forecast has quantiles that cross (2025-01-13)",
         "D": "its forecast has a date twice (2025-01-12)",
         "F": "its forecast misses the period before (2025-01-14)",
+        "G": "its forecast has an unreadable date (soon)",
     }
     assert list(result.decisions["sku"]) == ["E"]  # residual_sd is read by the classical policy only
     classical = replenish(fc, stock, "D", policy=POLICIES["classical"])

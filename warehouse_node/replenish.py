@@ -63,16 +63,17 @@ def trimmed_skus(skus: pd.Series) -> pd.Series:
 
 
 def unusable_forecasts(forecasts: pd.DataFrame, qcols: list[str], freq: str, need_sd: bool) -> dict[str, str]:
-    """sku -> why its forecast rows [sorted by sku, date] cannot be decided on: a date twice or a
-    period missing, a value that is missing, not finite or negative, quantiles that cross, or
-    (``need_sd``) no usable residual_sd."""
+    """sku -> why its forecast rows [sorted by sku, parsed date; ``written_date``] cannot be
+    decided on: an unreadable date, a date twice or a period missing, a value that is missing,
+    not finite or negative, quantiles that cross, or (``need_sd``) no usable residual_sd."""
     values = forecasts[["mean", *qcols]].apply(pd.to_numeric, errors="coerce")
     q = values[qcols].to_numpy(dtype=float)
     tolerance = 1e-6 * (1 + np.abs(q).max(axis=1, initial=0.0))  # float rounding is not crossing
-    dates = pd.to_datetime(forecasts["date"])
+    dates = forecasts["date"]
     step = pd.Timedelta(days=1 if freq == "D" else 7)
     gap = (dates.diff() > step) & (forecasts["sku"] == forecasts["sku"].shift())
     checks = [
+        (dates.isna(), "has an unreadable date"),
         (forecasts.duplicated(["sku", "date"], keep=False), "has a date twice"),
         (gap, "misses the period before"),
         (~np.isfinite(values).all(axis=1), "has a missing or non-finite value"),
@@ -84,8 +85,8 @@ def unusable_forecasts(forecasts: pd.DataFrame, qcols: list[str], freq: str, nee
         checks.append((~np.isfinite(sd) | (sd < 0), "has no usable residual_sd"))
     reasons: dict[str, str] = {}
     for mask, why in checks:
-        for sku, date in forecasts.loc[mask, ["sku", "date"]].itertuples(index=False):
-            reasons.setdefault(sku, f"its forecast {why} ({str(date)[:10]})")
+        for sku, date in forecasts.loc[mask, ["sku", "written_date"]].itertuples(index=False):
+            reasons.setdefault(sku, f"its forecast {why} ({date})")
     return reasons
 
 
@@ -117,8 +118,9 @@ def validate_stock(
         reject((values[col] < 1) | (values[col] % 1 != 0), f"{col} must be a whole number of periods >= 1")
     reject((values["service_level"] <= 0) | (values["service_level"] >= 1), "service_level must be in (0, 1)")
     reject((values["moq"] < 0) | (values["pack_size"] <= 0), "moq must be >= 0 and pack_size > 0")
-    for sku, why in (unusable or {}).items():
-        reject(stock["sku"] == sku, why)
+    forecast_trouble = stock["sku"].map(unusable or {})
+    unusable_rows = forecast_trouble.notna() & (reasons == "")
+    reasons[unusable_rows] = forecast_trouble[unusable_rows]
     reject(
         values["lead_time"] + values["review_period"] > horizon,
         f"lead_time + review_period exceeds the forecast horizon of {horizon} periods",
@@ -154,7 +156,11 @@ def replenish(
     if policy.name == "classical" and "residual_sd" not in forecasts.columns:
         raise ConfigError("the classical policy needs a residual_sd column in the forecasts file")
     levels, qcols = forecast_quantiles(forecasts)
-    forecasts = forecasts.assign(sku=trimmed_skus(forecasts["sku"])).sort_values(["sku", "date"])
+    forecasts = forecasts.assign(
+        sku=trimmed_skus(forecasts["sku"]),
+        date=pd.to_datetime(forecasts["date"], errors="coerce", format="mixed"),  # NaT: rejected
+        written_date=forecasts["date"].astype(str).str[:10],
+    ).sort_values(["sku", "date"])
     groups = dict(tuple(forecasts.groupby("sku", sort=False)))
     unusable = unusable_forecasts(forecasts, qcols, freq, policy.name == "classical")
     horizon = min((len(g) for k, g in groups.items() if k not in unusable), default=0)
@@ -207,7 +213,8 @@ def load_strategy_config(path: Path) -> StrategyConfig:
 
 
 def infer_frequency(forecasts: pd.DataFrame) -> str:
-    dates = pd.DatetimeIndex(sorted(pd.to_datetime(forecasts["date"]).unique()))
+    read = pd.to_datetime(forecasts["date"], errors="coerce", format="mixed").dropna()  # NaT: rejected
+    dates = pd.DatetimeIndex(sorted(read.unique()))
     if len(dates) < 2:
         raise ConfigError("forecasts file has fewer than two dates: cannot tell the period length")
     step = (dates[1] - dates[0]).days
