@@ -21,7 +21,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from matplotlib.ticker import MaxNLocator
 
-from common.config import ConfigError
+from common.config import ConfigError, require_columns
 from common.tables import read_table
 
 FANS = 4
@@ -96,12 +96,18 @@ def decision_files(run_dir: Path, name: str) -> list[Path]:
     return [combined] if combined.is_file() else sorted(run_dir.rglob(name))
 
 
+def _read_with(path: Path, column: str, run_dir: Path) -> pd.DataFrame:
+    frame = read_table(path)
+    require_columns(frame, [column], str(path.relative_to(run_dir)))
+    return frame
+
+
 def decisions_section(run_dir: Path) -> str:
     parts = []
     for name, col in (("decisions.csv", "status"), ("strategy.csv", "promotion")):
         files = decision_files(run_dir, name)
         if files:
-            rows = pd.concat(pd.read_csv(p) for p in files)
+            rows = pd.concat(_read_with(p, col, run_dir) for p in files)
             counts = rows[col].value_counts()
             parts.append(counts.rename_axis(col).reset_index(name="skus").to_html(index=False, border=0))
             if "node" in rows and rows["node"].nunique() > 1:  # which sites need attention

@@ -103,6 +103,20 @@ def test_a_demo_run_counts_each_decision_once_though_every_node_keeps_its_own_co
     assert re.search(r"<th>store-02</th>\s*<td>2</td>\s*<td>1</td>", page), "OBSERVE, REPLENISH_NOW by site"
 
 
+def test_a_decisions_file_that_is_empty_or_lacks_its_column_is_named_in_one_line(tmp_path):
+    run, _ = _run_dir(tmp_path)
+    decisions = run / "nodes" / "store-01" / "out" / "decisions.csv"
+    decisions.write_text("sku,foo\na,1\n")
+    result = CliRunner().invoke(cli, ["report", str(run)])
+    assert result.exit_code == 1
+    assert result.output.strip() == (
+        "Error: nodes/store-01/out/decisions.csv is missing columns: status (its columns: sku, foo)"
+    )
+    decisions.write_text("")
+    result = CliRunner().invoke(cli, ["report", str(run)])
+    assert result.output.strip() == f"Error: cannot read {decisions}: the file is empty"
+
+
 def test_report_refuses_a_folder_without_forecasts_and_a_missing_target(tmp_path):
     runner = CliRunner()
     result = runner.invoke(cli, ["report", str(tmp_path)])
