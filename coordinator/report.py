@@ -26,6 +26,7 @@ from common.tables import read_table
 
 FANS = 4
 NOT_KEYS = {"mean", "residual_sd", "path_corr", "ended"}
+INVENTORY_COLUMNS = ["dataset", "lead", "policy", "target", "fill_rate", "on_hand_value"]
 STYLE = (
     "body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px;color:#222}"
     "table{border-collapse:collapse;margin:0.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;"
@@ -96,9 +97,10 @@ def decision_files(run_dir: Path, name: str) -> list[Path]:
     return [combined] if combined.is_file() else sorted(run_dir.rglob(name))
 
 
-def _read_with(path: Path, column: str, run_dir: Path) -> pd.DataFrame:
+def _read_with(path: Path, columns: list[str], run_dir: Path | None = None) -> pd.DataFrame:
+    """A table the report draws from, refused in one line when it lacks a column it plots."""
     frame = read_table(path)
-    require_columns(frame, [column], str(path.relative_to(run_dir)))
+    require_columns(frame, columns, str(path.relative_to(run_dir)) if run_dir else str(path))
     return frame
 
 
@@ -107,7 +109,7 @@ def decisions_section(run_dir: Path) -> str:
     for name, col in (("decisions.csv", "status"), ("strategy.csv", "promotion")):
         files = decision_files(run_dir, name)
         if files:
-            rows = pd.concat(_read_with(p, col, run_dir) for p in files)
+            rows = pd.concat(_read_with(p, [col], run_dir) for p in files)
             counts = rows[col].value_counts()
             parts.append(counts.rename_axis(col).reset_index(name="skus").to_html(index=False, border=0))
             if "node" in rows and rows["node"].nunique() > 1:  # which sites need attention
@@ -149,13 +151,17 @@ def build_report(
     actuals = read_table(actuals_path) if actuals_path else None
     if actuals is not None and (target is None or target not in actuals.columns):
         raise ConfigError(f"actuals file has no target column {target!r}: pass --target")
+    if actuals is not None:
+        keys, date, _ = _columns(fc)
+        require_columns(actuals, [*keys, date], "actuals file", " (the forecasts' keys and date)")
     sections = [fan_section(fc, actuals, target)]
     if (run_dir / "rounds.csv").is_file():
-        sections.append(rounds_section(pd.read_csv(run_dir / "rounds.csv")))
+        sections.append(rounds_section(_read_with(run_dir / "rounds.csv", ["round"], run_dir)))
     sections.append(decisions_section(run_dir))
     inventory_path = inventory_path or (run_dir / "inventory.csv")
     if inventory_path.is_file():
-        sections.append(service_section(pd.read_csv(inventory_path)))
+        inventory = _read_with(Path(inventory_path), INVENTORY_COLUMNS)
+        sections.append(service_section(inventory))
     title = f"fedstock report: {html.escape(run_dir.name)}"
     page = (
         f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title>"

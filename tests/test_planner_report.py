@@ -117,6 +117,23 @@ def test_a_decisions_file_that_is_empty_or_lacks_its_column_is_named_in_one_line
     assert result.output.strip() == f"Error: cannot read {decisions}: the file is empty"
 
 
+def test_actuals_rounds_and_inventory_files_missing_what_is_plotted_are_named(tmp_path):
+    run, actuals = _run_dir(tmp_path)
+    pd.read_csv(actuals).drop(columns=["Dept"]).to_csv(actuals, index=False)
+    args = ["report", str(run), "--actuals", str(actuals), "--target", "Weekly_Sales"]
+    assert CliRunner().invoke(cli, args).output.strip() == (
+        "Error: actuals file is missing columns: Dept (its columns: Store, Date, Weekly_Sales) "
+        "(the forecasts' keys and date)"
+    )
+    pd.DataFrame({"rnd": [1]}).to_csv(run / "rounds.csv", index=False)
+    result = CliRunner().invoke(cli, ["report", str(run)])
+    assert result.output.strip() == "Error: rounds.csv is missing columns: round (its columns: rnd)"
+    (run / "rounds.csv").unlink()
+    pd.DataFrame({"dataset": ["walmart"]}).to_csv(run / "inventory.csv", index=False)
+    result = CliRunner().invoke(cli, ["report", str(run)])
+    assert result.exit_code == 1 and "inventory.csv is missing columns: lead, policy" in result.output
+
+
 def test_report_refuses_a_folder_without_forecasts_and_a_missing_target(tmp_path):
     runner = CliRunner()
     result = runner.invoke(cli, ["report", str(tmp_path)])
