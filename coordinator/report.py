@@ -147,7 +147,7 @@ def build_report(
     fc_path = run_dir / "forecasts.parquet"
     if not fc_path.is_file():
         raise ConfigError(f"{fc_path} not found: is {run_dir} a simulate run folder?")
-    fc = pd.read_parquet(fc_path)
+    fc = read_table(fc_path)
     actuals = read_table(actuals_path) if actuals_path else None
     if actuals is not None and (target is None or target not in actuals.columns):
         raise ConfigError(f"actuals file has no target column {target!r}: pass --target")
