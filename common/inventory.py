@@ -49,8 +49,11 @@ def sample_paths(
     """Sample [n, H] demand paths from per-period quantiles [H, Q] with AR(1) Gaussian copula."""
     h = quantiles.shape[0]
     rho = float(np.clip(rho, 0.0, 0.99))
-    cov = rho ** np.abs(np.subtract.outer(np.arange(h), np.arange(h)))
-    z = rng.standard_normal((n, h)) @ np.linalg.cholesky(cov + 1e-9 * np.eye(h)).T
+    # z_t = rho z_{t-1} + sqrt(1 - rho^2) e_t: correlation rho^|i-j|, the Cholesky factor's rows,
+    # without a BLAS call (numpy's BLAS threads and torch's contend: 10x slower per sku on 2 cores)
+    z = rng.standard_normal((n, h))
+    for t in range(1, h):
+        z[:, t] = rho * z[:, t - 1] + math.sqrt(1 - rho * rho) * z[:, t]
     u = torch.special.ndtr(torch.from_numpy(z)).numpy()
     lv = np.asarray(levels)
     paths = np.empty_like(u)

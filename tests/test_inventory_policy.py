@@ -135,3 +135,34 @@ def test_stock_on_order_serves_demand_only_from_its_due_period():
     assert decision["status"] == OBSERVE  # position 105 covers the lead time and the review
     assert s["promotion"] == SUPPRESS  # but period 0 already wants 10 of the 5 on hand
     assert "over the next 4 periods 100% as forecast" in s["reason"]
+
+
+def _replenish_benchmark():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "benchmark_replenish.py"
+    spec = importlib.util.spec_from_file_location("benchmark_replenish", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("rho", [0.0, 0.4, 0.95])
+def test_sample_paths_draw_the_same_paths_as_an_explicit_cholesky_factor(rho):
+    q = np.sort(np.random.default_rng(1).uniform(0, 100, (14, 9)), axis=1)
+    levels = (0.02, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.98)
+    ours = sample_paths(q, levels, rho, 4000, np.random.default_rng(3))
+    reference = _replenish_benchmark().cholesky_paths(q, levels, rho, 4000, np.random.default_rng(3))
+    assert np.abs(ours - reference).max() < 1e-5  # the reference adds 1e-9 to the covariance
+
+
+def test_replenish_benchmark_writes_decisions_per_second_and_both_draws(tmp_path):
+    from click.testing import CliRunner
+
+    out = tmp_path / "BENCHMARKS.md"
+    args = ["--skus", "20,40", "--repeats", "1", "--path-draws", "5", "--output", str(out)]
+    result = CliRunner().invoke(_replenish_benchmark().main, args)
+    assert result.exit_code == 0, result.output
+    text = out.read_text()
+    assert "| 20 |" in text and "| 40 |" in text and "| Cholesky + matrix product |" in text

@@ -130,16 +130,18 @@ def test_forecast_skus_that_differ_only_in_surrounding_spaces_are_refused():
 
 
 def test_a_sku_whose_forecast_rows_are_broken_is_rejected_and_the_others_decided():
-    fc = _forecasts(("A", "B", "C", "D", "E", "F", "G")).astype({"date": object})
+    fc = _forecasts(tuple("ABCDEFGHI")).astype({"date": object, "q50": object})
     fc.loc[fc.index[fc["sku"] == "G"][3], "date"] = "soon"
     fc.loc[3, "q50"] = np.nan  # A, 2025-01-14
     fc.loc[8, "q10"] = -1.0  # B, 2025-01-12
     fc.loc[16, "q10"] = 11.0  # C, 2025-01-13: above q50
     fc = pd.concat([fc, fc.iloc[[22]]])  # D, 2025-01-12 twice
     fc = fc.drop(index=fc.index[(fc["sku"] == "F") & (fc["date"] == pd.Timestamp("2025-01-13"))])
-    fc["residual_sd"] = 1.0
+    fc["residual_sd"], fc["path_corr"] = 1.0, 0.4
+    fc.loc[fc["sku"] == "I", "path_corr"] = 7.0
+    fc.loc[fc["sku"] == "H", "q50"] = "x"  # a CSV forecasts file can hold text anywhere
     fc.loc[fc["sku"] == "E", "residual_sd"] = np.nan
-    stock = pd.DataFrame({"sku": list("ABCDEFG"), "on_hand": ["5"] * 7, "lead_time": ["1"] * 7})
+    stock = pd.DataFrame({"sku": list("ABCDEFGHI"), "on_hand": ["5"] * 9, "lead_time": ["1"] * 9})
     result = replenish(fc, stock, "D")
     assert dict(zip(result.rejected["sku"], result.rejected["reason"], strict=True)) == {
         "A": "its forecast has a missing or non-finite value (2025-01-14)",
@@ -148,6 +150,8 @@ def test_a_sku_whose_forecast_rows_are_broken_is_rejected_and_the_others_decided
         "D": "its forecast has a date twice (2025-01-12)",
         "F": "its forecast misses the period before (2025-01-14)",
         "G": "its forecast has an unreadable date (soon)",
+        "H": "its forecast has a missing or non-finite value (2025-01-11)",
+        "I": "its forecast has no usable path_corr (2025-01-11)",
     }
     assert list(result.decisions["sku"]) == ["E"]  # residual_sd is read by the classical policy only
     classical = replenish(fc, stock, "D", policy=POLICIES["classical"])

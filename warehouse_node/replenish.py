@@ -83,6 +83,9 @@ def unusable_forecasts(forecasts: pd.DataFrame, qcols: list[str], freq: str, nee
     if need_sd:
         sd = pd.to_numeric(forecasts["residual_sd"], errors="coerce")
         checks.append((~np.isfinite(sd) | (sd < 0), "has no usable residual_sd"))
+    if "path_corr" in forecasts:
+        corr = pd.to_numeric(forecasts["path_corr"], errors="coerce")
+        checks.append((~corr.between(-1, 1), "has no usable path_corr"))
     reasons: dict[str, str] = {}
     for mask, why in checks:
         for sku, date in forecasts.loc[mask, ["sku", "written_date"]].itertuples(index=False):
@@ -161,22 +164,30 @@ def replenish(
         date=pd.to_datetime(forecasts["date"], errors="coerce", format="mixed"),  # NaT: rejected
         written_date=forecasts["date"].astype(str).str[:10],
     ).sort_values(["sku", "date"])
-    groups = dict(tuple(forecasts.groupby("sku", sort=False)))
+    rows_of = forecasts.groupby("sku", sort=False).indices  # sku -> row positions in date order
     unusable = unusable_forecasts(forecasts, qcols, freq, policy.name == "classical")
-    horizon = min((len(g) for k, g in groups.items() if k not in unusable), default=0)
-    good, rejected = validate_stock(stock, horizon, set(groups), unusable)
+    horizon = min((len(at) for k, at in rows_of.items() if k not in unusable), default=0)
+    good, rejected = validate_stock(stock, horizon, set(rows_of), unusable)
     usable, rejected_overrides = (
         validate_overrides(overrides, set(good["sku"])) if overrides is not None else (None, pd.DataFrame())
     )
     pinned = usable["status"].to_dict() if usable is not None else {}
     rng = np.random.default_rng(cfg.seed)
+    quantiles = forecasts[qcols].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
+    dates = forecasts["date"].to_numpy()
+    per_sku = {
+        c: pd.to_numeric(forecasts[c], errors="coerce").to_numpy()
+        for c in ("path_corr", "residual_sd")
+        if c in forecasts
+    }
+    step = pd.tseries.frequencies.to_offset(freq)
     decisions, strategies = [], []
     for _, row in good.iterrows():
-        fc = groups[row["sku"]]
-        rho = float(fc["path_corr"].iloc[0]) if "path_corr" in fc else 0.5
-        paths = sample_paths(fc[qcols].to_numpy(dtype=float), levels, rho, cfg.paths, rng)
-        origin = pd.Timestamp(fc["date"].iloc[0]) - pd.tseries.frequencies.to_offset(freq)
-        sd = float(fc["residual_sd"].iloc[0]) if "residual_sd" in fc else None
+        at = rows_of[row["sku"]]
+        rho = float(per_sku["path_corr"][at[0]]) if "path_corr" in per_sku else 0.5
+        paths = sample_paths(quantiles[at], levels, rho, cfg.paths, rng)
+        sd = float(per_sku["residual_sd"][at[0]]) if "residual_sd" in per_sku else None
+        origin = pd.Timestamp(dates[at[0]]) - step
         decision, strategy = decide(row, paths, origin, freq, cfg, policy, sd, pinned.get(row["sku"]))
         decisions.append(decision)
         strategies.append(strategy)
