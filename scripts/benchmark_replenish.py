@@ -108,9 +108,9 @@ def main(skus: str, repeats: int, path_draws: int, output: str) -> None:
         "",
         f"Written by `scripts/benchmark_replenish.py` on {time.strftime('%Y-%m-%d')} at commit "
         f"{current_commit(ROOT)}; {os.cpu_count()} CPU cores, {torch.get_num_threads()} torch threads, "
-        f"torch {torch.__version__}. Command: `.venv/bin/python scripts/benchmark_replenish.py "
-        + " ".join(sys.argv[1:])
-        + f"`. Synthetic forecasts, horizon {HORIZON}, {len(levels)} quantiles, "
+        f"torch {torch.__version__}. Command: "
+        + f"`{' '.join(['.venv/bin/python scripts/benchmark_replenish.py', *sys.argv[1:]])}`. "
+        + f"Synthetic forecasts, horizon {HORIZON}, {len(levels)} quantiles, "
         f"{StrategyConfig().paths:,} paths per sku; {repeats} repeats, medians (min..max).",
         "",
         "| skus | seconds for one `replenish` call | skus decided per second |",
