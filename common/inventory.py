@@ -50,7 +50,7 @@ def sample_paths(
     h = quantiles.shape[0]
     rho = float(np.clip(rho, 0.0, 0.99))
     # z_t = rho z_{t-1} + sqrt(1 - rho^2) e_t: correlation rho^|i-j|, the Cholesky factor's rows,
-    # without a BLAS call (numpy's BLAS threads and torch's contend: 10x slower per sku on 2 cores)
+    # without a BLAS call (numpy's BLAS threads and torch's took turns: 4.5x slower, BENCHMARKS.md)
     z = rng.standard_normal((n, h))
     for t in range(1, h):
         z[:, t] = rho * z[:, t - 1] + math.sqrt(1 - rho * rho) * z[:, t]
