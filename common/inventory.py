@@ -188,6 +188,21 @@ def _arrivals(row: pd.Series, window: int, ordered: int) -> np.ndarray:
     return arrivals
 
 
+def _restock(
+    origin: pd.Timestamp, freq: str, lead: int, due: int, on_order: float, ordered: int
+) -> tuple[str, str]:
+    """(restock date, its reason): the first stock to arrive, on order or ordered now; none when
+    nothing is on order and nothing is ordered (an override that pins OBSERVE)."""
+    if on_order > 0 and (not ordered or due <= lead):
+        when, what = due, f"{on_order:g} on order arrives in {due} periods"
+    elif ordered:
+        when, what = lead, f"the {ordered:g} ordered now arrive after the {lead}-period lead time"
+    else:
+        return "", "; no restock date: nothing is on order and nothing is ordered now"
+    restock = str((pd.Period(origin, freq=freq) + when).end_time.date())
+    return restock, f"; restock {restock}: {what}"
+
+
 def _strategy(
     row: pd.Series, paths: np.ndarray, origin: pd.Timestamp, freq: str, cfg: StrategyConfig, ordered: int
 ) -> dict:
@@ -204,13 +219,7 @@ def _strategy(
         availability = IN_STOCK
     restock, arrival = "", ""
     if availability != IN_STOCK:
-        due = _on_order_due(row)
-        restock = str((pd.Period(origin, freq=freq) + due).end_time.date())
-        arrival = (
-            f"; restock {restock}: {on_order:g} on order arrives in {due} periods"
-            if on_order > 0
-            else f"; restock {restock}: an order placed now arrives after the {lead}-period lead time"
-        )
+        restock, arrival = _restock(origin, freq, lead, _on_order_due(row), on_order, ordered)
     window = lead + review  # until an order placed at the next review arrives
     arrivals = _arrivals(row, window, ordered)
     demand = paths[:, :window]

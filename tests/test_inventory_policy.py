@@ -166,3 +166,19 @@ def test_replenish_benchmark_writes_decisions_per_second_and_both_draws(tmp_path
     assert result.exit_code == 0, result.output
     text = out.read_text()
     assert "| 20 |" in text and "| 40 |" in text and "| Cholesky + matrix product |" in text
+
+
+def test_restock_date_is_the_first_arrival_and_none_when_nothing_is_coming():
+    late = _row(on_hand=0.0, on_order=100.0, on_order_due=5, lead_time=2)  # due after a new order
+    decision, s = decide(late, _constant_paths(), ORIGIN, "D", StrategyConfig())
+    assert decision["order_qty"] == 0  # position 100 is above the reorder point: no new order
+    assert s["restock_date"] == "2025-01-15" and "100 on order arrives in 5 periods" in s["reason"]
+    trickle = _row(on_hand=0.0, on_order=5.0, on_order_due=5, lead_time=2)  # a new order comes first
+    decision, s = decide(trickle, _constant_paths(), ORIGIN, "D", StrategyConfig())
+    assert decision["order_qty"] > 0 and s["restock_date"] == "2025-01-12"
+    empty = _row(on_hand=0.0, lead_time=2)
+    decision, s = decide(empty, _constant_paths(), ORIGIN, "D", StrategyConfig())
+    assert decision["order_qty"] > 0 and s["restock_date"] == "2025-01-12"
+    assert f"the {decision['order_qty']} ordered now arrive after the 2-period lead time" in s["reason"]
+    _, s = decide(empty, _constant_paths(), ORIGIN, "D", StrategyConfig(), pinned_status=OBSERVE)
+    assert s["restock_date"] == "" and "nothing is on order and nothing is ordered now" in s["reason"]
