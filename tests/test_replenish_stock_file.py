@@ -157,3 +157,12 @@ def test_a_sku_whose_forecast_rows_are_broken_is_rejected_and_the_others_decided
     classical = replenish(fc, stock, "D", policy=POLICIES["classical"])
     reasons = classical.rejected.set_index("sku")["reason"]
     assert reasons["E"] == "its forecast has no usable residual_sd (2025-01-11)"
+
+
+def test_each_sku_is_held_to_its_own_forecast_horizon():
+    fc = pd.concat([_forecasts(("A",), horizon=7), _forecasts(("B",), horizon=3)], ignore_index=True)
+    stock = pd.DataFrame({"sku": ["A", "B"], "on_hand": ["5", "5"], "lead_time": ["4", "4"]})
+    result = replenish(fc, stock, "D")
+    assert list(result.decisions["sku"]) == ["A"]
+    reason = result.rejected.set_index("sku").loc["B", "reason"]
+    assert reason == "lead_time + review_period exceeds the forecast horizon of 3 periods"

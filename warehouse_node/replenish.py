@@ -94,7 +94,7 @@ def unusable_forecasts(forecasts: pd.DataFrame, qcols: list[str], freq: str, nee
 
 
 def validate_stock(
-    stock: pd.DataFrame, horizon: int, known: set[str], unusable: dict[str, str] | None = None
+    stock: pd.DataFrame, horizons: dict[str, int], unusable: dict[str, str] | None = None
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Split stock rows into (decidable rows with defaults filled, rejected rows with a reason)."""
     require_columns(stock, REQUIRED, "stock file")
@@ -124,10 +124,13 @@ def validate_stock(
     forecast_trouble = stock["sku"].map(unusable or {})
     unusable_rows = forecast_trouble.notna() & (reasons == "")
     reasons[unusable_rows] = forecast_trouble[unusable_rows]
-    reject(
-        values["lead_time"] + values["review_period"] > horizon,
-        f"lead_time + review_period exceeds the forecast horizon of {horizon} periods",
-    )
+    horizon = stock["sku"].map(horizons)  # each sku's own forecast periods
+    for periods in sorted(horizon.dropna().unique()):
+        reject(
+            (horizon == periods) & (values["lead_time"] + values["review_period"] > periods),
+            f"lead_time + review_period exceeds the forecast horizon of {int(periods)} periods",
+        )
+    known = set(horizons)
     other_case = stock["sku"].str.casefold().isin({k.casefold() for k in known})
     reject(~stock["sku"].isin(known) & other_case, "unknown sku: a forecast exists in other letter case")
     reject(~stock["sku"].isin(known), "unknown sku: no forecast for it")
@@ -166,8 +169,8 @@ def replenish(
     ).sort_values(["sku", "date"])
     rows_of = forecasts.groupby("sku", sort=False).indices  # sku -> row positions in date order
     unusable = unusable_forecasts(forecasts, qcols, freq, policy.name == "classical")
-    horizon = min((len(at) for k, at in rows_of.items() if k not in unusable), default=0)
-    good, rejected = validate_stock(stock, horizon, set(rows_of), unusable)
+    horizons = {sku: len(at) for sku, at in rows_of.items()}
+    good, rejected = validate_stock(stock, horizons, unusable)
     usable, rejected_overrides = (
         validate_overrides(overrides, set(good["sku"])) if overrides is not None else (None, pd.DataFrame())
     )
