@@ -118,16 +118,16 @@ def _refuse_other_separator(path: Path, frame: pd.DataFrame) -> None:
             )
 
 
-_NUMERIC_DATE = re.compile(r"^\s*(\d{1,2})[/.](\d{1,2})[/.](\d{2}|\d{4})(?!\d)")
+_NUMERIC_DATE = re.compile(r"^\s*(\d{1,2})([/.-])(\d{1,2})\2(\d{2}|\d{4})(?!\d)")
 
 
 def parse_dates(values: pd.Series, what: str, order: str | None = None) -> pd.Series:
     """Dates from text; what cannot be read becomes NaT for the caller to count.
 
-    Numeric day and month forms (03/04/2024, 3.4.24) are read in one order for the whole column:
-    ``order`` ("day-first" / "month-first"), else the order its unambiguous values show. A column
-    that shows both orders, or only values that read either way, is refused, never guessed; a
-    value that contradicts the order becomes NaT."""
+    Numeric day and month forms (03/04/2024, 3.4.24, 03-04-2024) are read in one order for the
+    whole column: ``order`` ("day-first" / "month-first"), else the order its unambiguous values
+    show. A column that shows both orders, or only values that read either way, is refused, never
+    guessed; a value that contradicts the order becomes NaT."""
     if pd.api.types.is_datetime64_any_dtype(values):
         return values
     text = values.astype("string")
@@ -136,7 +136,7 @@ def parse_dates(values: pd.Series, what: str, order: str | None = None) -> pd.Se
     out = pd.to_datetime(values.where(~numeric), errors="coerce", format="mixed")
     if not numeric.any():
         return out
-    first, second = parts[0].astype(float), parts[1].astype(float)
+    first, second = parts[0].astype(float), parts[2].astype(float)
     day_first = text[numeric & (first > 12) & (second <= 12)]
     month_first = text[numeric & (second > 12) & (first <= 12)]
     if order is None:

@@ -172,6 +172,8 @@ def test_day_month_dates_are_read_in_the_one_order_the_column_shows(tmp_path):
     raw = _two_depts(weeks)
     raw["Date"] = weeks.strftime("%d/%m/%Y").tolist() * 2  # 07/01/2011 is 7 January: 14/01 shows it
     assert prepare(raw, _periods_cfg(tmp_path), SECRET).panel.equals(iso)
+    dashed = raw.assign(Date=weeks.strftime("%d-%m-%Y").tolist() * 2)  # 07-01-2011: dashes too
+    assert prepare(dashed, _periods_cfg(tmp_path), SECRET).panel.equals(iso)
     raw.loc[1, "Date"] = "01/14/2011"  # the other order in the same column
     with pytest.raises(
         ConfigError, match=r"mixes day/month and month/day dates \('21/01/2011', '01/14/2011'\)"
