@@ -58,6 +58,7 @@ def fan_section(fc: pd.DataFrame, actuals: pd.DataFrame | None, target: str | No
     fc = fc.assign(**{date: pd.to_datetime(fc[date])})
     top = fc.groupby(keys)["q50"].sum().nlargest(FANS).index
     fig, axes = plt.subplots(1, len(top), figsize=(4.2 * len(top), 3.2), squeeze=False)
+    with_actuals = 0
     for ax, key in zip(axes[0], top, strict=False):
         key = key if isinstance(key, tuple) else (key,)
         g = fc[(fc[keys] == pd.Series(key, index=keys)).all(axis=1)].sort_values(date)
@@ -69,12 +70,15 @@ def fan_section(fc: pd.DataFrame, actuals: pd.DataFrame | None, target: str | No
             a = actuals[(actuals[keys] == pd.Series(key, index=keys)).all(axis=1)]
             a = a[pd.to_datetime(a[date]).between(g[date].min(), g[date].max())]
             ax.plot(pd.to_datetime(a[date]), a[target], "k.", label="actual")
+            with_actuals += not a.empty
         ax.set_title(" / ".join(f"{k} {v}" for k, v in zip(keys, key, strict=True)), fontsize=9)
         ax.tick_params(axis="x", labelrotation=45, labelsize=7)
     axes[0][0].legend(fontsize=7)
     series = fc.groupby(keys).ngroups
+    shown = f" Actuals in {with_actuals} of them." if actuals is not None else ""
     head = (
-        f"<p>{series} series × {fc[date].nunique()} periods; the {len(top)} largest by forecast volume.</p>"
+        f"<p>{series} series × {fc[date].nunique()} periods; the {len(top)} largest by forecast "
+        f"volume.{shown}</p>"
     )
     return f"<h2>Forecast fans</h2>{head}{_png(fig)}"
 
@@ -98,9 +102,14 @@ def decision_files(run_dir: Path, name: str) -> list[Path]:
 
 
 def _read_with(path: Path, columns: list[str], run_dir: Path | None = None) -> pd.DataFrame:
-    """A table the report draws from, refused in one line when it lacks a column it plots."""
+    """A table the report draws from, refused in one line when it lacks a column it plots; the
+    columns that hold only numbers become numbers (read_table keeps CSV cells as text)."""
     frame = read_table(path)
     require_columns(frame, columns, str(path.relative_to(run_dir)) if run_dir else str(path))
+    for col in frame.columns:
+        numbers = pd.to_numeric(frame[col], errors="coerce")
+        if numbers.notna().sum() == frame[col].notna().sum():
+            frame[col] = numbers
     return frame
 
 
@@ -148,7 +157,7 @@ def build_report(
     if not fc_path.is_file():
         raise ConfigError(f"{fc_path} not found: is {run_dir} a simulate run folder?")
     fc = read_table(fc_path)
-    actuals = read_table(actuals_path) if actuals_path else None
+    actuals = _read_with(Path(actuals_path), []) if actuals_path else None
     if actuals is not None and (target is None or target not in actuals.columns):
         raise ConfigError(f"actuals file has no target column {target!r}: pass --target")
     if actuals is not None:

@@ -87,6 +87,7 @@ def test_report_is_one_self_contained_html_file_with_every_section(tmp_path):
     assert len(re.findall(r'src="data:image/png;base64,', page)) == 3
     assert not re.search(r'(src|href)="(https?:|file:|/)', page), "the report links to outside files"
     assert "REPLENISH_NOW" in page and "PROMOTE" in page
+    assert "the 4 largest by forecast volume. Actuals in 4 of them." in page  # CSV keys read as numbers
 
 
 def test_a_demo_run_counts_each_decision_once_though_every_node_keeps_its_own_copy(tmp_path):
