@@ -63,10 +63,11 @@ def trimmed_skus(skus: pd.Series) -> pd.Series:
 
 
 def unusable_forecasts(forecasts: pd.DataFrame, qcols: list[str], freq: str, need_sd: bool) -> dict[str, str]:
-    """sku -> why its forecast rows [sorted by sku, parsed date; ``written_date``] cannot be
-    decided on: an unreadable date, a date twice or a period missing, a value that is missing,
-    not finite or negative, quantiles that cross, or (``need_sd``) no usable residual_sd."""
-    values = forecasts[["mean", *qcols]].apply(pd.to_numeric, errors="coerce")
+    """sku -> why its forecast rows [sorted by sku, parsed date; numbers parsed, NaN where not;
+    ``written_date``] cannot be decided on: an unreadable date, a date twice or a period missing,
+    a value that is missing, not finite or negative, quantiles that cross, or (``need_sd``) no
+    usable residual_sd."""
+    values = forecasts[["mean", *qcols]]
     q = values[qcols].to_numpy(dtype=float)
     tolerance = 1e-6 * (1 + np.abs(q).max(axis=1, initial=0.0))  # float rounding is not crossing
     dates = forecasts["date"]
@@ -81,11 +82,10 @@ def unusable_forecasts(forecasts: pd.DataFrame, qcols: list[str], freq: str, nee
         ((np.diff(q, axis=1) < -tolerance[:, None]).any(axis=1), "has quantiles that cross"),
     ]
     if need_sd:
-        sd = pd.to_numeric(forecasts["residual_sd"], errors="coerce")
+        sd = forecasts["residual_sd"]
         checks.append((~np.isfinite(sd) | (sd < 0), "has no usable residual_sd"))
     if "path_corr" in forecasts:
-        corr = pd.to_numeric(forecasts["path_corr"], errors="coerce")
-        checks.append((~corr.between(-1, 1), "has no usable path_corr"))
+        checks.append((~forecasts["path_corr"].between(-1, 1), "has no usable path_corr"))
     reasons: dict[str, str] = {}
     for mask, why in checks:
         for sku, date in forecasts.loc[mask, ["sku", "written_date"]].itertuples(index=False):
@@ -162,7 +162,9 @@ def replenish(
     if policy.name == "classical" and "residual_sd" not in forecasts.columns:
         raise ConfigError("the classical policy needs a residual_sd column in the forecasts file")
     levels, qcols = forecast_quantiles(forecasts)
+    numeric = [c for c in ("mean", *qcols, "residual_sd", "path_corr") if c in forecasts]
     forecasts = forecasts.assign(
+        **{c: pd.to_numeric(forecasts[c], errors="coerce").astype(float) for c in numeric},  # NaN: rejected
         sku=trimmed_skus(forecasts["sku"]),
         date=pd.to_datetime(forecasts["date"], errors="coerce", format="mixed"),  # NaT: rejected
         written_date=forecasts["date"].astype(str).str[:10],
@@ -176,13 +178,8 @@ def replenish(
     )
     pinned = usable["status"].to_dict() if usable is not None else {}
     rng = np.random.default_rng(cfg.seed)
-    quantiles = forecasts[qcols].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
-    dates = forecasts["date"].to_numpy()
-    per_sku = {
-        c: pd.to_numeric(forecasts[c], errors="coerce").to_numpy()
-        for c in ("path_corr", "residual_sd")
-        if c in forecasts
-    }
+    quantiles, dates = forecasts[qcols].to_numpy(dtype=float), forecasts["date"].to_numpy()
+    per_sku = {c: forecasts[c].to_numpy() for c in ("path_corr", "residual_sd") if c in forecasts}
     step = pd.tseries.frequencies.to_offset(freq)
     decisions, strategies = [], []
     for _, row in good.iterrows():
