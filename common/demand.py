@@ -25,6 +25,7 @@ Documented rules (every row they touch is written to the quarantine file with it
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -34,7 +35,8 @@ from common.config import ConfigError, DataConfig
 from common.deid import DeidReport, deidentify
 from common.tables import FLAG_WORDS, MalformedLine, parse_all_dates, parse_dates, read_table
 
-QUARANTINE_COLUMNS = ["series", "date", "value", "repaired_to", "reason"]
+QUARANTINE_COLUMNS = ["series", "date", "value", "repaired_to", "reason", "source"]
+RowLocator = Callable[[np.ndarray], list[str]]  # 0-based positions of raw rows -> "line 12" / "row 11"
 OUTLIER_SIGMAS = 3.0
 
 
@@ -57,17 +59,24 @@ def _quarantine_malformed(lines: list[MalformedLine]) -> pd.DataFrame:
         {
             "series": pd.Series([pd.NA] * len(lines), dtype="string"),
             "date": pd.NA,
-            "value": [f"line {m.line}" for m in lines],
+            "value": pd.NA,
             "repaired_to": np.nan,
             "reason": [f"malformed line: {m.fields} fields, the header {m.header}" for m in lines],
+            "source": [f"line {m.line}" for m in lines],
         },
         columns=QUARANTINE_COLUMNS,
     )
 
 
 def _quarantine(
-    rows: pd.DataFrame, reason: str, value: str | None = None, repaired: pd.Series | float | None = None
+    rows: pd.DataFrame,
+    reason: str,
+    value: str | None = None,
+    repaired: pd.Series | float | None = None,
+    raw_rows: bool = False,
 ) -> pd.DataFrame:
+    """``raw_rows``: ``rows`` are rows of the raw file, indexed by position, so the quarantine can
+    say where they are; otherwise they are periods made by aggregation."""
     out = pd.DataFrame(
         {
             "series": rows["series"].astype("string"),
@@ -75,8 +84,26 @@ def _quarantine(
             "value": rows[value].astype(str) if value else pd.NA,
             "repaired_to": repaired if repaired is not None else np.nan,
             "reason": reason,
+            "source": pd.NA,
+            "_row": pd.array(rows.index if raw_rows else [pd.NA] * len(rows), dtype="Int64"),
         }
     )
+    return out[[*QUARANTINE_COLUMNS, "_row"]]
+
+
+def _located(bad: list[pd.DataFrame], locate: RowLocator | None) -> pd.DataFrame:
+    """The quarantine, each raw row with where it is in its file."""
+    if not bad:
+        return pd.DataFrame(columns=QUARANTINE_COLUMNS)
+    out = pd.concat(bad, ignore_index=True)
+    if "_row" not in out:
+        return out[QUARANTINE_COLUMNS]
+    at = out["_row"].notna().to_numpy()
+    if at.any():
+        positions = out.loc[at, "_row"].to_numpy(dtype=np.int64)
+        found = locate(positions) if locate else [f"row {p + 1}" for p in positions]
+        out["source"] = out["source"].astype(object)
+        out.loc[at, "source"] = found
     return out[QUARANTINE_COLUMNS]
 
 
@@ -99,7 +126,7 @@ def _parse(frame: pd.DataFrame, cfg: DataConfig, ended_after: int, bad: list[pd.
     for mask, reason, col in checks:
         mask = mask & keep
         if mask.any():
-            bad.append(_quarantine(frame[mask], reason, col))
+            bad.append(_quarantine(frame[mask], reason, col, raw_rows=True))
         keep &= ~mask
     frame = frame[keep].copy()
     frame["timestamp"] = (
@@ -118,7 +145,8 @@ def _parse(frame: pd.DataFrame, cfg: DataConfig, ended_after: int, bad: list[pd.
         parsed = pd.to_numeric(raw, errors="coerce").astype(float)
         unreadable = parsed.isna() & raw.notna()
         if unreadable.any():
-            bad.append(_quarantine(frame[unreadable], f"unreadable {dst}: treated as unknown", src))
+            reason = f"unreadable {dst}: treated as unknown"
+            bad.append(_quarantine(frame[unreadable], reason, src, raw_rows=True))
         frame[dst] = parsed.fillna(0.0) if dst == "holiday" else parsed  # NaN promotion = unknown
     return frame
 
@@ -132,7 +160,7 @@ def _drop_implausible_dates(
     future = frame["timestamp"].dt.normalize() > pd.Timestamp.now().normalize() + pd.Timedelta(days=1)
     if future.any():
         reason = "timestamp after today: sales cannot be in the future"
-        bad.append(_quarantine(frame[future], reason, "_ts_raw"))
+        bad.append(_quarantine(frame[future], reason, "_ts_raw", raw_rows=True))
         frame = frame[~future]
     if frame.empty:
         return frame
@@ -148,7 +176,7 @@ def _drop_implausible_dates(
     for seg in np.flatnonzero(stray):
         empty = int(min(gap_at[seg], gap_at[seg + 1]))
         reason = f"stray timestamp: {empty} periods with no rows between it and the rest of the history"
-        bad.append(_quarantine(frame[segment == seg], reason, "_ts_raw"))
+        bad.append(_quarantine(frame[segment == seg], reason, "_ts_raw", raw_rows=True))
     return frame[~stray[segment]]
 
 
@@ -156,14 +184,13 @@ def _aggregate(frame: pd.DataFrame, cfg: DataConfig, bad: list[pd.DataFrame]) ->
     if cfg.kind == "orders":
         returns = frame["quantity"] < 0
         if returns.any():
-            bad.append(
-                _quarantine(frame[returns], "return: negative order line excluded from demand", "_qty_raw")
-            )
+            reason = "return: negative order line excluded from demand"
+            bad.append(_quarantine(frame[returns], reason, "_qty_raw", raw_rows=True))
         frame = frame[~returns]
     else:
         dup = frame.duplicated(["series", "date"], keep=False)
         if dup.any():
-            bad.append(_quarantine(frame[dup], "duplicate period row: summed", "_qty_raw"))
+            bad.append(_quarantine(frame[dup], "duplicate period row: summed", "_qty_raw", raw_rows=True))
     frame = frame.assign(_pq=frame["price"] * frame["quantity"].clip(lower=0))
     static = {c: (c, "first") for c in cfg.static}
     static.update({c: (c, "mean") for c in cfg.observed if c not in static})
@@ -299,12 +326,15 @@ def prepare(
     secret: bytes,
     ended_after: int | None = None,
     malformed: list[MalformedLine] | None = None,
+    locate: RowLocator | None = None,
 ) -> Prepared:
     """De-identify FIRST, then parse, aggregate, align, cap. Nothing raw survives in the result.
 
-    ``malformed``: lines that ``read_table`` skipped, quarantined first.
+    ``malformed``: lines that ``read_table`` skipped, quarantined first. ``locate`` names where raw
+    rows are in their file (``common.tables.row_locator``); without it, "row N" of ``raw``.
     """
     frame, key_map, report = deidentify(raw, cfg, secret)
+    frame.index = pd.RangeIndex(len(frame))  # positions in the raw file: the quarantine cites them
     del raw
     bad: list[pd.DataFrame] = [_quarantine_malformed(malformed)] if malformed else []
     ended_after = ended_after or (28 if cfg.frequency == "D" else 8)
@@ -316,7 +346,7 @@ def prepare(
     panel = mark_events(panel, cfg)
     if cfg.cap_outliers:
         panel = cap_outliers(panel, cfg, bad)
-    quarantine = pd.concat(bad, ignore_index=True) if bad else pd.DataFrame(columns=QUARANTINE_COLUMNS)
+    quarantine = _located(bad, locate)
     observed = [c for c in cfg.observed if c not in cfg.static]
     cols = ["series", "date", "demand", "price", "promo", "holiday", "event", *cfg.static, *observed]
     return Prepared(panel[cols], key_map, quarantine, report, ended)

@@ -5,11 +5,14 @@ CSV cells are read as text; the callers parse them and quarantine what does not 
 
 from __future__ import annotations
 
+import csv
 import re
 import warnings
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from common.config import ConfigError
@@ -87,6 +90,10 @@ def _read_csv(path: Path, malformed: list[MalformedLine] | None) -> pd.DataFrame
         for w in caught
         for line, width, seen in _SKIPPED_LINE.findall(str(w.message))
     ]
+    if skipped:  # pandas counts records, not lines: a line break inside quotes shifts its numbers
+        lines = [start for start, _, too_long in _csv_records(path) if too_long]
+        if len(lines) == len(skipped):
+            skipped = [replace(m, line=n) for m, n in zip(skipped, lines, strict=True)]
     if any("does not match length of data" in str(w.message) for w in caught):
         raise ConfigError(f"cannot read {path}: its first data line has more fields than the header")
     if skipped and malformed is None:
@@ -102,6 +109,59 @@ def _read_csv(path: Path, malformed: list[MalformedLine] | None) -> pd.DataFrame
         raise ConfigError(f"cannot read {path}: column {twice[0]!r} appears more than once in the header")
     frame.columns = names
     return frame
+
+
+def row_locator(path: Path, raw: pd.DataFrame) -> Callable[[np.ndarray], list[str]]:
+    """Where rows of ``raw`` (as ``read_table`` read ``path``) are in the file: "line N" of a CSV
+    (the header is line 1; blank lines, line breaks inside quotes and skipped lines counted), "row N"
+    of a Parquet file (1 = the first). The CSV is read again only when asked, so a clean file costs
+    nothing. Where the lines cannot be matched to the rows with certainty, rows are named "row N"."""
+
+    def by_row(positions: np.ndarray) -> list[str]:
+        return [f"row {p + 1}" for p in positions]
+
+    if path.suffix.lower() in (".parquet", ".pq"):
+        return by_row
+
+    def by_line(positions: np.ndarray) -> list[str]:
+        lines = _record_lines(path, raw, positions)
+        return by_row(positions) if lines is None else [f"line {n}" for n in lines]
+
+    return by_line
+
+
+def _record_lines(path: Path, raw: pd.DataFrame, positions: np.ndarray) -> list[int] | None:
+    """The first line of the CSV records that pandas read as rows ``positions`` of ``raw``; None
+    unless the file has one record per row and each of these records holds its row's cells."""
+    wanted = {int(p): None for p in positions}
+    found: dict[int, tuple[int, list[str]]] = {}
+    count = 0
+    for start, record, too_long in _csv_records(path):
+        if too_long:  # pandas skipped it
+            continue
+        if count in wanted:
+            found[count] = (start, record)
+        count += 1
+    if count != len(raw) or len(found) != len(wanted):
+        return None
+    cells = raw.iloc[list(found)].to_numpy(dtype=object)
+    for (_, record), row in zip(found.values(), cells, strict=True):
+        if any(pd.notna(c) and str(c) != f for c, f in zip(row, record, strict=False)):
+            return None
+    return [found[int(p)][0] for p in positions]
+
+
+def _csv_records(path: Path) -> Iterator[tuple[int, list[str], bool]]:
+    """(first line, cells, more cells than the header) of each record after the header; blank
+    lines, which pandas skips, are left out."""
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.reader(handle)
+        width = len(next(reader, []))
+        previous = reader.line_num
+        for record in reader:
+            start, previous = previous + 1, reader.line_num
+            if record:
+                yield start, record, len(record) > width
 
 
 def _refuse_other_separator(path: Path, frame: pd.DataFrame) -> None:

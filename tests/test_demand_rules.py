@@ -209,3 +209,52 @@ def test_unknown_config_keys_and_frequencies_are_refused(tmp_path):
         parse_data_config({**base, "colour": "red"}, tmp_path)
     with pytest.raises(ConfigError, match="frequency"):
         parse_data_config({**base, "frequency": "M"}, tmp_path)
+
+
+def _orders_node(tmp_path: Path, name: str, text: str) -> Path:
+    (tmp_path / name).write_text(text)
+    (tmp_path / "node.toml").write_text(
+        f'[node]\nname = "w"\n\n[data]\npath = "{name}"\nkind = "orders"\nfrequency = "D"\n'
+        'timestamp = "ts"\nquantity = "qty"\nseries_keys = ["sku"]\n'
+    )
+    return tmp_path
+
+
+def test_quarantined_rows_name_their_line_in_the_raw_file(tmp_path):
+    from common.config import load_node_config
+    from warehouse_node.pipeline import QUARANTINE_FILE, prepare_node
+
+    lines = [
+        "ts,qty,sku,note",  # 1
+        "2024-01-01T10:00,3,A,ok",  # 2
+        "",  # 3: blank, pandas skips it
+        '2024-01-02T10:00,2,A,"two',  # 4: a note with a line break inside quotes ...
+        'lines"',  # 5
+        "2024-01-03T10:00,1,A,x,extra",  # 6: malformed, skipped
+        "garbage,4,A,x",  # 7
+        "2024-01-04T10:00,-2,A,x",  # 8: a return
+        "2024-01-05T10:00,abc,A,x",  # 9
+        "2024-01-06T10:00,5,A,x",  # 10
+    ]
+    cfg = load_node_config(_orders_node(tmp_path, "orders.csv", "\n".join(lines) + "\n"))
+    prepare_node(cfg)
+    q = pd.read_csv(cfg.private_dir / QUARANTINE_FILE).set_index("reason")["source"]
+    assert q.filter(like="malformed").tolist() == ["line 6"]
+    assert q.filter(like="unreadable timestamp").tolist() == ["line 7"]
+    assert q.filter(like="return").tolist() == ["line 8"]
+    assert q.filter(like="non-numeric quantity").tolist() == ["line 9"]
+
+
+def test_quarantined_rows_of_a_parquet_file_or_an_unmatched_csv_name_their_row(tmp_path):
+    from common.tables import read_table, row_locator
+
+    frame = pd.DataFrame({"ts": ["2024-01-01", "garbage", "2024-01-02"], "qty": ["1", "2", "-1"], "sku": "A"})
+    frame.to_parquet(tmp_path / "orders.parquet")
+    raw = read_table(tmp_path / "orders.parquet")
+    assert row_locator(tmp_path / "orders.parquet", raw)(np.array([1, 2])) == ["row 2", "row 3"]
+    frame.to_csv(tmp_path / "orders.csv", index=False)
+    raw = read_table(tmp_path / "orders.csv")
+    assert row_locator(tmp_path / "orders.csv", raw)(np.array([1, 2])) == ["line 3", "line 4"]
+    changed = raw.assign(qty=["1", "9", "-1"])  # the rows no longer match the file's records
+    assert row_locator(tmp_path / "orders.csv", changed)(np.array([1])) == ["row 2"]
+    assert row_locator(tmp_path / "orders.csv", raw.iloc[:2])(np.array([1])) == ["row 2"]

@@ -22,7 +22,14 @@ from common.deid import load_or_create_secret, pseudonym, series_label
 from common.demand import mark_events, prepare
 from common.denoise import PROFILE_FILE, DenoiseError, Profile
 from common.model import ModelConfig, build_model, load_vector, model_vector
-from common.tables import FLAG_WORDS, MalformedLine, numbers_or_empty, parse_all_dates, read_table
+from common.tables import (
+    FLAG_WORDS,
+    MalformedLine,
+    numbers_or_empty,
+    parse_all_dates,
+    read_table,
+    row_locator,
+)
 from common.training import TrainConfig, mean_from_quantiles, predict_scaled, train_local
 from common.windows import SeriesStats, WindowSet, build_windows, like_forecasts, season_lag, series_stats
 
@@ -35,7 +42,10 @@ def prepare_node(cfg: NodeConfig) -> dict[str, int]:
     """Run the data pipeline and write its outputs under private/. Return quarantine counts."""
     secret = load_or_create_secret(cfg.private_dir)
     malformed: list[MalformedLine] = []
-    prepared = prepare(read_table(cfg.data.path, malformed), cfg.data, secret, malformed=malformed)
+    raw = read_table(cfg.data.path, malformed)
+    locate = row_locator(cfg.data.path, raw)
+    prepared = prepare(raw, cfg.data, secret, malformed=malformed, locate=locate)
+    del raw, locate
     cfg.private_dir.mkdir(parents=True, exist_ok=True)
     prepared.panel.to_parquet(cfg.private_dir / DEMAND_FILE, index=False)
     key_map = prepared.key_map.assign(ended=prepared.key_map["series"].isin(prepared.ended))
