@@ -68,6 +68,23 @@ def read_table(path: Path, malformed: list[MalformedLine] | None = None) -> pd.D
         raise ConfigError(f"cannot read {path}: {exc}".splitlines()[0]) from None
 
 
+def output_table(path: Path) -> Path:
+    """``path`` when its suffix names a format this project writes (``write_table``); else a
+    one-line error, given before any work is done."""
+    if path.suffix.lower() not in (".csv", ".parquet", ".pq"):
+        raise ConfigError(f"output {path}: end its name in .parquet or .csv, which sets its format")
+    return path
+
+
+def write_table(frame: pd.DataFrame, path: Path) -> None:
+    """Write ``frame`` as CSV or Parquet, by the suffix of ``path`` (see ``output_table``)."""
+    output_table(path).parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() == ".csv":
+        frame.to_csv(path, index=False)
+    else:
+        frame.to_parquet(path, index=False)
+
+
 def _binary_kind(path: Path) -> str | None:
     """What a file that is not text is, from its first bytes; None for text."""
     with path.open("rb") as handle:

@@ -21,6 +21,7 @@ from rich.table import Table
 from common import crypto
 from common.cli_errors import one_line_errors
 from common.network import DEFAULT_DEPENDENCE, DEPENDENCE, MIN_SITES, Layout
+from common.tables import output_table, write_table
 from coordinator import control
 from coordinator.deployment import APP_DIR
 from coordinator.planner import fan_chart, network_forecast, progress, run_status
@@ -268,7 +269,9 @@ def status_cmd(run_id: str | None, keys_dir: str, runs_dir: str, as_json: bool) 
 @click.argument("run_id")
 @keys_option
 @runs_option
-@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="Parquet file.")
+@click.option(
+    "--out", "out_path", required=True, type=click.Path(dir_okay=False), help="Output file, .parquet or .csv."
+)
 @click.option("--min-sites", type=click.IntRange(MIN_SITES), default=MIN_SITES, show_default=True)
 @click.option(
     "--dependence",
@@ -283,14 +286,13 @@ def network_forecast_cmd(
     run_id: str, keys_dir: str, runs_dir: str, out_path: str, min_sites: int, dependence: str
 ) -> None:
     """Decrypt the network's forecast of RUN_ID (never a sum of fewer than --min-sites sites)."""
+    out = output_table(Path(out_path))
     key = crypto.load_context(Path(keys_dir) / crypto.SECRET_CONTEXT_FILE)
     run_dir = Path(runs_dir).resolve() / run_id
     if not run_dir.is_dir():
         raise click.ClickException(f"no run {run_id} in {run_dir.parent}")
     frame = network_forecast(run_dir, key, min_sites, dependence)
-    out = Path(out_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_parquet(out, index=False)
+    write_table(frame, out)
     png = fan_chart(frame, out.with_suffix(".png"))
     total = frame[frame["group"] == "total"]
     table = Table(title=f"network demand, {int(frame['sites'].iloc[0])} sites ({dependence} dependence)")

@@ -109,6 +109,29 @@ def test_node_commands_take_the_folder_or_its_node_toml_under_either_name(nodes)
         assert json.loads(status.output)["last_forecast"]["periods"] == 14
 
 
+def test_a_forecast_written_as_csv_decides_as_the_parquet_one(nodes, tmp_path):
+    from common.config import load_node_config
+    from common.model import ModelConfig, build_model, model_vector
+    from warehouse_node.pipeline import save_global_model
+
+    node_dir = nodes[0][0]
+    runner = CliRunner()
+    assert runner.invoke(node, ["prepare", "--node", str(node_dir)]).exit_code == 0
+    refused = runner.invoke(node, ["forecast", "--node", str(node_dir), "--out", str(tmp_path / "f.txt")])
+    assert refused.exit_code != 0 and "end its name in .parquet or .csv" in refused.output
+    m = ModelConfig(lookback=21, horizon=14, hidden=16)
+    save_global_model(load_node_config(node_dir), model_vector(build_model(m, 0)), m, 1)
+    decisions = []
+    for name in ("f.parquet", "f.csv"):
+        result = runner.invoke(node, ["forecast", "--node", str(node_dir), "--out", str(tmp_path / name)])
+        assert result.exit_code == 0, result.output
+        result = _replenish(tmp_path / name, node_dir / "stock.csv", tmp_path / name.replace(".", "-"))
+        assert result.exit_code == 0, result.output
+        decisions.append(pd.read_csv(tmp_path / name.replace(".", "-") / "decisions.csv"))
+    assert "node,sku,date" in (tmp_path / "f.csv").read_text().splitlines()[0]
+    pd.testing.assert_frame_equal(decisions[0], decisions[1])
+
+
 def test_bad_inputs_give_one_line_errors_and_non_zero_exit(nodes, tmp_path):
     runner = CliRunner()
     broken = tmp_path / "broken"

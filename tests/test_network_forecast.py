@@ -121,6 +121,13 @@ def test_network_forecast_is_the_exact_sum_of_the_sites_own_totals(nodes, keys, 
     shown = CliRunner().invoke(planner, ["network-forecast", "run", *common, "--out", str(out)])
     assert shown.exit_code == 0 and "3 sites" in shown.output, shown.output
     assert pd.read_parquet(out)["dependence"].eq("network").all() and out.with_suffix(".png").is_file()
+    as_csv = out.with_suffix(".csv")
+    written = CliRunner().invoke(planner, ["network-forecast", "run", *common, "--out", str(as_csv)])
+    assert written.exit_code == 0, written.output
+    assert len(pd.read_csv(as_csv)) == len(pd.read_parquet(out))
+    xlsx = str(tmp_path / "n.xlsx")
+    refused = CliRunner().invoke(planner, ["network-forecast", "run", *common, "--out", xlsx])
+    assert refused.exit_code != 0 and "end its name in .parquet or .csv" in refused.output
 
 
 def test_two_sites_are_never_summed_and_never_decrypted(nodes, keys, secret_key, tmp_path):

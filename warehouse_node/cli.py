@@ -14,6 +14,7 @@ from rich.table import Table
 from common.cli_errors import one_line_errors
 from common.config import load_node_config
 from common.policies import POLICIES
+from common.tables import output_table, write_table
 from warehouse_node import journal
 from warehouse_node.join import JoinSettings, check_site, run_supernode, status_lines, superlink_reachable
 from warehouse_node.pipeline import QUARANTINE_FILE, forecast, prepare_node
@@ -62,16 +63,15 @@ def prepare(node_dir: str) -> None:
     "out_path",
     type=click.Path(dir_okay=False),
     default=None,
-    help="Output parquet (default NODE/out/forecasts.parquet).",
+    help="Output file, .parquet or .csv (default NODE/out/forecasts.parquet).",
 )
 @one_line_errors
 def forecast_cmd(node_dir: str, out_path: str | None) -> None:
     """Forecast the next H periods of every live series with the last global model."""
     cfg = load_node_config(node_dir)
+    path = output_table(Path(out_path)) if out_path else cfg.out_dir / "forecasts.parquet"
     frame = forecast(cfg)
-    path = Path(out_path) if out_path else cfg.out_dir / "forecasts.parquet"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_parquet(path, index=False)
+    write_table(frame, path)
     journal.record_forecast(cfg, frame)
     console.print(f"{cfg.name}: {frame['sku'].nunique()} skus x {frame['date'].nunique()} periods -> {path}")
 
