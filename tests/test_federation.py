@@ -46,6 +46,34 @@ def test_three_nodes_two_rounds_aggregate_is_the_weighted_average(nodes, keys, s
     assert metrics["holdout_mae"].gt(0).all() and metrics["coverage_80"].between(0, 1).all()
 
 
+def test_each_site_keeps_its_own_holdout_scores_and_they_add_up_to_the_planners(
+    nodes, keys, secret_key, tmp_path
+):
+    from click.testing import CliRunner
+
+    from warehouse_node import journal
+    from warehouse_node.cli import cli as node_cli
+
+    dirs, _ = nodes
+    run_inprocess(server_app, client_module.app, dirs, run_config(keys, tmp_path / "ckpt"))
+    metrics = round_metrics(tmp_path / "ckpt", secret_key).set_index("round")
+    scores = [journal.read_holdout(load_node_config(d))["rounds"] for d in dirs]
+    assert all([e["round"] for e in site] == [1, 2] for site in scores)
+    for rnd in (1, 2):
+        entries = [site[rnd - 1] for site in scores]
+        points = sum(e["points"] for e in entries)
+        pairs = (("mae", "holdout_mae"), ("naive_mae", "naive_mae"), ("coverage_80", "coverage_80"))
+        for mine, planners in pairs:  # the planner's figures carry CKKS rounding, ~1e-4 here
+            pooled = sum(e[mine] * e["points"] for e in entries) / points
+            assert pooled == pytest.approx(metrics.loc[rnd, planners], rel=1e-3)
+        assert len({e["model"] for e in entries}) == 1  # one global model, scored at each site
+    assert not (dirs[0] / "out" / journal.HOLDOUT_FILE).exists()  # errors stay in private/
+    shown = CliRunner().invoke(node_cli, ["status", "--node", str(dirs[0])])
+    assert shown.exit_code == 0 and "seasonal naive" in shown.output, shown.output
+    as_json = CliRunner().invoke(node_cli, ["status", "--node", str(dirs[0]), "--json"])
+    assert json.loads(as_json.output)["holdout"] == scores[0][-1]
+
+
 def test_replies_carry_no_plaintext_metrics(nodes, keys, tmp_path):
     replies: list[Message] = []
     run_inprocess(

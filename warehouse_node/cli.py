@@ -210,12 +210,16 @@ def join(
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
 @one_line_errors
 def status(node_dir: str, as_json: bool) -> None:
-    """What this node has done: rounds answered, last global model, last forecast, its SuperNode."""
+    """What this node has done: rounds answered, last global model and its hold-out score here,
+    last forecast, its SuperNode."""
     cfg = load_node_config(node_dir)
     state = journal.read_status(cfg)
-    rows = dict(status_lines(state))
+    scores = journal.read_holdout(cfg)["rounds"]
+    holdout = scores[-1] if scores else None
+    rows = dict(status_lines(state, holdout))
     if as_json:
-        print(json.dumps({**state, "supernode": rows["supernode"]}, indent=2, default=str))
+        shown = {**state, "supernode": rows["supernode"], "holdout": holdout}
+        print(json.dumps(shown, indent=2, default=str))
         return
     table = Table(title=f"{cfg.name}: node status ({journal.status_path(cfg)})", show_header=False)
     for what, value in rows.items():

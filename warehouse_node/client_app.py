@@ -111,9 +111,9 @@ def _with_global_model(
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
     session, weights, settings = _with_global_model(msg, context, "evaluate")
-    metrics = session.evaluate(settings, weights)
-    model = journal.model_fingerprint(weights)
     run, rnd = context.run_id, settings.server_round
+    metrics = session.evaluate(settings, weights, run)
+    model = journal.model_fingerprint(weights)
     journal.record(session.cfg, "evaluate", run=run, round=rnd, model=model, bytes=_sent(metrics))
     say(context, f"run {run} round {rnd}: global model {model} decrypted and scored, encrypted scores sent")
     return _reply(msg, session, METRICS, metrics)

@@ -45,6 +45,7 @@ from common.records import (
     server_learning_rate,
 )
 from common.training import TrainConfig
+from warehouse_node import journal
 from warehouse_node.pipeline import (
     NodeData,
     forecast,
@@ -286,10 +287,14 @@ class NodeSession:
             n = 1.0
         return crypto.encrypt(self.key, update_values(new, n, loss), addends=s.nodes)
 
-    def evaluate(self, s: RoundSettings, weights: np.ndarray) -> crypto.EncryptedVector:
-        """Keep the decrypted global model (private) and return encrypted hold-out error sums."""
+    def evaluate(
+        self, s: RoundSettings, weights: np.ndarray, run: int | None = None
+    ) -> crypto.EncryptedVector:
+        """Keep the decrypted global model and this site's scores of it (private); return the
+        encrypted hold-out error sums."""
         save_global_model(self.cfg, weights, s.model, s.server_round)
         sums = holdout_metrics(self.data(s), s.model, weights, self.cfg.data.season)
+        journal.record_holdout(self.cfg, run, s.server_round, journal.model_fingerprint(weights), sums)
         values = [
             sums[k] for k in ("abs_err_model", "abs_err_naive", "pinball_scaled", "covered_80", "points")
         ]

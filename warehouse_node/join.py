@@ -241,8 +241,9 @@ def run_supernode(s: JoinSettings, cfg: NodeConfig, say: Callable[[str], None]) 
     return code
 
 
-def status_lines(status: dict) -> Iterator[tuple[str, str]]:
-    """(what, value) rows of ``fedstock-node status``."""
+def status_lines(status: dict, holdout: dict | None = None) -> Iterator[tuple[str, str]]:
+    """(what, value) rows of ``fedstock-node status``; ``holdout``: the last scores of
+    ``journal.record_holdout``."""
     yield "node", str(status.get("node", "?"))
     yield "rounds answered", str(status.get("rounds_answered", 0))
     last = status.get("last_round")
@@ -256,7 +257,16 @@ def status_lines(status: dict) -> Iterator[tuple[str, str]]:
         if fc
         else "-",
     )
+    yield "hold-out here", _holdout_line(holdout) if holdout else "-"
     yield "supernode", supernode_state(status)
+
+
+def _holdout_line(h: dict) -> str:
+    ratio = f" ({h['mae'] / h['naive_mae']:.2f} ×)" if h["naive_mae"] > 0 else ""
+    return (
+        f"MAE {h['mae']:.4g}, seasonal naive {h['naive_mae']:.4g}{ratio}; 80% interval covers "
+        f"{h['coverage_80']:.1%} of {h['points']} points (run {h['run']} round {h['round']})"
+    )
 
 
 def supernode_state(status: dict) -> str:

@@ -1,7 +1,9 @@
 """What this node has done, for ``fedstock-node status``: rounds, models, forecasts (NODE/out).
 
 Written by the node's own process after each message it answers; read by the operator. It holds
-no demand figures, only what a site operator needs to see that the node takes part.
+no demand figures, only what a site operator needs to see that the node takes part. How well each
+global model forecast this site's own hold-out window is kept apart, in NODE/private (``record_holdout``):
+errors are in units of demand.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import pandas as pd
 from common.config import NodeConfig
 
 STATUS_FILE = "status.json"
+HOLDOUT_FILE = "holdout.json"  # NODE/private: this site's hold-out scores of each global model
 KEEP_EVENTS = 200
 
 
@@ -39,6 +42,44 @@ def read_status(cfg: NodeConfig) -> dict:
         raise ValueError(f"{path} is not valid JSON ({exc}): remove it to start a new journal") from None
 
 
+def _write_json(path: Path, data: dict) -> None:
+    """Replace ``path`` atomically: a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    tmp.replace(path)
+
+
+def record_holdout(cfg: NodeConfig, run: int | None, server_round: int, model: str, sums: dict) -> dict:
+    """Note how the global model of a round scored on this site's hold-out window, beside seasonal
+    naive (the same window, the same points); the sums are those the coordinator gets encrypted."""
+    points = max(float(sums["points"]), 1.0)
+    entry = {
+        "run": run,
+        "round": server_round,
+        "model": model,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "mae": sums["abs_err_model"] / points,
+        "naive_mae": sums["abs_err_naive"] / points,
+        "coverage_80": sums["covered_80"] / points,
+        "points": int(sums["points"]),
+    }
+    scores = read_holdout(cfg)
+    scores["rounds"] = [*scores["rounds"], entry][-KEEP_EVENTS:]
+    _write_json(cfg.private_dir / HOLDOUT_FILE, scores)
+    return entry
+
+
+def read_holdout(cfg: NodeConfig) -> dict:
+    path = cfg.private_dir / HOLDOUT_FILE
+    if not path.is_file():
+        return {"rounds": []}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path} is not valid JSON ({exc}): remove it to start the scores anew") from None
+
+
 def record(cfg: NodeConfig, kind: str, **fields: object) -> dict:
     """Append one event and update the summary fields; the file is replaced atomically."""
     status = read_status(cfg)
@@ -52,11 +93,7 @@ def record(cfg: NodeConfig, kind: str, **fields: object) -> dict:
         status["last_model"] = {k: event.get(k) for k in ("model", "round", "run", "time")}
     if kind == "forecast":
         status["last_forecast"] = {k: event.get(k) for k in ("start", "end", "periods", "series", "time")}
-    path = status_path(cfg)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(status, indent=2, default=str) + "\n")
-    tmp.replace(path)
+    _write_json(status_path(cfg), status)
     return status
 
 
