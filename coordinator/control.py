@@ -87,3 +87,60 @@ def run_info(runs: Path, run_id: int) -> dict:
 
 def stop_run(runs: Path, run_id: int) -> None:
     _flwr(Path(runs).resolve(), "stop", str(run_id), CONNECTION)
+
+
+# ---- the sites allowed to join: SuperNode keys registered with the SuperLink -------------------
+SITES_FILE = "sites.json"  # RUNS/.flwr: the node id Flower gave each site's key, by site name
+
+
+def _site_ids(runs: Path) -> dict[str, int]:
+    path = flwr_home(runs) / SITES_FILE
+    if not path.is_file():
+        return {}
+    try:
+        return {str(k): int(v) for k, v in json.loads(path.read_text()).items()}
+    except (json.JSONDecodeError, TypeError, ValueError, AttributeError):
+        raise ControlError(f"{path} is damaged: it should map site names to node ids") from None
+
+
+def _save_site_ids(runs: Path, ids: dict[str, int]) -> None:
+    path = flwr_home(runs) / SITES_FILE
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(ids, indent=2, sort_keys=True) + "\n")
+    tmp.replace(path)
+
+
+def register_site(runs: Path, public_key: Path, name: str) -> int:
+    """Register a site's SuperNode public key with the SuperLink; return the node id Flower gave it.
+    Only registered keys may join (the SuperLink runs with --enable-supernode-auth)."""
+    runs = Path(runs).resolve()
+    ids = _site_ids(runs)
+    if name in ids:
+        raise ControlError(f"a site named {name} is registered already (node {ids[name]}): remove it first")
+    reply = _flwr(runs, "supernode", "register", str(Path(public_key).resolve()), CONNECTION, "--name", name)
+    ids[name] = int(reply["node-id"])
+    _save_site_ids(runs, ids)
+    return ids[name]
+
+
+def unregister_site(runs: Path, name: str) -> int:
+    """Unregister a site's key: the SuperLink refuses its SuperNode from its next request on, and
+    the SuperNode stops. Return the node id it had."""
+    runs = Path(runs).resolve()
+    ids = _site_ids(runs)
+    if name not in ids:
+        known = ", ".join(sorted(ids)) or "none"
+        raise ControlError(f"no site named {name} was registered from {runs} (registered: {known})")
+    _flwr(runs, "supernode", "unregister", str(ids[name]), CONNECTION)
+    node = ids.pop(name)
+    _save_site_ids(runs, ids)
+    return node
+
+
+def list_sites(runs: Path) -> list[dict]:
+    """Flower's list of SuperNodes (node id, status, times), each with the site name it was
+    registered under here ("" for a key registered otherwise)."""
+    runs = Path(runs).resolve()
+    names = {v: k for k, v in _site_ids(runs).items()}
+    reply = _flwr(runs, "supernode", "list", CONNECTION)
+    return [{"site": names.get(int(n["node-id"]), ""), **n} for n in reply.get("nodes", [])]

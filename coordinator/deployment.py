@@ -117,14 +117,17 @@ class LocalDeployment:
             self.start_supernode(f"supernode-{i}", node_dir)
         return self
 
-    def start_supernode(self, name: str, node_dir: Path, register: bool = True) -> subprocess.Popen:
-        """One SuperNode; with node auth it gets its own key, registered with the SuperLink or not."""
+    def start_supernode(
+        self, name: str, node_dir: Path, register: bool = True, key: Path | None = None
+    ) -> subprocess.Popen:
+        """One SuperNode; with node auth it gets its own key, registered with the SuperLink or not,
+        or ``key`` (a public key's path), registered by the caller."""
         security = ["--insecure"]
         if self.tls:
             security = ["--root-certificates", str(self.certs_dir / "ca.crt")]
         if self.auth:
-            public = make_node_key(self.certs_dir, name)
-            if register:
+            public = key or make_node_key(self.certs_dir, name)
+            if register and key is None:
                 self._register(public, name)
             security += ["--auth-supernode-private-key", str(public.with_suffix(""))]
         cfg = f"node-dir='{Path(node_dir).resolve()}' torch-threads={self.torch_threads}"

@@ -1,7 +1,8 @@
 """fedstock-planner: the central planner's commands.
 
 keygen, certs (TLS and SuperNode keys), demo, resume, simulate, report; and, against a real
-SuperLink, run, status and network-forecast (coordinator/planner_console.py).
+SuperLink, run, status and network-forecast (coordinator/planner_console.py), and site, which
+registers and removes the sites allowed to join (coordinator/planner_sites.py).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from common.cli_errors import one_line_errors
 from coordinator.demo import DemoSettings, resume_demo, run_demo
 from coordinator.planner import progress
 from coordinator.planner_console import network_forecast_cmd, run_cmd, status_cmd
+from coordinator.planner_sites import site
 from coordinator.simulate import MODES, SimulationSettings, simulate
 
 console = Console(stderr=True)
@@ -294,5 +296,5 @@ def report(
     console.print(f"report written: {path}")
 
 
-for command in (run_cmd, status_cmd, network_forecast_cmd):
+for command in (run_cmd, status_cmd, network_forecast_cmd, site):
     cli.add_command(command)

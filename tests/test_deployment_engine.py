@@ -4,6 +4,7 @@ The plain path (sites joining with `fedstock-node join`, a run from `fedstock-pl
 tests/test_planner_console_deployment.py."""
 
 import contextlib
+import json
 import os
 import stat
 import time
@@ -37,6 +38,7 @@ def test_tls_and_node_auth_refuse_an_unregistered_node_and_run_with_the_register
         intruder = dep.start_supernode("intruder", nodes[0][0], register=False)
         assert intruder.wait(timeout=120) != 0  # refused by the SuperLink: its key is not registered
         dep.run(rc_file, timeout=480)
+        _a_site_added_joins_and_once_removed_is_refused(dep, nodes[0][0], tmp_path / "planner-runs")
     finally:
         dep.stop()
     log_dir = tmp_path / "deployment" / "logs"
@@ -52,6 +54,44 @@ def test_tls_and_node_auth_refuse_an_unregistered_node_and_run_with_the_register
     certs = tmp_path / "deployment" / "certs"
     for private in (certs / "ca.key", certs / "server.key", certs / "nodes" / "supernode-0.key"):
         assert stat.S_IMODE(os.stat(private).st_mode) == 0o600
+
+
+def _a_site_added_joins_and_once_removed_is_refused(dep: LocalDeployment, node_dir, runs) -> None:
+    """`fedstock-planner site add / list / remove` against the deployment's SuperLink."""
+    from click.testing import CliRunner
+
+    from coordinator.certs import make_node_key
+    from coordinator.planner_cli import cli as planner
+
+    def planner_says(*args: str):
+        return CliRunner().invoke(planner, ["site", *args, "--runs", str(runs)])
+
+    link = ["--superlink", f"127.0.0.1:{dep.superlink_port}", "--tls-ca", str(dep.certs_dir / "ca.crt")]
+    late = make_node_key(dep.certs_dir, "late")
+    added = planner_says("add", str(late), "--name", "late", *link)
+    assert added.exit_code == 0 and "site late registered" in added.output, added.output
+    again = planner_says("add", str(late), "--name", "late")
+    assert again.exit_code != 0 and "registered already" in again.output
+    node_id = json.loads((runs / ".flwr" / "sites.json").read_text())["late"]
+    proc = dep.start_supernode("late", node_dir, key=late)
+
+    def late_entry() -> dict:
+        listed = planner_says("list", "--json")
+        assert listed.exit_code == 0, listed.output
+        return next(s for s in json.loads(listed.output) if int(s["node-id"]) == node_id)
+
+    deadline = time.monotonic() + 90
+    while late_entry()["status"] != "online":
+        assert time.monotonic() < deadline and proc.poll() is None, "the registered site never came online"
+        time.sleep(1)
+    assert late_entry()["site"] == "late"
+    removed = planner_says("remove", "late")
+    assert removed.exit_code == 0 and "refuses it now" in removed.output, removed.output
+    proc.wait(timeout=120)  # refused from its next request on, the SuperNode stops
+    gone = late_entry()
+    assert gone["status"] != "online" and gone["deleted-at"] != "N/A" and gone["site"] == "", gone
+    unknown = planner_says("remove", "late")
+    assert unknown.exit_code != 0 and "no site named late" in unknown.output
 
 
 def _survivors_average(node_dirs, rc: dict, secret_key) -> tuple[np.ndarray, np.ndarray]:
