@@ -109,7 +109,7 @@ def _read_csv(path: Path, malformed: list[MalformedLine] | None) -> pd.DataFrame
     ]
     if skipped:  # pandas counts records, not lines: a line break inside quotes shifts its numbers
         lines = [start for start, _, too_long in _csv_records(path) if too_long]
-        if len(lines) == len(skipped):
+        if lines and len(lines) == len(skipped):
             skipped = [replace(m, line=n) for m, n in zip(skipped, lines, strict=True)]
     if any("does not match length of data" in str(w.message) for w in caught):
         raise ConfigError(f"cannot read {path}: its first data line has more fields than the header")
@@ -171,14 +171,18 @@ def _record_lines(path: Path, raw: pd.DataFrame, positions: np.ndarray) -> list[
 def _csv_records(path: Path) -> Iterator[tuple[int, list[str], bool]]:
     """(first line, cells, more cells than the header) of each record after the header; blank
     lines, which pandas skips, are left out."""
+    csv.field_size_limit(2**31 - 1)  # pandas reads cells of any length; so must this
     with path.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.reader(handle)
-        width = len(next(reader, []))
-        previous = reader.line_num
-        for record in reader:
-            start, previous = previous + 1, reader.line_num
-            if record:
-                yield start, record, len(record) > width
+        try:
+            width = len(next(reader, []))
+            previous = reader.line_num
+            for record in reader:
+                start, previous = previous + 1, reader.line_num
+                if record:
+                    yield start, record, len(record) > width
+        except csv.Error:  # a file pandas read but Python's csv does not: lines stay unknown
+            return
 
 
 def _refuse_other_separator(path: Path, frame: pd.DataFrame) -> None:
