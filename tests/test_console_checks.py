@@ -218,3 +218,15 @@ def test_ctrl_c_stops_the_supernode_cleanly_even_when_sigint_was_inherited_as_ig
     events = journal.read_status(load_node_config(node_dir))["events"]
     assert [e["kind"] for e in events[-2:]] == ["joined", "left"]
     assert not join_module._alive(events[-2]["pid"])  # the SuperNode's process is gone too
+
+
+def test_a_supernode_that_ends_by_itself_says_the_site_is_out_and_exits_non_zero(nodes, monkeypatch):
+    cfg = load_node_config(nodes[0][0])
+    ends = "print('SuperNode terminated gracefully.', flush=True)"  # what Flower does once unregistered
+    monkeypatch.setattr(join_module, "supernode_args", lambda s, cfg: [sys.executable, "-c", ends])
+    settings = JoinSettings("127.0.0.1:9", cfg.folder / "node.toml", insecure=True)
+    said: list[str] = []
+    assert join_module.run_supernode(settings, cfg, said.append) == join_module.EXIT_SESSION_ENDED
+    assert any("fedstock-planner site remove" in line for line in said), said
+    left = journal.read_status(cfg)["events"][-1]
+    assert (left["kind"], left["exit_code"]) == ("left", join_module.EXIT_SESSION_ENDED)

@@ -202,8 +202,13 @@ def shown(line: str, verbose: bool) -> str | None:
     return None
 
 
+EXIT_SESSION_ENDED = 4  # the SuperNode stopped by itself without an error: the site is out
+
+
 def run_supernode(s: JoinSettings, cfg: NodeConfig, say: Callable[[str], None]) -> int:
-    """Start the SuperNode, relay its output until it exits or we are stopped; return the exit code."""
+    """Start the SuperNode, relay its output until it exits or we are stopped; return the exit
+    code: 0 when stopped here (Ctrl-C, SIGTERM), the SuperNode's own code when it failed, and
+    EXIT_SESSION_ENDED when it ended by itself without an error."""
     log_path = cfg.folder / "logs" / "supernode.log"
     proc = subprocess.Popen(
         supernode_args(s, cfg),
@@ -227,6 +232,13 @@ def run_supernode(s: JoinSettings, cfg: NodeConfig, say: Callable[[str], None]) 
                 say(text)
         code = proc.wait()
         say(f"SuperNode exited with code {code}; see {log_path}")
+        if code == 0:  # it ends by itself, without an error, when the SuperLink drops its key
+            say(
+                "the SuperNode stopped by itself without an error: the SuperLink no longer accepts "
+                "this site's key (the planner removed it with fedstock-planner site remove), or "
+                "something else stopped its process; ask the planner before joining again"
+            )
+            code = EXIT_SESSION_ENDED
     except _Stop:
         say("stopping: the SuperNode leaves the federation")
         stop_group(proc, grace=15.0)
