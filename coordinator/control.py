@@ -110,12 +110,19 @@ def _save_site_ids(runs: Path, ids: dict[str, int]) -> None:
     tmp.replace(path)
 
 
+def _known_ids(runs: Path) -> set[int]:
+    """The node ids the SuperLink holds registered (an unregistered one stays listed, deleted)."""
+    nodes = _flwr(runs, "supernode", "list", CONNECTION).get("nodes", [])
+    return {int(n["node-id"]) for n in nodes if n.get("deleted-at", "N/A") in ("N/A", "", None)}
+
+
 def register_site(runs: Path, public_key: Path, name: str) -> int:
     """Register a site's SuperNode public key with the SuperLink; return the node id Flower gave it.
-    Only registered keys may join (the SuperLink runs with --enable-supernode-auth)."""
+    Only registered keys may join (the SuperLink runs with --enable-supernode-auth). A name is
+    refused while the SuperLink still knows its node; one it forgot may be added again."""
     runs = Path(runs).resolve()
     ids = _site_ids(runs)
-    if name in ids:
+    if name in ids and ids[name] in _known_ids(runs):
         raise ControlError(f"a site named {name} is registered already (node {ids[name]}): remove it first")
     reply = _flwr(runs, "supernode", "register", str(Path(public_key).resolve()), CONNECTION, "--name", name)
     ids[name] = int(reply["node-id"])
@@ -125,13 +132,15 @@ def register_site(runs: Path, public_key: Path, name: str) -> int:
 
 def unregister_site(runs: Path, name: str) -> int:
     """Unregister a site's key: the SuperLink refuses its SuperNode from its next request on, and
-    the SuperNode stops. Return the node id it had."""
+    the SuperNode stops. Return the node id it had. A node the SuperLink has forgotten is only
+    dropped from the names kept here."""
     runs = Path(runs).resolve()
     ids = _site_ids(runs)
     if name not in ids:
         known = ", ".join(sorted(ids)) or "none"
         raise ControlError(f"no site named {name} was registered from {runs} (registered: {known})")
-    _flwr(runs, "supernode", "unregister", str(ids[name]), CONNECTION)
+    if ids[name] in _known_ids(runs):
+        _flwr(runs, "supernode", "unregister", str(ids[name]), CONNECTION)
     node = ids.pop(name)
     _save_site_ids(runs, ids)
     return node
@@ -139,8 +148,15 @@ def unregister_site(runs: Path, name: str) -> int:
 
 def list_sites(runs: Path) -> list[dict]:
     """Flower's list of SuperNodes (node id, status, times), each with the site name it was
-    registered under here ("" for a key registered otherwise)."""
+    registered under here ("" for a key registered otherwise); then the sites registered here that
+    the SuperLink does not know (status "unknown to the SuperLink": one restarted without its
+    database forgets its registrations, and those sites cannot join until added again)."""
     runs = Path(runs).resolve()
-    names = {v: k for k, v in _site_ids(runs).items()}
-    reply = _flwr(runs, "supernode", "list", CONNECTION)
-    return [{"site": names.get(int(n["node-id"]), ""), **n} for n in reply.get("nodes", [])]
+    ids = _site_ids(runs)
+    names = {v: k for k, v in ids.items()}
+    nodes = _flwr(runs, "supernode", "list", CONNECTION).get("nodes", [])
+    listed = [{"site": names.get(int(n["node-id"]), ""), **n} for n in nodes]
+    known = {int(n["node-id"]) for n in nodes}
+    missing = {k: v for k, v in ids.items() if v not in known}
+    lost = [{"site": k, "node-id": v, "status": "unknown to the SuperLink"} for k, v in missing.items()]
+    return listed + lost
