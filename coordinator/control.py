@@ -103,6 +103,11 @@ def _site_ids(runs: Path) -> dict[str, int]:
         raise ControlError(f"{path} is damaged: it should map site names to node ids") from None
 
 
+def site_names(runs: Path) -> dict[int, str]:
+    """Node id -> site name, for the sites registered from this runs folder (``site add``)."""
+    return {v: k for k, v in _site_ids(Path(runs).resolve()).items()}
+
+
 def _save_site_ids(runs: Path, ids: dict[str, int]) -> None:
     path = flwr_home(runs) / SITES_FILE
     tmp = path.with_suffix(".tmp")
@@ -153,7 +158,7 @@ def list_sites(runs: Path) -> list[dict]:
     database forgets its registrations, and those sites cannot join until added again)."""
     runs = Path(runs).resolve()
     ids = _site_ids(runs)
-    names = {v: k for k, v in ids.items()}
+    names = site_names(runs)
     nodes = _flwr(runs, "supernode", "list", CONNECTION).get("nodes", [])
     listed = [{"site": names.get(int(n["node-id"]), ""), **n} for n in nodes]
     known = {int(n["node-id"]) for n in nodes}

@@ -209,6 +209,18 @@ def _latest_run(runs: Path) -> str:
     return found[-1].name
 
 
+def _with_site_names(status: dict, names: dict[int, str]) -> dict:
+    """Name the nodes of each round by the sites registered with ``site add``, and list the
+    registered sites that did not train in it."""
+    if not names:
+        return status
+    for r in status["rounds"]:
+        trained = {int(n) for n in r["trained"]}
+        r["trained_sites"] = [names.get(int(n), str(n)) for n in r["trained"]]
+        r["sites_not_trained"] = sorted(name for node, name in names.items() if node not in trained)
+    return {**status, "sites": {str(k): v for k, v in names.items()}}
+
+
 def _print_status(status: dict, info: dict | None) -> None:
     flower = (info or {}).get("status", "unknown")
     console.print(
@@ -236,6 +248,13 @@ def _print_status(status: dict, info: dict | None) -> None:
             str(len(r["refused"])),
         )
     console.print(table)
+    absent = [
+        f"round {r['round']}: {', '.join(r['sites_not_trained'])}"
+        for r in status["rounds"]
+        if r.get("sites_not_trained")
+    ]
+    if absent:
+        console.print("registered sites that did not train: " + "; ".join(absent))
     network = status.get("network_forecast")
     if network:
         console.print(f"network forecast: {network['status']} over {network['sites']} sites")
@@ -254,7 +273,7 @@ def status_cmd(run_id: str | None, keys_dir: str, runs_dir: str, as_json: bool) 
     if not (runs / run_id).is_dir():
         raise click.ClickException(f"no run {run_id} in {runs}")
     key = crypto.load_context(Path(keys_dir) / crypto.SECRET_CONTEXT_FILE)
-    status = run_status(runs / run_id, key)
+    status = _with_site_names(run_status(runs / run_id, key), control.site_names(runs))
     try:
         info = control.run_info(runs, int(run_id)) if run_id.isdigit() else None
     except (control.ControlError, OSError) as exc:  # the numbers are here even when the SuperLink is not

@@ -117,6 +117,14 @@ def test_network_forecast_is_the_exact_sum_of_the_sites_own_totals(nodes, keys, 
     common = ["--runs", str(tmp_path), "--keys", str(keys)]
     table = CliRunner().invoke(planner, ["status", "run", *common])
     assert table.exit_code == 0 and "rounds 1 of 1" in table.output, table.output
+    first = status["rounds"][0]["trained"][0]  # sites registered with `site add` are named
+    (tmp_path / ".flwr").mkdir()
+    (tmp_path / ".flwr" / "sites.json").write_text(json.dumps({"wh-a": int(first), "wh-z": 999}))
+    named = json.loads(CliRunner().invoke(planner, ["status", "run", *common, "--json"]).output)
+    round1 = named["rounds"][0]
+    assert "wh-a" in round1["trained_sites"] and round1["sites_not_trained"] == ["wh-z"]
+    table = CliRunner().invoke(planner, ["status", "run", *common])
+    assert "registered sites that did not train: round 1: wh-z" in table.output, table.output
     out = tmp_path / "net" / "network.parquet"
     shown = CliRunner().invoke(planner, ["network-forecast", "run", *common, "--out", str(out)])
     assert shown.exit_code == 0 and "3 sites" in shown.output, shown.output
