@@ -11,6 +11,7 @@ move the others to a new key.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -40,7 +41,8 @@ def _connect(runs: Path, superlink: str | None, tls_ca: str | None, insecure: bo
     control.connect(runs, superlink, Path(tls_ca) if tls_ca else None)
 
 
-def connection_options(fn):
+def connection_options(fn: Callable) -> Callable:
+    """--superlink, --tls-ca, --insecure and --runs, as on ``fedstock-planner run``."""
     fn = click.option("--insecure", is_flag=True, help="No TLS: for a test network on one machine only.")(fn)
     fn = click.option(
         "--tls-ca", type=click.Path(exists=True, dir_okay=False), help="CA of the SuperLink's certificate."
