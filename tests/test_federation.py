@@ -55,6 +55,7 @@ def test_each_site_keeps_its_own_holdout_scores_and_they_add_up_to_the_planners(
     from warehouse_node.cli import cli as node_cli
 
     dirs, _ = nodes
+    scores_sums = {"abs_err_model": 2.0, "abs_err_naive": 4.0, "covered_80": 1.0, "points": 2.0}
     run_inprocess(server_app, client_module.app, dirs, run_config(keys, tmp_path / "ckpt"))
     metrics = round_metrics(tmp_path / "ckpt", secret_key).set_index("round")
     scores = [journal.read_holdout(load_node_config(d))["rounds"] for d in dirs]
@@ -72,6 +73,16 @@ def test_each_site_keeps_its_own_holdout_scores_and_they_add_up_to_the_planners(
     assert shown.exit_code == 0 and "seasonal naive" in shown.output, shown.output
     as_json = CliRunner().invoke(node_cli, ["status", "--node", str(dirs[0]), "--json"])
     assert json.loads(as_json.output)["holdout"] == scores[0][-1]
+    damaged = load_node_config(dirs[0]).private_dir / journal.HOLDOUT_FILE
+    damaged.write_text("{not json")
+    shown = CliRunner().invoke(node_cli, ["status", "--node", str(dirs[0])])
+    assert shown.exit_code == 0 and "holdout.json is damaged" in shown.output, shown.output
+    journal.record_holdout(load_node_config(dirs[0]), 1, 3, "m", dict(scores_sums))  # the round goes on
+    assert [e["round"] for e in journal.read_holdout(load_node_config(dirs[0]))["rounds"]] == [3]
+    assert damaged.with_suffix(".damaged").read_text() == "{not json"
+    journal.record_holdout(load_node_config(dirs[0]), 1, 4, "m", {**scores_sums, "points": 0.0})
+    shown = CliRunner().invoke(node_cli, ["status", "--node", str(dirs[0])])
+    assert "no hold-out window here" in shown.output, shown.output
 
 
 def test_replies_carry_no_plaintext_metrics(nodes, keys, tmp_path):

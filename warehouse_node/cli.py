@@ -214,7 +214,11 @@ def status(node_dir: str, as_json: bool) -> None:
     last forecast, its SuperNode."""
     cfg = load_node_config(node_dir)
     state = journal.read_status(cfg)
-    scores = journal.read_holdout(cfg)["rounds"]
+    try:
+        scores = journal.read_holdout(cfg)["rounds"]
+    except ValueError:  # the rest of the status is still worth showing
+        damaged = f"private/{journal.HOLDOUT_FILE} is damaged: the next round keeps it aside, starts anew"
+        scores = [{"error": damaged}]
     holdout = scores[-1] if scores else None
     rows = dict(status_lines(state, holdout))
     if as_json:

@@ -274,6 +274,10 @@ def status_lines(status: dict, holdout: dict | None = None) -> Iterator[tuple[st
 
 
 def _holdout_line(h: dict) -> str:
+    if "error" in h:
+        return h["error"]
+    if not h["points"]:
+        return f"no hold-out window here: no series is long enough (run {h['run']} round {h['round']})"
     ratio = f" ({h['mae'] / h['naive_mae']:.2f} ×)" if h["naive_mae"] > 0 else ""
     return (
         f"MAE {h['mae']:.4g}, seasonal naive {h['naive_mae']:.4g}{ratio}; 80% interval covers "

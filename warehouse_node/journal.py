@@ -64,7 +64,12 @@ def record_holdout(cfg: NodeConfig, run: int | None, server_round: int, model: s
         "coverage_80": sums["covered_80"] / points,
         "points": int(sums["points"]),
     }
-    scores = read_holdout(cfg)
+    try:
+        scores = read_holdout(cfg)
+    except ValueError:  # a damaged score file must not stop the round: kept aside, started anew
+        path = cfg.private_dir / HOLDOUT_FILE
+        path.replace(path.with_suffix(".damaged"))
+        scores = {"rounds": []}
     scores["rounds"] = [*scores["rounds"], entry][-KEEP_EVENTS:]
     _write_json(cfg.private_dir / HOLDOUT_FILE, scores)
     return entry
