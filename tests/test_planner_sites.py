@@ -69,3 +69,23 @@ def test_a_damaged_sites_file_is_named(link, tmp_path):
     (tmp_path / ".flwr" / control.SITES_FILE).write_text("[1, 2")
     with pytest.raises(control.ControlError, match=r"sites\.json is damaged"):
         control.list_sites(tmp_path)
+
+
+def test_site_commands_need_one_way_to_reach_the_superlink(tmp_path):
+    from click.testing import CliRunner
+
+    from coordinator.planner_cli import cli as planner
+
+    ca = tmp_path / "ca.crt"
+    ca.write_text("not used")
+    runs = ["--runs", str(tmp_path / "runs")]
+    cases = [
+        (["list"], "no SuperLink connection"),
+        (["list", "--tls-ca", str(ca)], "go with --superlink"),
+        (["list", "--superlink", "h:1", "--tls-ca", str(ca), "--insecure"], "not both"),
+        (["list", "--superlink", "h:1"], "not both"),
+        (["remove", "wh-1", "--superlink", "nohost", "--insecure"], "must be HOST:PORT"),
+    ]
+    for args, said in cases:
+        result = CliRunner().invoke(planner, ["site", *args, *runs])
+        assert result.exit_code != 0 and said in result.output, (args, result.output)
