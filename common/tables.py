@@ -150,7 +150,7 @@ def row_locator(path: Path, raw: pd.DataFrame) -> Callable[[np.ndarray], list[st
 def _record_lines(path: Path, raw: pd.DataFrame, positions: np.ndarray) -> list[int] | None:
     """The first line of the CSV records that pandas read as rows ``positions`` of ``raw``; None
     unless the file has one record per row and each of these records holds its row's cells."""
-    wanted = {int(p): None for p in positions}
+    wanted = {int(p) for p in positions}
     found: dict[int, tuple[int, list[str]]] = {}
     count = 0
     for start, record, too_long in _csv_records(path):

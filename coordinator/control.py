@@ -13,6 +13,7 @@ import subprocess
 import tomllib
 from pathlib import Path
 
+from common.files import write_json_atomic
 from common.processes import flower_env, flower_tool, write_connection, write_run_config
 from coordinator.deployment import APP_DIR
 
@@ -109,10 +110,7 @@ def site_names(runs: Path) -> dict[int, str]:
 
 
 def _save_site_ids(runs: Path, ids: dict[str, int]) -> None:
-    path = flwr_home(runs) / SITES_FILE
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(ids, indent=2, sort_keys=True) + "\n")
-    tmp.replace(path)
+    write_json_atomic(flwr_home(runs) / SITES_FILE, dict(sorted(ids.items())))
 
 
 def _known_ids(runs: Path) -> set[int]:
@@ -158,7 +156,7 @@ def list_sites(runs: Path) -> list[dict]:
     database forgets its registrations, and those sites cannot join until added again)."""
     runs = Path(runs).resolve()
     ids = _site_ids(runs)
-    names = site_names(runs)
+    names = {v: k for k, v in ids.items()}
     nodes = _flwr(runs, "supernode", "list", CONNECTION).get("nodes", [])
     listed = [{"site": names.get(int(n["node-id"]), ""), **n} for n in nodes]
     known = {int(n["node-id"]) for n in nodes}

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from common.config import NodeConfig
+from common.files import write_json_atomic
 
 STATUS_FILE = "status.json"
 HOLDOUT_FILE = "holdout.json"  # NODE/private: this site's hold-out scores of each global model
@@ -42,14 +43,6 @@ def read_status(cfg: NodeConfig) -> dict:
         raise ValueError(f"{path} is not valid JSON ({exc}): remove it to start a new journal") from None
 
 
-def _write_json(path: Path, data: dict) -> None:
-    """Replace ``path`` atomically: a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    tmp.replace(path)
-
-
 def record_holdout(cfg: NodeConfig, run: int | None, server_round: int, model: str, sums: dict) -> dict:
     """Note how the global model of a round scored on this site's hold-out window, beside seasonal
     naive (the same window, the same points); the sums are those the coordinator gets encrypted."""
@@ -71,7 +64,7 @@ def record_holdout(cfg: NodeConfig, run: int | None, server_round: int, model: s
         path.replace(path.with_suffix(".damaged"))
         scores = {"rounds": []}
     scores["rounds"] = [*scores["rounds"], entry][-KEEP_EVENTS:]
-    _write_json(cfg.private_dir / HOLDOUT_FILE, scores)
+    write_json_atomic(cfg.private_dir / HOLDOUT_FILE, scores)
     return entry
 
 
@@ -98,7 +91,7 @@ def record(cfg: NodeConfig, kind: str, **fields: object) -> dict:
         status["last_model"] = {k: event.get(k) for k in ("model", "round", "run", "time")}
     if kind == "forecast":
         status["last_forecast"] = {k: event.get(k) for k in ("start", "end", "periods", "series", "time")}
-    _write_json(status_path(cfg), status)
+    write_json_atomic(status_path(cfg), status)
     return status
 
 
