@@ -15,9 +15,12 @@ from flwr.app import Array, ArrayRecord
 from common.crypto import CryptoError, EncryptedVector
 from common.denoise import DenoiseSettings
 from common.network import Layout
+from common.server_optimizer import ServerOptimizer
+from common.stopping import StopRule
 
 CIPHERTEXT_STYPE = "fedstock.ckks"
 STATE, METRICS, NETWORK = "state", "metrics", "network"  # keys inside the ArrayRecord
+SCORES = "scores"  # the summed hold-out sums of every round so far: SCORES-0001, SCORES-0002, ...
 SITE_GROUPS, MOMENTS = "site_groups", "moments"  # the cross-site profile (common/denoise.py)
 GLOBAL, UPDATE, CONFIG = "global", "update", "config"  # keys inside the RecordDict
 
@@ -70,6 +73,13 @@ NODE_SETTINGS: dict[str, type] = {
     "max-batches": int,
     "learning-rate": float,
     "server-learning-rate": float,  # η of the server step, taken by the nodes (warehouse_node/federated.py)
+    "server-optimizer": str,  # fedavg | fedavgm | fedadam | fedyogi (common/server_optimizer.py)
+    "server-momentum": float,  # β₁ of the server step
+    "server-beta2": float,
+    "server-tau": float,
+    "stop-patience": int,  # rounds without a better summed validation score before stopping (0: never)
+    "stop-min-improvement": float,  # relative: smaller gains do not count (common/stopping.py)
+    "stop-metric": str,  # mae | pinball: what the summed hold-out scores are judged by
     "seed": int,
     "dp-clip": float,  # differential privacy (common/privacy.py); 0 = off
     "dp-noise": float,
@@ -114,6 +124,34 @@ def server_learning_rate(cfg: Mapping) -> float:
         top = f"{MAX_SERVER_LEARNING_RATE:g}"
         raise ValueError(f"run config 'server-learning-rate' must be in (0, {top}], got {rate!r}")
     return rate
+
+
+def server_optimizer(cfg: Mapping) -> ServerOptimizer:
+    """The server step every node takes (common/server_optimizer.py); a bad value is refused by name."""
+    rate = server_learning_rate(cfg)
+    try:
+        return ServerOptimizer(
+            node_setting(cfg, "server-optimizer", "fedavg"),
+            rate,
+            node_setting(cfg, "server-momentum", 0.9),
+            node_setting(cfg, "server-beta2", 0.99),
+            node_setting(cfg, "server-tau", 1e-3),
+        )
+    except ValueError as exc:
+        raise ValueError(f"run config: {exc}") from None
+
+
+def stop_rule(cfg: Mapping) -> StopRule:
+    """When the run stops (common/stopping.py): ``num-rounds`` is the cap."""
+    try:
+        return StopRule(
+            node_setting(cfg, "num-rounds", 3),
+            node_setting(cfg, "stop-patience", 0),
+            node_setting(cfg, "stop-min-improvement", 0.0),
+            node_setting(cfg, "stop-metric", "mae"),
+        )
+    except ValueError as exc:
+        raise ValueError(f"run config: {exc}") from None
 
 
 def denoise_settings(cfg: Mapping) -> DenoiseSettings:

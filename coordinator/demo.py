@@ -65,7 +65,9 @@ def provision_node(node_dir: Path, keys_dir: Path, fingerprint: str) -> None:
 def run_config(out: Path, s: DemoSettings, resume: bool = False) -> dict:
     return {
         "resume": resume,
-        "num-rounds": s.rounds,
+        "num-rounds": s.rounds,  # the cap: the sites stop earlier when their validation stops improving
+        "stop-patience": 2,
+        "stop-min-improvement": 0.002,
         "min-nodes": s.nodes,
         "local-epochs": s.local_epochs,
         "seed": s.seed,
@@ -111,11 +113,11 @@ def federate(out: Path, node_dirs: list[Path], s: DemoSettings, report: Report, 
 
 def check_rounds(out: Path, rounds: int) -> None:
     """flwr run exits 0 even when the run failed: trust only what the ServerApp wrote."""
-    done = progress(out / "checkpoints").get("last_round", 0)
-    if done < rounds:
-        raise RuntimeError(
-            f"federation finished {done} of {rounds} rounds; see {out / 'deployment' / 'logs'}"
-        )
+    done = progress(out / "checkpoints")
+    last = done.get("last_round", 0)
+    if last < rounds and not done.get("outcome"):
+        logs = out / "deployment" / "logs"
+        raise RuntimeError(f"federation finished {last} of {rounds} rounds; see {logs}")
 
 
 def run_demo(out: Path, s: DemoSettings, report: Report) -> dict[str, pd.DataFrame]:

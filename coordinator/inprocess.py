@@ -56,6 +56,7 @@ class InProcessGrid(Grid):
         self._progress = progress
         self._replies: dict[str, Message] = {}
         self.down: set[int] = set()  # node ids that no longer answer (fault injection)
+        self.timings: list[tuple[str, str, int, float]] = []  # (round, message type, node, seconds)
         TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = run_id, SUPERLINK_NODE_ID, 1
 
     def set_run(self, run: Run) -> None:
@@ -98,11 +99,21 @@ class InProcessGrid(Grid):
             reply = Message(Error(CLIENT_EXCEPTION, f"{type(exc).__name__}: {exc}"), reply_to=inbound)
         reply.metadata.__dict__["_message_id"] = uuid.uuid4().hex
         outbound, blob = wire(reply)
+        seconds = time.perf_counter() - started
+        self.timings.append((msg.metadata.group_id, msg.metadata.message_type, node, seconds))
         if self._observer:
             self._observer(outbound, blob)
         if self._progress:
-            self._progress(f"node {node} {msg.metadata.message_type} {time.perf_counter() - started:.1f}s")
+            self._progress(f"node {node} {msg.metadata.message_type} {seconds:.1f}s")
         return outbound
+
+    def deployment_seconds(self, total: float) -> float:
+        """What ``total`` seconds of this in-process run (nodes one after another) would take with
+        the nodes working in parallel: each exchange's slowest node, plus everything else."""
+        slowest: dict[tuple[str, str], float] = {}
+        for group, kind, _, seconds in self.timings:
+            slowest[(group, kind)] = max(slowest.get((group, kind), 0.0), seconds)
+        return total - sum(t[3] for t in self.timings) + sum(slowest.values())
 
     def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
         return [self._replies.pop(i) for i in message_ids if i in self._replies]

@@ -65,6 +65,7 @@ def run_status(run_dir: Path, key: crypto.KeyContext) -> dict:
                 "trained": phases.get("train", {}).get("nodes", []),
                 "evaluated": phases.get("evaluate", {}).get("nodes", []),
                 "refused": [line for h in phases.values() for line in h.get("refused", [])],
+                "decision": phases.get("decide", {}).get("decision"),
                 "train_loss": _finite(m.get("train_pinball")),
                 "validation_loss": _finite(m.get("holdout_pinball")),
                 "validation_mae": _finite(m.get("holdout_mae")),
@@ -73,10 +74,13 @@ def run_status(run_dir: Path, key: crypto.KeyContext) -> dict:
         )
     meta_path = run_dir / NETWORK_META
     network = json.loads(meta_path.read_text()) if meta_path.is_file() else None
+    outcome = done.get("outcome", {})
     return {
         "run": run_dir.name,
         "rounds_done": done.get("last_round", 0),
         "rounds_planned": done.get("planned_rounds"),
+        "best_round": outcome.get("best_round"),  # the round whose model the sites forecast with
+        "stop_reason": outcome.get("reason"),
         "rounds": rounds,
         "network_forecast": None if network is None else {k: network.get(k) for k in ("status", "sites")},
     }

@@ -7,6 +7,7 @@ registers and removes the sites allowed to join (coordinator/planner_sites.py).
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -22,7 +23,7 @@ from coordinator.demo import DemoSettings, resume_demo, run_demo
 from coordinator.planner import progress
 from coordinator.planner_console import network_forecast_cmd, run_cmd, status_cmd
 from coordinator.planner_sites import site
-from coordinator.simulate import MODES, SimulationSettings, simulate
+from coordinator.simulate import MODES, OUTCOME_FILE, SimulationSettings, simulate
 
 console = Console(stderr=True)
 
@@ -109,7 +110,13 @@ def _summary(outputs: dict, out: Path, seconds: float) -> None:
             ),
         )
     console.print(table)
-    last = rounds.iloc[-1]
+    outcome = progress(out / "checkpoints").get("outcome", {})
+    best = outcome.get("best_round", int(rounds["round"].max()))
+    console.print(f"stopped after round {outcome.get('round', best)}: {outcome.get('reason', 'round cap')}")
+    last = rounds[rounds["round"] == best].iloc[0]
+    console.print(
+        f"the sites forecast with round {best}'s global model, the best on the federation's hold-out window"
+    )
     console.print(
         f"hold-out accuracy: model MAE {last['holdout_mae']:.2f} vs seasonal naive "
         f"{last['naive_mae']:.2f} ({(1 - last['mae_vs_naive']) * 100:+.1f}% better), "
@@ -198,7 +205,13 @@ def resume(run_dir: str) -> None:
     help="he: real apps with CKKS; plain: same rounds unencrypted; local: each node alone; "
     "central: all data pooled.",
 )
-@click.option("--rounds", default=6, show_default=True, type=click.IntRange(1, 200))
+@click.option(
+    "--rounds",
+    default=None,
+    type=click.IntRange(1, 200),
+    help="Round cap [default: the preset's, 40]; every mode stops earlier when its validation "
+    "score on the last held-out horizon stops improving.",
+)
 @click.option("--seed", default=7, show_default=True, type=int)
 @click.option(
     "--until",
@@ -234,7 +247,7 @@ def simulate_cmd(
     data_dir: str,
     out_dir: str,
     mode: str,
-    rounds: int,
+    rounds: int | None,
     seed: int,
     until: datetime | None,
     dp_clip: float,
@@ -252,6 +265,12 @@ def simulate_cmd(
     except (FileExistsError, ValueError) as exc:
         raise click.ClickException(str(exc).splitlines()[0]) from None
     console.print(f"wrote {Path(out_dir).resolve() / 'forecasts.parquet'} ({len(result)} rows)")
+    outcome = json.loads((Path(out_dir) / OUTCOME_FILE).read_text())
+    console.print(
+        f"{mode}: stopped after round {outcome['rounds']} ({outcome['reason']}); forecasts from round "
+        f"{outcome['best_round']}'s model; {outcome['seconds']:.0f}s here, about "
+        f"{outcome['deployment_seconds']:.0f}s with the sites training in parallel"
+    )
     privacy = progress(Path(out_dir) / "checkpoints").get("privacy")
     if privacy:
         console.print(

@@ -83,6 +83,8 @@ def _round_line(r: dict) -> str:
     if r["evaluated"]:
         line += f"; {len(r['evaluated'])} validated, loss {num(r['validation_loss'])}"
         line += f", MAE {num(r['validation_mae'])} vs naive {num(r['naive_mae'])}"
+    if r.get("decision"):
+        line += f"; the sites decided: {r['decision']}"
     return line + (f"; {len(r['refused'])} replies refused" if r["refused"] else "")
 
 
@@ -118,7 +120,13 @@ def follow(runs: Path, run_id: int, folder: Path, key: crypto.KeyContext, poll: 
 @click.option("--insecure", is_flag=True, help="No TLS: for a test network on one machine only.")
 @keys_option
 @runs_option
-@click.option("--rounds", type=click.IntRange(1, 1000), default=None, help="Rounds [app default: 3].")
+@click.option(
+    "--rounds",
+    type=click.IntRange(1, 1000),
+    default=None,
+    help="Round cap; the sites stop earlier when their validation score stops improving "
+    "(stop-patience in the run config) [app default: 40].",
+)
 @click.option("--min-nodes", type=click.IntRange(1), default=None, help="Replies a round needs [default: 2].")
 @click.option(
     "--run-config",
@@ -224,8 +232,12 @@ def _with_site_names(status: dict, names: dict[int, str]) -> dict:
 def _print_status(status: dict, info: dict | None) -> None:
     flower = (info or {}).get("status", "unknown")
     console.print(
-        f"run {status['run']}: {flower}; rounds {status['rounds_done']} of {status['rounds_planned']}"
+        f"run {status['run']}: {flower}; rounds {status['rounds_done']} of at most {status['rounds_planned']}"
     )
+    if status.get("best_round"):
+        console.print(
+            f"stopped: {status['stop_reason']}; the sites forecast with round {status['best_round']}'s model"
+        )
     table = Table(title="rounds (aggregates decrypted by the planner)")
     for col in (
         "round",
@@ -235,6 +247,7 @@ def _print_status(status: dict, info: dict | None) -> None:
         "valid. loss",
         "valid. MAE",
         "naive MAE",
+        "decision",
         "refused",
     ):
         table.add_column(col, justify="right")
@@ -245,6 +258,7 @@ def _print_status(status: dict, info: dict | None) -> None:
             str(len(r["trained"])),
             str(len(r["evaluated"])),
             *("-" if v is None else f"{v:.4f}" for v in cells),
+            ("best " if r["round"] == status.get("best_round") else "") + (r.get("decision") or "-"),
             str(len(r["refused"])),
         )
     console.print(table)

@@ -10,6 +10,7 @@ model settings forwarded to every node.
 
 from __future__ import annotations
 
+import secrets
 from logging import INFO
 from pathlib import Path
 
@@ -25,8 +26,10 @@ from common.records import (
     check_node_settings,
     denoise_settings,
     node_setting,
-    server_learning_rate,
+    server_optimizer,
+    stop_rule,
 )
+from coordinator.rounds import run_rounds
 from coordinator.strategy import EncryptedFedAvg, latest_checkpoint, load_state
 
 app = ServerApp()
@@ -59,7 +62,10 @@ def main(grid: Grid, context: Context) -> None:
     if not rc.get("public-context"):
         raise ValueError("run config 'public-context' is not set: pass the coordinator's public.ctx")
     check_node_settings(rc)  # a wrong type stops here, by name, before any node works
-    server_learning_rate(rc)  # and so does a server step out of range
+    optimizer, rule = server_optimizer(rc), stop_rule(rc)  # and so does a server step or rule out of range
+    held_out = int(rc.get("validation-periods", -1)) != 0
+    if rule.patience and not held_out:
+        raise ValueError("run config 'stop-patience' needs a held-out window: 'validation-periods' is 0")
     key = crypto.load_context(str(rc["public-context"]))
     checkpoint_dir = run_folder(dict(rc), context.run_id)
     network = network_settings(dict(rc)) if rc.get("network-forecast") else None
@@ -73,6 +79,7 @@ def main(grid: Grid, context: Context) -> None:
         min_nodes = max(min_nodes, privacy.nodes)
         train_config["dp-nodes"] = privacy.nodes
     strategy = EncryptedFedAvg(key, checkpoint_dir, min_nodes=min_nodes)
+    strategy.stateful, strategy.run_token = optimizer.stateful, secrets.token_hex(8)
     initial, done = ArrayRecord(), 0
     if rc.get("resume") and (found := latest_checkpoint(checkpoint_dir)):
         done, path = found
@@ -87,18 +94,10 @@ def main(grid: Grid, context: Context) -> None:
     timeout = float(rc.get("round-timeout", 900.0))
     if denoise.enabled and rounds > 0:  # the nodes' inputs for every round: before round 1
         train_config["denoise-id"] = strategy.profile_round(grid, train_config, denoise, timeout)["id"]
-    final = initial
-    if rounds > 0:
-        final = strategy.start(
-            grid,
-            initial_arrays=initial,
-            num_rounds=rounds,
-            timeout=timeout,
-            train_config=train_config,
-            evaluate_config=train_config,
-        ).arrays
-    else:
+    if rounds <= 0:
         log(INFO, "all %d rounds already done", done)
+    strategy.summary()
+    final, best = run_rounds(strategy, grid, initial, rule, train_config, timeout, decide=held_out)
     if network is not None and len(final):  # also when a resumed run only lacks its network forecast
         layout, min_sites = network
-        strategy.network_round(grid, final, train_config, layout, min_sites, timeout)
+        strategy.network_round(grid, final, train_config, layout, min_sites, timeout, best)

@@ -4,48 +4,41 @@
   round trips) with CKKS aggregation: what a deployment runs.
 * ``plain``: the same rounds, the same node code, seeds and schedule, averaged in plaintext (the
   reference that shows what encryption costs in accuracy).
-* ``local``: every node trains alone with the same budget and forecasts with its own model.
-* ``central``: all nodes' windows pooled into one model with the same budget (the upper bound a
-  federation is compared with; it needs the data in one place, which our users cannot do).
+* ``local``: every node trains alone and forecasts with its own model.
+* ``central``: all nodes' windows pooled into one model (the upper bound a federation is compared
+  with; it needs the data in one place, which our users cannot do).
 
 Every mode prepares the nodes through the node pipeline (de-identification included) and forecasts
 through ``warehouse_node.pipeline.forecast``: each node maps its pseudonyms back to its own keys.
-The training budget is the same in every mode: ``rounds × local_epochs`` passes of at most
-``max_batches`` batches per node.
+Every mode holds out the last horizon of the history, trains round after round until its own
+validation score on it stops improving (common/stopping.py; the preset's cap, patience and minimum
+improvement) and keeps its best round's model (coordinator/reference_modes.py).
 """
 
 from __future__ import annotations
 
-import hashlib
+import json
 import time
 from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from common import crypto
 from common.config import NodeConfig, load_node_config
-from common.model import build_model, model_vector
+from common.files import write_json_atomic
 from common.network import group_label
 from common.public_data import DATASETS, WRITERS, load_sales, to_dataset_columns
-from common.training import TrainConfig, train_local, training_device
-from common.windows import WindowSet, concat_windows
+from common.training import training_device
 from coordinator.demo import provision_node
 from coordinator.planner import round_metrics
-from warehouse_node.federated import (
-    RoundSettings,
-    adopt_profile,
-    round_settings,
-    round_update,
-    site_history,
-)
-from warehouse_node.pipeline import NodeData, forecast, prepare_node, save_global_model
+from coordinator.reference_modes import Outcome, Report, run_central, run_local, run_plain
+from coordinator.strategy import PROGRESS_FILE
+from warehouse_node.pipeline import forecast, prepare_node
 
-Report = Callable[[str], None]
 MODES = ("he", "plain", "local", "central")
+OUTCOME_FILE = "outcome.json"  # RUN_DIR: how training ended (rounds, best round, reason, seconds)
 TORCH_THREADS = 2  # one node trains at a time in-process: let it use both cores
 
 # Model and training settings per dataset (tuned on the training history only; see BENCHMARKS.md).
@@ -70,6 +63,7 @@ PRESETS: dict[str, dict[str, object]] = {
         # last season's shape averaged with the season before's, re-levelled (common/windows.py);
         # chosen at 2012-01-27, the one earlier origin where two seasons exist (BENCHMARKS.md notes)
         "season-blend": 0.3,
+        **{"num-rounds": 40, "stop-patience": 5, "stop-min-improvement": 0.002, "stop-metric": "mae"},
     },
     "store_item": {
         "lookback": 56,
@@ -82,6 +76,7 @@ PRESETS: dict[str, dict[str, object]] = {
         "batch-size": 256,
         "learning-rate": 0.004,
         "scale-weight": 0.0,
+        **{"num-rounds": 40, "stop-patience": 5, "stop-min-improvement": 0.002, "stop-metric": "mae"},
     },
 }
 
@@ -91,7 +86,7 @@ class SimulationSettings:
     dataset: str
     data: Path
     mode: str = "he"
-    rounds: int = 6
+    rounds: int | None = None  # the round cap; None: the preset's
     seed: int = 7
     until: str | None = None  # cut the history here (benchmarks hold out what follows)
     overrides: tuple[tuple[str, object], ...] = ()
@@ -115,10 +110,10 @@ class SimulationSettings:
             **preset,
             **groups,
             **dict(self.overrides),
-            "num-rounds": self.rounds,
+            "num-rounds": self.rounds or preset["num-rounds"],
             "min-nodes": 1,
             "seed": self.seed,
-            "validation-periods": 0,  # the final fit: train on all the history given
+            "validation-periods": -1,  # the last horizon is held out: the rounds follow its score
             "public-context": str(out / "keys" / crypto.PUBLIC_CONTEXT_FILE),
             "checkpoint-dir": str(out / "checkpoints"),
         }
@@ -154,97 +149,39 @@ def prepare_nodes(s: SimulationSettings, out: Path, report: Report) -> list[Node
     return configs
 
 
-def _settings(rc: dict, server_round: int = 0) -> RoundSettings:
-    return round_settings({**rc, "server-round": server_round})
-
-
-def run_he(nodes: list[NodeConfig], rc: dict, report: Report) -> None:
+def run_he(nodes: list[NodeConfig], rc: dict, report: Report) -> Outcome:
     from coordinator.inprocess import run_inprocess
     from coordinator.server_app import app as server_app
     from warehouse_node.client_app import app as client_app
 
     rc = {**rc, "min-nodes": len(nodes)}
     messages = {"n": 0}
-    # train + evaluate per round, the profile's three steps, the network forecast's query
-    steps = 2 * int(rc["num-rounds"]) + 3 * bool(rc.get("denoise-rank")) + bool(rc.get("network-forecast"))
+    # train + evaluate (+ decide) per round, the profile's three steps, the network forecast's query
+    per_round = 2 + (int(rc.get("validation-periods", -1)) != 0)
+    steps = (
+        per_round * int(rc["num-rounds"])
+        + 3 * bool(rc.get("denoise-rank"))
+        + bool(rc.get("network-forecast"))
+    )
     total = steps * len(nodes)
 
     def progress(line: str) -> None:
         messages["n"] += 1
         if messages["n"] % len(nodes) == 0:
-            report(f"{messages['n']}/{total} node messages ({line})")
+            report(f"{messages['n']}/{total} node messages at most ({line})")
 
     dirs = [c.folder for c in nodes]
-    run_inprocess(server_app, client_app, dirs, rc, progress=progress, torch_threads=TORCH_THREADS)
-
-
-def plaintext_profile(nodes: list[NodeConfig], rc: dict, report: Report) -> dict:
-    """The he mode's cross-site profile, summed in plaintext (plain and central modes)."""
-    s = _settings({**rc, "round-nodes": len(nodes)})
-    if not s.denoise.enabled:
-        return rc
-    histories = [site_history(cfg, s)[0] for cfg in nodes]
-    counts = sum(h.site_groups(len(s.denoise.groups)) for h in histories)
-    summed = sum(h.moments(s.denoise, counts) for h in histories)
-    profile_id = "plain-" + hashlib.sha256(np.asarray(summed).tobytes()).hexdigest()[:10]
-    for cfg in nodes:
-        profile = adopt_profile(cfg, s, summed, profile_id)
-    report(f"cross-site profile {profile_id}: {int((profile.sites > 0).sum())} groups shared")
-    return {**rc, "denoise-id": profile_id}
-
-
-def run_plain(nodes: list[NodeConfig], rc: dict, report: Report) -> None:
-    rc = plaintext_profile(nodes, rc, report)
-    weights: np.ndarray | None = None
-    for r in range(1, int(rc["num-rounds"]) + 1):
-        s = _settings(rc, r)
-        total, n_sum = 0.0, 0
-        for cfg in nodes:
-            data = NodeData.load(cfg, s.model.horizon, s.validation, s.model.denoise)
-            _, new, n, _ = round_update(cfg, data, s, weights)
-            total, n_sum = total + n * new, n_sum + n
-        weights = total / n_sum
-        report(f"round {r}: plaintext average of {len(nodes)} nodes")
-    for cfg in nodes:
-        save_global_model(cfg, weights, s.model, int(rc["num-rounds"]))
-
-
-def _whole_run(s: RoundSettings, rounds: int, batches: int) -> TrainConfig:
-    return replace(s.train, epochs=s.train.epochs * rounds, max_batches_per_epoch=batches, progress=(0, 1))
-
-
-def run_local(nodes: list[NodeConfig], rc: dict, report: Report) -> None:
-    """Each store alone: no cross-site profile either (it needs the other sites)."""
-    s, rounds = _settings({**rc, "denoise-rank": 0}), int(rc["num-rounds"])
-    for cfg in nodes:
-        data = NodeData.load(cfg, s.model.horizon, s.validation)
-        model = build_model(s.model, s.seed)
-        budget = _whole_run(s, rounds, s.train.max_batches_per_epoch)
-        train_local(model, data.train_windows(s.model), budget, s.seed, device=cfg.training_device)
-        save_global_model(cfg, model_vector(model), s.model, rounds)
-        report(f"{cfg.name}: trained alone")
-
-
-def pooled_windows(nodes: list[NodeConfig], rc: dict, report: Report) -> tuple[RoundSettings, WindowSet, int]:
-    """Every node's training windows in one set (what centralized training sees), the settings,
-    and the batches per epoch that match the federation's budget."""
-    s = _settings(plaintext_profile(nodes, rc, report))
-    loaded = [NodeData.load(c, s.model.horizon, s.validation, s.model.denoise) for c in nodes]
-    sets = [d.train_windows(s.model) for d in loaded]
-    batches = sum(min(-(-len(w) // s.train.batch_size), s.train.max_batches_per_epoch) for w in sets)
-    pooled = concat_windows(sets)
-    report(f"pooled {len(pooled)} windows of {len(nodes)} nodes; {batches} batches per epoch")
-    return s, pooled, batches
-
-
-def run_central(nodes: list[NodeConfig], rc: dict, report: Report) -> None:
-    (s, pooled, batches), rounds = pooled_windows(nodes, rc, report), int(rc["num-rounds"])
-    model = build_model(s.model, s.seed)
-    device = nodes[0].training_device  # the simulation's one device (SimulationSettings.device)
-    train_local(model, pooled, _whole_run(s, rounds, batches), s.seed, device=device)
-    vector = model_vector(model)
-    for cfg in nodes:
-        save_global_model(cfg, vector, s.model, rounds)
+    started = time.monotonic()
+    grid = run_inprocess(server_app, client_app, dirs, rc, progress=progress, torch_threads=TORCH_THREADS)
+    seconds = time.monotonic() - started
+    outcome = json.loads((Path(str(rc["checkpoint-dir"])) / PROGRESS_FILE).read_text()).get("outcome", {})
+    return Outcome(
+        int(outcome.get("round", 0)),
+        int(outcome.get("best_round", 0)),
+        str(outcome.get("reason", "")),
+        seconds,
+        grid.deployment_seconds(seconds),
+    )
 
 
 RUNNERS = {"he": run_he, "plain": run_plain, "local": run_local, "central": run_central}
@@ -252,17 +189,21 @@ RUNNERS = {"he": run_he, "plain": run_plain, "local": run_local, "central": run_
 
 def train_and_forecast(
     nodes: list[NodeConfig], s: SimulationSettings, out: Path, report: Report
-) -> pd.DataFrame:
-    """Train in ``s.mode`` over prepared nodes (keys in ``out/keys``); return dataset-shaped forecasts."""
+) -> tuple[pd.DataFrame, Outcome]:
+    """Train in ``s.mode`` over prepared nodes (keys in ``out/keys``) until the stopping rule
+    ends it; return dataset-shaped forecasts and how the training ended."""
     started = time.monotonic()
     rc = s.run_config(out)
     if rc.get("denoise-rank") and len(nodes) < int(rc.get("denoise-min-sites", 5)):
         report(f"cross-site denoising off: {len(nodes)} sites, fewer than denoise-min-sites")
         rc["denoise-rank"] = 0
-    RUNNERS[s.mode](nodes, rc, report)
-    report(f"{s.mode} training done in {time.monotonic() - started:.0f}s; forecasting")
+    outcome = RUNNERS[s.mode](nodes, rc, report)
+    report(
+        f"{s.mode} training done in {time.monotonic() - started:.0f}s: {outcome.rounds} rounds, "
+        f"best round {outcome.best_round} ({outcome.reason}); forecasting"
+    )
     frames = [forecast(cfg, include_ended=True) for cfg in nodes]
-    return to_dataset_columns(s.dataset, pd.concat(frames, ignore_index=True))
+    return to_dataset_columns(s.dataset, pd.concat(frames, ignore_index=True)), outcome
 
 
 def simulate(out: Path, s: SimulationSettings, report: Report) -> pd.DataFrame:
@@ -271,8 +212,9 @@ def simulate(out: Path, s: SimulationSettings, report: Report) -> pd.DataFrame:
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} is not empty: choose another --out or remove it")
     nodes = prepare_nodes(s, out, report)
-    result = train_and_forecast(nodes, s, out, report)
+    result, outcome = train_and_forecast(nodes, s, out, report)
     result.to_parquet(out / "forecasts.parquet", index=False)
+    write_json_atomic(out / OUTCOME_FILE, {"mode": s.mode, **outcome.as_dict()})
     if s.mode == "he":
         key = crypto.load_context(out / "keys" / crypto.SECRET_CONTEXT_FILE)
         round_metrics(out / "checkpoints", key).to_csv(out / "rounds.csv", index=False)

@@ -37,6 +37,7 @@ from common.records import (
     UPDATE,
     encrypted_record,
     read_encrypted,
+    to_array,
 )
 
 PROGRESS_FILE = "progress.json"
@@ -69,6 +70,10 @@ class EncryptedFedAvg(Strategy):
         self.round_offset = 0  # rounds already done before a resume
         self.privacy: dict | None = None  # (ε, δ) of the run when its updates are differentially private
         self.planned_rounds: int | None = None  # shown by `fedstock-planner status`
+        self.stateful = False  # the nodes keep a server-optimizer state: resend aggregates they missed
+        self.applied: dict[int, int] = {}  # node -> newest aggregate round it reported applied
+        self.outcome: dict = {}  # the run's stop: round, best round, reason (coordinator/rounds.py)
+        self.run_token = ""
 
     def summary(self) -> None:
         log(INFO, "\t├── EncryptedFedAvg: key %s, min nodes %d", self.key.fingerprint, self.min_nodes)
@@ -76,20 +81,50 @@ class EncryptedFedAvg(Strategy):
 
     # ---- messages out -------------------------------------------------------------------------
     def _messages(
-        self, arrays: ArrayRecord, config: ConfigRecord, grid: Grid, kind: str, server_round: int
+        self,
+        arrays: ArrayRecord,
+        config: ConfigRecord,
+        grid: Grid,
+        kind: str,
+        server_round: int,
+        global_round: int | None = None,
     ) -> list[Message]:
+        """One message per connected node; ``global_round``: the aggregate round ``arrays`` holds."""
         nodes = self._wait_for_nodes(grid)
         server_round += self.round_offset
         config["server-round"] = server_round
         config["fingerprint"] = self.key.fingerprint
         config["round-nodes"] = len(nodes)  # each node keeps its reply small enough for this many
-        content = (
-            RecordDict({GLOBAL: arrays, CONFIG: config}) if len(arrays) else RecordDict({CONFIG: config})
-        )
-        return [
-            Message(content=content, message_type=kind, dst_node_id=n, group_id=str(server_round))
-            for n in nodes
-        ]
+        config["run-token"] = self.run_token
+        if global_round is not None:
+            config["global-round"] = global_round
+        messages = []
+        for n in nodes:
+            record = self._missed(arrays, n, global_round) if len(arrays) else arrays
+            content = (
+                RecordDict({GLOBAL: record, CONFIG: config}) if len(record) else RecordDict({CONFIG: config})
+            )
+            messages.append(
+                Message(content=content, message_type=kind, dst_node_id=n, group_id=str(server_round))
+            )
+        return messages
+
+    def _missed(self, arrays: ArrayRecord, node: int, global_round: int | None) -> ArrayRecord:
+        """With a server optimizer, the aggregates before ``global_round`` that ``node`` has not
+        applied yet (from the checkpoints), so its copy of the replicated state catches up."""
+        if not self.stateful or not global_round or STATE not in arrays:
+            return arrays
+        first = self.applied.get(node, 0) + 1
+        missed = {
+            f"{STATE}-{r:04d}": (self.checkpoint_dir / f"round_{r:04d}.state.ckks")
+            for r in range(first, global_round)
+        }
+        if not missed:
+            return arrays
+        record = ArrayRecord({name: arrays[name] for name in arrays})
+        for name, path in missed.items():
+            record[name] = to_array(crypto.EncryptedVector.from_bytes(path.read_bytes()))
+        return record
 
     def _wait_for_nodes(self, grid: Grid, poll: float = 1.0) -> list[int]:
         while len(nodes := sorted(grid.get_node_ids())) < self.min_nodes:
@@ -100,14 +135,16 @@ class EncryptedFedAvg(Strategy):
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        return self._messages(arrays, config, grid, MessageType.TRAIN, server_round)
+        previous = server_round + self.round_offset - 1
+        return self._messages(arrays, config, grid, MessageType.TRAIN, server_round, previous)
 
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         if not self.evaluate_every_round or not len(arrays):
             return []
-        return self._messages(arrays, config, grid, MessageType.EVALUATE, server_round)
+        this = server_round + self.round_offset
+        return self._messages(arrays, config, grid, MessageType.EVALUATE, server_round, this)
 
     # ---- replies in ---------------------------------------------------------------------------
     def _valid(self, replies: Iterable[Message], names: tuple[str, ...]) -> tuple[list[dict], list[str]]:
@@ -124,6 +161,8 @@ class EncryptedFedAvg(Strategy):
                     if vec.fingerprint != self.key.fingerprint:
                         raise crypto.KeyMismatchError(f"encrypted under key {vec.fingerprint}")
                 config = dict(msg.content[CONFIG]) if CONFIG in msg.content.config_records else {}
+                if isinstance(config.get("applied-round"), int):
+                    self.applied[node] = int(config["applied-round"])
                 decoded.append({"node": node, "config": config, **vecs})
             except (crypto.CryptoError, KeyError) as exc:
                 refused.append(f"node {node}: refused: {exc}")
@@ -158,6 +197,7 @@ class EncryptedFedAvg(Strategy):
         decoded, refused = self._valid(replies, (STATE,))
         if not decoded:
             raise RoundFailed(f"round {server_round}: no valid replies ({'; '.join(refused)})")
+        decoded = same_start(decoded, refused)
         expected = self.state_length or Counter(d[STATE].length for d in decoded).most_common(1)[0][0]
         state, good = self._sum(decoded, STATE, expected, refused)
         for line in refused:
@@ -183,11 +223,19 @@ class EncryptedFedAvg(Strategy):
         return MetricRecord({"replies": len(good), "refused": len(refused)})
 
     # ---- queries: one encrypted sum over the nodes that agree on a config value ------------------
-    def _ask(self, grid: Grid, arrays: ArrayRecord, config: ConfigRecord, action: str, timeout: float):
+    def _ask(
+        self,
+        grid: Grid,
+        arrays: ArrayRecord,
+        config: ConfigRecord,
+        action: str,
+        timeout: float,
+        global_round: int | None = None,
+    ):
         """Send ``query.action`` (plain ``query`` when empty) to every node; return the replies."""
         done = max((h["round"] for h in self.history), default=self.round_offset)
         kind = f"{MessageType.QUERY}.{action}" if action else MessageType.QUERY
-        messages = self._messages(arrays, config, grid, kind, done - self.round_offset)
+        messages = self._messages(arrays, config, grid, kind, done - self.round_offset, global_round)
         return grid.send_and_receive(messages, timeout=timeout)
 
     def _query_sum(
@@ -228,16 +276,19 @@ class EncryptedFedAvg(Strategy):
         layout: Layout,
         min_sites: int,
         timeout: float,
+        model_round: int | None = None,
     ) -> dict:
-        """Ask every node for its encrypted totals and sum those that agree on the periods.
+        """Ask every node for its encrypted totals, forecast with the global model of
+        ``model_round`` (default: the last round), and sum those that agree on the periods.
 
         Fewer than ``min_sites`` usable replies: nothing is summed or written but the refusal."""
-        replies = self._ask(grid, arrays, config, "", timeout)
+        done = max((h["round"] for h in self.history), default=self.round_offset)
+        replies = self._ask(grid, arrays, config, "", timeout, model_round or done)
         total, good, refused, dates = self._query_sum(
             replies, NETWORK, layout.length, DIGIT_SCALE_BITS, min_sites, "network-dates", OTHER_PERIODS
         )
         meta = {
-            "round": max((h["round"] for h in self.history), default=self.round_offset),
+            "round": model_round or done,
             "group_by": layout.group_by,
             "groups": list(layout.groups),
             "dates": dates.split(",") if dates else [],
@@ -329,14 +380,41 @@ class EncryptedFedAvg(Strategy):
         }
         if self.privacy is not None:
             body["privacy"] = self.privacy
+        if self.outcome:
+            body["outcome"] = self.outcome
+        body["run_token"], body["applied"] = self.run_token, {str(n): r for n, r in self.applied.items()}
         self._write(self.checkpoint_dir / PROGRESS_FILE, (json.dumps(body, indent=2) + "\n").encode())
 
     def resume_after(self, done: int) -> None:
         """Continue after ``done`` rounds: keep their history, drop anything logged past them."""
         self.round_offset = done
         path = self.checkpoint_dir / PROGRESS_FILE
-        old = json.loads(path.read_text()).get("history", []) if path.is_file() else []
-        self.history = [h for h in old if h["round"] <= done]
+        old = json.loads(path.read_text()) if path.is_file() else {}
+        self.history = [h for h in old.get("history", []) if h["round"] <= done]
+        self.run_token = old.get("run_token") or self.run_token  # the nodes' server state is keyed by it
+        self.applied = {int(n): min(int(r), done) for n, r in old.get("applied", {}).items()}
+        outcome = old.get("outcome", {})
+        self.outcome = outcome if outcome.get("round", done + 1) <= done else {}
+
+
+def same_start(decoded: list[dict], refused: list[str]) -> list[dict]:
+    """Replies trained from the model most sites trained from (the digest each reply names); a
+    site whose copy of the global model or server state went astray is refused by name. A reply
+    that names no model is not judged by it."""
+    starts = Counter(d["config"]["start-model"] for d in decoded if d["config"].get("start-model"))
+    if not starts:
+        return decoded
+    common = starts.most_common(1)[0][0]
+    kept = []
+    for d in decoded:
+        start = d["config"].get("start-model", common)
+        if start == common:
+            kept.append(d)
+        else:
+            refused.append(
+                f"node {d['node']}: refused: trained from global model {start}, the other sites from {common}"
+            )
+    return kept
 
 
 def _round_of(path: Path) -> int:

@@ -82,7 +82,7 @@ def forecasts_for(name: str, data: Path, work: Path, reuse: bool, seed: int) -> 
     if run.exists():
         shutil.rmtree(run)
     nodes = prepare_nodes(s, run, log)
-    fc = train_and_forecast(nodes, s, run, log)
+    fc, _ = train_and_forecast(nodes, s, run, log)
     fc.to_parquet(saved, index=False)
     return fc
 

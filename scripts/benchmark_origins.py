@@ -83,7 +83,7 @@ def run_origin(data: Path, work: Path, origin: str, seed: int, rounds: int) -> l
             overrides=tuple(overrides.items()),
         )
         with every_window(ablation):
-            fc = train_and_forecast(nodes, s, work, log)
+            fc, _ = train_and_forecast(nodes, s, work, log)
         scores = score(actuals, fc[fc[ds.date].isin(dates)], list(ds.keys), ds.date, ds.target, "IsHoliday")
         rows.append({"origin": origin, "run": label, **scores})
         log(f"{origin} {label}: WMAE {scores['wmae']:.1f}")

@@ -101,7 +101,7 @@ def _survivors_average(node_dirs, rc: dict, secret_key) -> tuple[np.ndarray, np.
     states = []
     for d in node_dirs:
         session = NodeSession.open(load_node_config(d))
-        state = session.train(settings, None)
+        state, _ = session.train(settings, None)
         states.append(crypto.decrypt(secret_key, state))
     survivors = states[:2]
     return (

@@ -1,6 +1,7 @@
 """The real ServerApp and ClientApp, in one process (3 nodes, 2 rounds)."""
 
 import json
+import re
 import subprocess
 import sys
 from dataclasses import replace
@@ -85,19 +86,39 @@ def test_each_site_keeps_its_own_holdout_scores_and_they_add_up_to_the_planners(
     assert "no hold-out window here" in shown.output, shown.output
 
 
-def test_replies_carry_no_plaintext_metrics(nodes, keys, tmp_path):
+# the only stop reasons (common/stopping.py): rounds and the rule's own settings, no score
+REASON = re.compile(
+    r"^(round cap: \d+ rounds, best round \d+|round \d+ of at most \d+, best round \d+|no improvement: \d+ "
+    r"rounds without a validation (mae|pinball) at least [\d.]+% below round \d+'s)$"
+)
+# what a reply may say in plaintext: digests, the stopping decision and rounds, never a figure
+PLAINTEXT_REPLY = {
+    "fingerprint",
+    "start-model",
+    "model",
+    "applied-round",
+    "decision",
+    "best-round",
+    "stop-reason",
+}
+
+
+@pytest.mark.parametrize("optimizer", ["fedavg", "fedadam"])
+def test_replies_carry_no_plaintext_metrics(nodes, keys, tmp_path, optimizer):
     replies: list[Message] = []
-    run_inprocess(
-        server_app,
-        client_module.app,
-        nodes[0],
-        run_config(keys, tmp_path / "c", rounds=1),
-        observer=lambda m, _b: replies.append(m),
-    )
+    rc = {**run_config(keys, tmp_path / "c", rounds=2), "server-optimizer": optimizer, "stop-patience": 1}
+    run_inprocess(server_app, client_module.app, nodes[0], rc, observer=lambda m, _b: replies.append(m))
+    kinds = set()
     for m in replies:
+        config = m.content.config_records[CONFIG]
+        kinds.add(m.metadata.message_type)
         assert len(m.content.metric_records) == 0
-        assert set(m.content.config_records[CONFIG].keys()) == {"fingerprint"}
-        assert all(a.stype == "fedstock.ckks" for a in m.content.array_records[UPDATE].values())
+        assert set(config.keys()) <= PLAINTEXT_REPLY and "fingerprint" in config
+        assert not any(isinstance(v, float) for v in config.values())
+        assert REASON.match(str(config.get("stop-reason", "round cap: 2 rounds, best round 1")))
+        if m.content.array_records:
+            assert all(a.stype == "fedstock.ckks" for a in m.content.array_records[UPDATE].values())
+    assert kinds == {"train", "evaluate", "query.decide"}
 
 
 def _damaged(kind: str, state: crypto.EncryptedVector, key: crypto.KeyContext, rogue: crypto.KeyContext):
@@ -215,7 +236,7 @@ def test_node_refuses_an_update_whose_sum_over_the_round_could_wrap(nodes):
     many, could pass the CKKS bound sends nothing rather than a sum that decrypts to garbage."""
     session = federated.NodeSession.open(load_node_config(nodes[0][0]))
     fine = federated.round_settings({**FAST_RUN, "server-round": 1, "round-nodes": 3})
-    assert fine.nodes == 3 and session.train(fine, None).length > 0
+    assert fine.nodes == 3 and session.train(fine, None)[0].length > 0
     huge = federated.round_settings({**FAST_RUN, "server-round": 1, "round-nodes": 10**7})
     with pytest.raises(crypto.CryptoError, match="too large: a sum of 10000000"):
         session.train(huge, None)

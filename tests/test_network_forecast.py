@@ -116,7 +116,8 @@ def test_network_forecast_is_the_exact_sum_of_the_sites_own_totals(nodes, keys, 
     assert len(status["rounds"][0]["trained"]) == 3 and status["rounds"][0]["train_loss"] > 0
     common = ["--runs", str(tmp_path), "--keys", str(keys)]
     table = CliRunner().invoke(planner, ["status", "run", *common])
-    assert table.exit_code == 0 and "rounds 1 of 1" in table.output, table.output
+    assert table.exit_code == 0 and "rounds 1 of at most 1" in table.output, table.output
+    assert "the sites forecast with round 1's" in table.output.replace("\n", " ")
     first = status["rounds"][0]["trained"][0]  # sites registered with `site add` are named
     (tmp_path / ".flwr").mkdir()
     (tmp_path / ".flwr" / "sites.json").write_text(json.dumps({"wh-a": int(first), "wh-z": 999}))

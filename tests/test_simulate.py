@@ -194,8 +194,8 @@ def test_encryption_costs_no_accuracy_he_matches_plaintext(walmart_slice, tmp_pa
     """Same prepared nodes, seeds and schedule: the only difference left is CKKS noise."""
     base = SimulationSettings("walmart", walmart_slice, rounds=2, seed=3, until="2012-04-27", overrides=TINY)
     nodes = prepare_nodes(base, tmp_path, lambda line: None)
-    he = train_and_forecast(nodes, replace(base, mode="he"), tmp_path, lambda line: None)
-    plain = train_and_forecast(nodes, replace(base, mode="plain"), tmp_path, lambda line: None)
+    he, _ = train_and_forecast(nodes, replace(base, mode="he"), tmp_path, lambda line: None)
+    plain, _ = train_and_forecast(nodes, replace(base, mode="plain"), tmp_path, lambda line: None)
     merged = he.merge(plain, on=["Store", "Dept", "Date"], suffixes=("_he", "_plain"))
     assert len(merged) == len(he) == len(plain)
     rel = np.abs(merged["mean_he"] - merged["mean_plain"]).sum() / merged["mean_plain"].abs().sum()

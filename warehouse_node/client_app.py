@@ -24,6 +24,7 @@ from common.records import (
     METRICS,
     MOMENTS,
     NETWORK,
+    SCORES,
     SITE_GROUPS,
     STATE,
     UPDATE,
@@ -32,6 +33,8 @@ from common.records import (
 )
 from warehouse_node import journal
 from warehouse_node.federated import NodeSession, RoundSettings, round_settings
+from warehouse_node.pipeline import saved_model_vector
+from warehouse_node.server_state import latest_round
 
 app = ClientApp()
 LOG_PREFIX = "fedstock-node | "
@@ -63,14 +66,28 @@ def _session(msg: Message, context: Context) -> NodeSession:
     return session
 
 
-def _global_weights(session: NodeSession, msg: Message) -> np.ndarray | None:
+def _global_weights(session: NodeSession, msg: Message, s: RoundSettings) -> np.ndarray | None:
+    """The global model the message carries (the aggregate of round ``s.global_round``, and any
+    earlier aggregates this site missed, named ``state-NNNN``); None in round 1."""
     if GLOBAL not in msg.content.array_records or STATE not in msg.content[GLOBAL]:
         return None  # first round: every node starts from the same seeded model
-    return session.recover_weights(read_encrypted(msg.content[GLOBAL], STATE))
+    record = msg.content[GLOBAL]
+    aggregates = {s.global_round: read_encrypted(record, STATE)}
+    for name in record:
+        if name.startswith(f"{STATE}-"):
+            aggregates[int(name.split("-", 1)[1])] = read_encrypted(record, name)
+    return session.global_model(s, aggregates)
 
 
-def _reply(msg: Message, session: NodeSession, name: str, vec: crypto.EncryptedVector, **extra) -> Message:
+def _reply(
+    msg: Message, session: NodeSession, name: str, vec: crypto.EncryptedVector, s: RoundSettings, **extra
+) -> Message:
+    """The encrypted reply; in plaintext only the key's fingerprint, the model's fingerprint (a
+    digest: sites on the same model show the same one) and, with a server optimizer, the newest
+    aggregate this site has applied (so the coordinator resends what it missed)."""
     config = ConfigRecord({"fingerprint": session.key.fingerprint, **extra})
+    if s.optimizer.stateful and s.run_token:
+        config["applied-round"] = latest_round(session.cfg, s.run_token)
     return Message(RecordDict({UPDATE: encrypted_record(**{name: vec}), CONFIG: config}), reply_to=msg)
 
 
@@ -87,25 +104,27 @@ def train(msg: Message, context: Context) -> Message:
         context,
         f"run {run} round {rnd}: joined ({settings.nodes} sites), training {settings.train.epochs} epochs",
     )
-    weights = _global_weights(session, msg)
+    weights = _global_weights(session, msg, settings)
 
     def on_epoch(epoch: int, epochs: int, loss: float) -> None:
         say(context, f"run {run} round {rnd}: epoch {epoch}/{epochs}, pinball loss {loss:.4f}")
 
-    state = session.train(settings, weights, on_epoch)
-    journal.record(session.cfg, "train", run=run, round=rnd, bytes=_sent(state))
+    state, start = session.train(settings, weights, on_epoch)
+    model = journal.model_fingerprint(start)
+    journal.record(session.cfg, "train", run=run, round=rnd, start_model=model, bytes=_sent(state))
     say(context, f"run {run} round {rnd}: update sent, {_sent(state) / 1e6:.2f} MB encrypted")
-    return _reply(msg, session, STATE, state)
+    return _reply(msg, session, STATE, state, settings, **{"start-model": model})
 
 
 def _with_global_model(
     msg: Message, context: Context, step: str
 ) -> tuple[NodeSession, np.ndarray, RoundSettings]:
     session = _session(msg, context)
-    weights = _global_weights(session, msg)
+    settings = round_settings(msg.content[CONFIG])
+    weights = _global_weights(session, msg, settings)
     if weights is None:
         raise ValueError(f"{step} needs the global model, none was sent")
-    return session, weights, round_settings(msg.content[CONFIG])
+    return session, weights, settings
 
 
 @app.evaluate()
@@ -116,7 +135,25 @@ def evaluate(msg: Message, context: Context) -> Message:
     model = journal.model_fingerprint(weights)
     journal.record(session.cfg, "evaluate", run=run, round=rnd, model=model, bytes=_sent(metrics))
     say(context, f"run {run} round {rnd}: global model {model} decrypted and scored, encrypted scores sent")
-    return _reply(msg, session, METRICS, metrics)
+    return _reply(msg, session, METRICS, metrics, settings, model=model)
+
+
+@app.query("decide")
+def decide(msg: Message, context: Context) -> Message:
+    """Decrypt the summed hold-out scores of every round so far, apply the run's stopping rule
+    and keep the best round's model; reply with the decision only (never a score)."""
+    session = _session(msg, context)
+    settings = round_settings(msg.content[CONFIG])
+    record = msg.content[GLOBAL]
+    names = sorted(n for n in record if n.startswith(f"{SCORES}-"))
+    decision = session.decide(settings, [read_encrypted(record, n) for n in names])
+    run, rnd = context.run_id, settings.server_round
+    kept = saved_model_vector(session.cfg)
+    model = journal.model_fingerprint(kept[1]) if kept else "-"
+    journal.record(session.cfg, "decide", run=run, round=rnd, kept_model=model, **decision.as_config())
+    say(context, f"run {run} round {rnd}: {decision.action} ({decision.reason}); forecasting model {model}")
+    config = ConfigRecord({"fingerprint": session.key.fingerprint, **decision.as_config()})
+    return Message(RecordDict({CONFIG: config}), reply_to=msg)
 
 
 @app.query()
@@ -148,7 +185,7 @@ def network_totals(msg: Message, context: Context) -> Message:
         f"run {run}: forecast {start}..{end} with model {model}; encrypted totals sent, {_sent(vec)} bytes",
     )
     iso = ",".join(pd.Timestamp(d).date().isoformat() for d in dates)
-    return _reply(msg, session, NETWORK, vec, **{"network-dates": iso})
+    return _reply(msg, session, NETWORK, vec, settings, **{"network-dates": iso})
 
 
 # ---- the cross-site profile, before round 1 (common/denoise.py) ---------------------------------
@@ -168,7 +205,7 @@ def profile_site_groups(msg: Message, context: Context) -> Message:
 
     def work(session: NodeSession, s: RoundSettings) -> Message:
         vec, end = session.profile_site_groups(s)
-        return _reply(msg, session, SITE_GROUPS, vec, **{"profile-end": end})
+        return _reply(msg, session, SITE_GROUPS, vec, s, **{"profile-end": end})
 
     return _profile_step(msg, context, "groups", work)
 
@@ -180,7 +217,7 @@ def profile_moments(msg: Message, context: Context) -> Message:
     def work(session: NodeSession, s: RoundSettings) -> Message:
         vec, end = session.profile_moments(s, read_encrypted(msg.content[GLOBAL], SITE_GROUPS))
         say(context, f"run {context.run_id}: cross-site profile, moments sent, {_sent(vec) / 1e6:.2f} MB")
-        return _reply(msg, session, MOMENTS, vec, **{"profile-end": end})
+        return _reply(msg, session, MOMENTS, vec, s, **{"profile-end": end})
 
     return _profile_step(msg, context, "moments", work)
 

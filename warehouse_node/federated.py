@@ -36,24 +36,32 @@ from common.model import DEFAULT_QUANTILES, ModelConfig, build_model, model_vect
 from common.network import DIGIT_SCALE_BITS, MIN_SITES, Layout, NetworkError, site_cells, to_digits
 from common.privacy import PrivacySettings, privacy_from_config, privatize
 from common.records import (
+    EVAL_METRICS,
     METRIC_SCALE_BITS,
     STATE_TAIL,
     WEIGHT_UNIT,
     check_node_settings,
     denoise_settings,
     node_setting,
-    server_learning_rate,
+    server_optimizer,
+    stop_rule,
 )
+from common.server_optimizer import ServerOptimizer
+from common.stopping import Decision, StopRule, decide, validation_score
 from common.training import TrainConfig
 from warehouse_node import journal
 from warehouse_node.pipeline import (
+    CANDIDATE_FILE,
+    MODEL_FILE,
     NodeData,
     forecast,
     group_labels,
     holdout_metrics,
+    keep_candidate,
     local_update,
     save_global_model,
 )
+from warehouse_node.server_state import state_after
 
 NETWORK_TOTALS_FILE = "network_totals.parquet"  # NODE/out: what this site put into the network sum
 OPTIMIZER_FILE = "optimizer.pt"  # NODE/private: this node's optimizer state after its last round
@@ -75,11 +83,18 @@ class RoundSettings:
     # the cross-site profile (common/denoise.py)
     denoise: DenoiseSettings = field(default_factory=DenoiseSettings)
     denoise_id: str = ""  # digest of the run's summed moments, announced by the coordinator
-    server_learning_rate: float = 1.0  # η of the server step (module docstring); 1 = plain FedAvg
+    optimizer: ServerOptimizer = field(default_factory=ServerOptimizer)  # the server step (module docstring)
+    stop: StopRule = field(default_factory=lambda: StopRule(3))  # when the run is done
+    run_token: str = ""  # the coordinator's name for this run: keys the replicated server state
+    global_round: int = 0  # the aggregate round the message's global state comes from
 
     @property
     def round_seed(self) -> int:
         return self.seed * 1009 + self.server_round
+
+    @property
+    def server_learning_rate(self) -> float:
+        return self.optimizer.learning_rate
 
 
 def round_settings(cfg: Mapping) -> RoundSettings:
@@ -125,13 +140,21 @@ def round_settings(cfg: Mapping) -> RoundSettings:
         min_sites,
         denoise,
         node_setting(cfg, "denoise-id", ""),
-        server_learning_rate(cfg),
+        server_optimizer(cfg),
+        stop_rule(cfg),
+        str(cfg.get("run-token", "")),
+        int(cfg.get("global-round", max(server_round - 1, 0))),
     )
+
+
+def initial_model(s: RoundSettings) -> np.ndarray:
+    """Round 1's seeded model: the same at every node."""
+    return model_vector(build_model(s.model, s.seed * 1009 + 1))
 
 
 def round_start(s: RoundSettings, weights: np.ndarray | None) -> np.ndarray:
     """The weights this round's training started from: the global model, or round 1's seeded one."""
-    return weights if weights is not None else model_vector(build_model(s.model, s.round_seed))
+    return weights if weights is not None else initial_model(s)
 
 
 def server_step(start: np.ndarray, trained: np.ndarray, rate: float) -> np.ndarray:
@@ -182,6 +205,8 @@ def round_update(
     saved = {"run": _run_tag(s), "round": s.server_round, "state": state}
     torch.save(saved, cfg.private_dir / OPTIMIZER_FILE)
     start = round_start(s, weights)
+    if s.optimizer.stateful:  # the step is taken after decryption, by every node (global_model)
+        return start, new, windows, loss
     return start, server_step(start, new, s.server_learning_rate), windows, loss
 
 
@@ -251,6 +276,27 @@ class NodeSession:
     def recover_weights(self, state: crypto.EncryptedVector) -> np.ndarray:
         return global_weights(crypto.decrypt(self.key, state))
 
+    def global_model(self, s: RoundSettings, aggregates: dict[int, crypto.EncryptedVector]) -> np.ndarray:
+        """The global model after aggregate round ``s.global_round``: the average itself (fedavg),
+        else the server step every node takes from it (warehouse_node/server_state.py);
+        ``aggregates`` holds that round's and any earlier ones this site missed."""
+        if not s.optimizer.stateful:
+            return self.recover_weights(aggregates[s.global_round])
+        fetch = {r: (lambda v=v: self.recover_weights(v)) for r, v in aggregates.items()}
+        return state_after(
+            self.cfg, s.run_token, s.optimizer, s.global_round, lambda: initial_model(s), fetch
+        ).model
+
+    def decide(self, s: RoundSettings, summed_scores: list[crypto.EncryptedVector]) -> Decision:
+        """Apply the run's stopping rule to the summed hold-out sums of every round so far and keep
+        the best round's model; every node reaches the same decision from the same sums."""
+        sums = [dict(zip(EVAL_METRICS, crypto.decrypt(self.key, v), strict=True)) for v in summed_scores]
+        if any(round(x["nodes"]) < 1 for x in sums):
+            raise crypto.CryptoError("a summed score holds no site: refused")
+        decision = decide([validation_score(x, s.stop.metric) for x in sums], s.stop)
+        keep_candidate(self.cfg, decision.best_round)
+        return decision
+
     def data(self, s: RoundSettings) -> NodeData:
         if s.model.denoise:
             check_profile(self.cfg, s.denoise_id)
@@ -279,20 +325,23 @@ class NodeSession:
         s: RoundSettings,
         weights: np.ndarray | None,
         on_epoch: Callable[[int, int, float], None] | None = None,
-    ) -> crypto.EncryptedVector:
+    ) -> tuple[crypto.EncryptedVector, np.ndarray]:
+        """This site's encrypted update, and the global model it trained from."""
         start, new, windows, loss = round_update(self.cfg, self.data(s), s, weights, on_epoch)
         n = windows / WEIGHT_UNIT
         if s.privacy is not None:  # clipped, noised, and weighted 1 like every other node
             new, _ = privatize(start, new, s.privacy)  # clips η·update: the bound holds
             n = 1.0
-        return crypto.encrypt(self.key, update_values(new, n, loss), addends=s.nodes)
+        return crypto.encrypt(self.key, update_values(new, n, loss), addends=s.nodes), start
 
     def evaluate(
         self, s: RoundSettings, weights: np.ndarray, run: int | None = None
     ) -> crypto.EncryptedVector:
         """Keep the decrypted global model and this site's scores of it (private); return the
-        encrypted hold-out error sums."""
-        save_global_model(self.cfg, weights, s.model, s.server_round)
+        encrypted hold-out error sums. With a held-out window the model is a candidate until the
+        federation's summed scores rank it (``decide``)."""
+        name = MODEL_FILE if s.validation == 0 else CANDIDATE_FILE
+        save_global_model(self.cfg, weights, s.model, s.server_round, name)
         sums = holdout_metrics(self.data(s), s.model, weights, self.cfg.data.season)
         journal.record_holdout(self.cfg, run, s.server_round, journal.model_fingerprint(weights), sums)
         values = [
@@ -317,7 +366,7 @@ class NodeSession:
                 f"the coordinator would sum {s.nodes} sites, fewer than the minimum of "
                 f"{minimum}: this site keeps its totals"
             )
-        save_global_model(self.cfg, weights, s.model, s.server_round)
+        save_global_model(self.cfg, weights, s.model, s.global_round)
         frame = forecast(self.cfg)
         dates = sorted(pd.to_datetime(frame["date"].unique()))
         values, table = site_cells(frame, s.network, dates)

@@ -262,6 +262,7 @@ def status_lines(status: dict, holdout: dict | None = None) -> Iterator[tuple[st
     yield "last round", f"run {last['run']} round {last['round']} at {last['time']}" if last else "-"
     model = status.get("last_model")
     yield "last model", f"{model['model']} (run {model['run']} round {model['round']})" if model else "-"
+    yield "forecast model", _decision_line(status.get("last_decision"))
     fc = status.get("last_forecast")
     yield (
         "last forecast",
@@ -271,6 +272,17 @@ def status_lines(status: dict, holdout: dict | None = None) -> Iterator[tuple[st
     )
     yield "hold-out here", _holdout_line(holdout) if holdout else "-"
     yield "supernode", supernode_state(status)
+
+
+def _decision_line(d: dict | None) -> str:
+    """The model this site forecasts with, as the federation's summed validation chose it."""
+    if not d:
+        return "-"
+    state = "the federation stopped" if d["decision"] == "stop" else "training goes on"
+    return (
+        f"{d['kept_model']}, the best of run {d['run']} (round {d['best-round']}); after round "
+        f"{d['round']} {state}: {d['stop-reason']}"
+    )
 
 
 def _holdout_line(h: dict) -> str:

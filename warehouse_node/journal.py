@@ -89,6 +89,10 @@ def record(cfg: NodeConfig, kind: str, **fields: object) -> dict:
         status["rounds_answered"] = int(status.get("rounds_answered", 0)) + (kind == "train")
     if "model" in fields:
         status["last_model"] = {k: event.get(k) for k in ("model", "round", "run", "time")}
+    if kind == "decide":  # the federation's decision, and the model this site now forecasts with
+        status["last_decision"] = {
+            k: event.get(k) for k in ("run", "round", "decision", "best-round", "stop-reason", "kept_model")
+        }
     if kind == "forecast":
         status["last_forecast"] = {k: event.get(k) for k in ("start", "end", "periods", "series", "time")}
     write_json_atomic(status_path(cfg), status)

@@ -34,7 +34,8 @@ from common.training import TrainConfig, mean_from_quantiles, predict_scaled, tr
 from common.windows import SeriesStats, WindowSet, build_windows, like_forecasts, season_lag, series_stats
 
 DEMAND_FILE, MAP_FILE, QUARANTINE_FILE = "demand.parquet", "series_map.parquet", "quarantine.csv"
-MODEL_FILE = "global_model.pt"
+MODEL_FILE = "global_model.pt"  # the global model this node forecasts with
+CANDIDATE_FILE = "candidate_model.pt"  # the last round's, until the federation's scores rank it
 _LOADED: dict[tuple, NodeData] = {}  # (folder, file versions, horizon, validation) -> NodeData
 
 
@@ -234,9 +235,11 @@ def _pinball(pred: np.ndarray, actual: np.ndarray, levels: tuple[float, ...]) ->
     return float(np.maximum(lv * diff, (lv - 1) * diff).mean(-1).sum())
 
 
-def save_global_model(cfg: NodeConfig, vector: np.ndarray, m: ModelConfig, server_round: int) -> Path:
+def save_global_model(
+    cfg: NodeConfig, vector: np.ndarray, m: ModelConfig, server_round: int, name: str = MODEL_FILE
+) -> Path:
     cfg.private_dir.mkdir(parents=True, exist_ok=True)
-    path = cfg.private_dir / MODEL_FILE
+    path = cfg.private_dir / name
     torch.save(
         {
             "vector": torch.from_numpy(np.asarray(vector, dtype=np.float32)),
@@ -246,6 +249,29 @@ def save_global_model(cfg: NodeConfig, vector: np.ndarray, m: ModelConfig, serve
         path,
     )
     return path
+
+
+def keep_candidate(cfg: NodeConfig, server_round: int) -> bool:
+    """Forecast from now on with the candidate model of ``server_round`` (the federation's best so
+    far); False when this node holds no candidate of that round (it missed the round's evaluation)."""
+    path = cfg.private_dir / CANDIDATE_FILE
+    try:
+        held = int(torch.load(path, weights_only=True)["round"])
+    except (OSError, EOFError, RuntimeError, pickle.UnpicklingError, KeyError, TypeError, ValueError):
+        return False
+    if held != server_round:
+        return False
+    path.replace(cfg.private_dir / MODEL_FILE)
+    return True
+
+
+def saved_model_vector(cfg: NodeConfig) -> tuple[int, np.ndarray] | None:
+    """(round, weights) of the global model this node forecasts with; None without a readable one."""
+    try:
+        blob = torch.load(cfg.private_dir / MODEL_FILE, weights_only=True)
+        return int(blob["round"]), blob["vector"].numpy()
+    except (OSError, EOFError, RuntimeError, pickle.UnpicklingError, KeyError, TypeError, ValueError):
+        return None
 
 
 def load_global_model(cfg: NodeConfig):
