@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+import torch
 
 from common import crypto
 from common.config import NodeConfig, load_node_config
@@ -39,7 +40,6 @@ from warehouse_node.pipeline import forecast, prepare_node
 
 MODES = ("he", "plain", "local", "central")
 OUTCOME_FILE = "outcome.json"  # RUN_DIR: how training ended (rounds, best round, reason, seconds)
-TORCH_THREADS = 2  # one node trains at a time in-process: let it use both cores
 
 # Model and training settings per dataset (tuned on the training history only; see BENCHMARKS.md).
 PRESETS: dict[str, dict[str, object]] = {
@@ -172,7 +172,9 @@ def run_he(nodes: list[NodeConfig], rc: dict, report: Report) -> Outcome:
 
     dirs = [c.folder for c in nodes]
     started = time.monotonic()
-    grid = run_inprocess(server_app, client_app, dirs, rc, progress=progress, torch_threads=TORCH_THREADS)
+    # one node trains at a time in-process: it uses this process's threads (by default every core)
+    threads = torch.get_num_threads()
+    grid = run_inprocess(server_app, client_app, dirs, rc, progress=progress, torch_threads=threads)
     seconds = time.monotonic() - started
     outcome = json.loads((Path(str(rc["checkpoint-dir"])) / PROGRESS_FILE).read_text()).get("outcome", {})
     return Outcome(

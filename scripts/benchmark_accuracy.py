@@ -261,7 +261,8 @@ def section(rows: pd.DataFrame, name: str, title: str) -> list[str]:
     return [
         f"### {title}",
         "",
-        f"Commands: {_commands(sub)}; seeds {seeds}; round cap {_cap(first)}, each model mode stopping "
+        f"Commands: {_commands(sub)} (torch threads: {_threads(sub)}); seeds {seeds}; round cap "
+        f"{_cap(first)}, each model mode stopping "
         "when its own validation score stops improving (the preset's patience)"
         f"{' (quick smoke settings, not a result)' if bool(first['quick']) else ''}.",
         "",
@@ -273,6 +274,12 @@ def section(rows: pd.DataFrame, name: str, title: str) -> list[str]:
 
 def _commands(sub: pd.DataFrame) -> str:
     return "; ".join(f"`{c}`" for c in dict.fromkeys(sub["command"].astype(str)))
+
+
+def _threads(sub: pd.DataFrame) -> str:
+    if "threads" not in sub:
+        return "2"
+    return ", ".join(str(int(t)) for t in sorted(set(sub["threads"].dropna())))
 
 
 def _cap(first: pd.Series) -> str:
@@ -370,6 +377,13 @@ def write_markdown(rows: pd.DataFrame) -> None:
     help="Model modes to run, and `baselines` (seasonal naive, ETS and the peers); the rows of what "
     "is not run are kept from earlier runs.",
 )
+@click.option(
+    "--threads",
+    default=2,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="torch threads of every model mode (1: two parts of the benchmark can share 2 cores).",
+)
 def main(
     data_root: str,
     work: str,
@@ -381,13 +395,14 @@ def main(
     dp: str | None,
     modes: str,
     origin: str | None,
+    threads: int,
 ) -> None:
     if report_only:
         write_markdown(pd.read_csv(Path(work) / "accuracy.csv"))
         return
     seed_list = [int(s) for s in seeds.split(",")][: 1 if quick else None]
     rounds = 2 if quick else rounds
-    torch.set_num_threads(2)
+    torch.set_num_threads(threads)
     command = (".venv/bin/python scripts/benchmark_accuracy.py " + " ".join(sys.argv[1:])).strip()
     csv = Path(work) / "accuracy.csv"
     commit = current_commit(ROOT)
@@ -401,7 +416,9 @@ def main(
         rows = run_dataset(
             name, folder, Path(work) / name, seed_list, rounds, dp_pair, chosen, origin, "baselines" in asked
         )
-        frame = pd.DataFrame(rows).assign(command=command, rounds=rounds, quick=quick, commit=commit)
+        frame = pd.DataFrame(rows).assign(
+            command=command, rounds=rounds, quick=quick, commit=commit, threads=threads
+        )
         if origin:
             frame = frame.assign(origin=origin)
             table_file = Path(work) / "origins.csv"

@@ -265,29 +265,14 @@ def _lightgbm(history, keys, date, target, freq, horizon, known, rounds, by_stor
     return _finish(pd.concat(parts, ignore_index=True), keys, date)
 
 
-def lightgbm_global(
-    history: pd.DataFrame,
-    keys: list[str],
-    date: str,
-    target: str,
-    freq: str,
-    horizon: int,
-    known: pd.DataFrame | None = None,
-    rounds: int = ROUNDS,
-) -> pd.DataFrame:
-    """One LightGBM over every series (``known``: see ``known_covariates``)."""
-    return _lightgbm(history, keys, date, target, freq, horizon, known, rounds, by_store=False)
+def lightgbm_global(history: pd.DataFrame, *shape, known: pd.DataFrame | None = None, rounds: int = ROUNDS):
+    """One LightGBM over every series; ``shape``: keys, date, target, freq, horizon (``known``: see
+    ``known_covariates``)."""
+    return _lightgbm(history, *shape, known, rounds, by_store=False)
 
 
 def lightgbm_per_store(
-    history: pd.DataFrame,
-    keys: list[str],
-    date: str,
-    target: str,
-    freq: str,
-    horizon: int,
-    known: pd.DataFrame | None = None,
-    rounds: int = ROUNDS,
-) -> pd.DataFrame:
+    history: pd.DataFrame, *shape, known: pd.DataFrame | None = None, rounds: int = ROUNDS
+):
     """The same LightGBM trained separately for each value of ``keys[0]`` on its own rows only."""
-    return _lightgbm(history, keys, date, target, freq, horizon, known, rounds, by_store=True)
+    return _lightgbm(history, *shape, known, rounds, by_store=True)

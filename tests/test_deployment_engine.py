@@ -45,7 +45,13 @@ def test_tls_and_node_auth_refuse_an_unregistered_node_and_run_with_the_register
     logs = "\n".join(p.read_text(errors="replace") for p in log_dir.glob("*.log"))
     done = progress(tmp_path / "ckpt")
     assert done.get("last_round") == 1, logs[-3000:]
-    assert [h["replies"] for h in done["history"]] == [3, 3]
+    assert [(h["phase"], h["replies"]) for h in done["history"]] == [
+        ("train", 3),
+        ("evaluate", 3),
+        ("decide", 3),  # the sites' decision arrives through the real SuperLink too
+        ("stop", 0),
+    ]
+    assert done["outcome"]["best_round"] == 1 and done["outcome"]["reason"].startswith("round cap")
     assert "--insecure" not in " ".join(" ".join(map(str, p.args)) for p in dep.procs.values())
     config = (tmp_path / "deployment" / "flwr-home" / "config.toml").read_text()
     assert "root-certificates" in config and "insecure" not in config
