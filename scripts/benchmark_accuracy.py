@@ -18,6 +18,7 @@ Tables: median over seeds and the min..max spread, written to BENCHMARKS.md betw
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import platform
@@ -25,6 +26,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import click
@@ -115,10 +117,12 @@ def run_dataset(
     modes: tuple[str, ...] = MODEL_MODES,
     origin: str | None = None,
     with_baselines: bool = True,
+    keep: Callable[[dict], None] = lambda row: None,
 ) -> list[dict]:
     """Baselines, peers and the model modes (baselines and peers only with every mode); with ``dp``
     (clip, noise multiplier) only CKKS + DP. ``origin``: train up to it and score the horizon after
-    it instead of the benchmark window; ``rounds``: the round cap (None: the preset's)."""
+    it instead of the benchmark window; ``rounds``: the round cap (None: the preset's); ``keep``
+    records each row as soon as it is measured, so a run cut short keeps what it finished."""
     ds, st = DATASETS[name], SETUPS[name]
     sales = load_sales(name, data)
     until = origin or st["until"]
@@ -134,6 +138,7 @@ def run_dataset(
         row = {"dataset": name, "method": method, "seed": seed, "seconds": round(seconds, 1), **extra}
         row.update(score(actuals, fc, keys, ds.date, ds.target, st["holiday"]))
         log(f"{name} {method} seed={seed}: " + json.dumps({k: row[k] for k in row if k not in ("dataset",)}))
+        keep(row)
         return row
 
     rows = []
@@ -155,6 +160,10 @@ def run_dataset(
             )
             t0 = time.monotonic()
             fc, outcome = train_and_forecast(nodes, s, work, log)
+            extra = {}
+            if dp is not None:
+                privacy = json.loads((work / "checkpoints" / PROGRESS_FILE).read_text())["privacy"]
+                extra = {f"dp_{k}": privacy[k] for k in ("clip", "noise_multiplier", "nodes", "epsilon")}
             row = evaluate(
                 mode if dp is None else "he-dp",
                 seed,
@@ -164,10 +173,8 @@ def run_dataset(
                 best_round=outcome.best_round,
                 stop_reason=outcome.reason,
                 deployment_seconds=round(outcome.deployment_seconds, 1),
+                **extra,
             )
-            if dp is not None:
-                privacy = json.loads((work / "checkpoints" / PROGRESS_FILE).read_text())["privacy"]
-                row.update({f"dp_{k}": privacy[k] for k in ("clip", "noise_multiplier", "nodes", "epsilon")})
             rows.append(row)
             if (work / "checkpoints").exists():
                 shutil.rmtree(work / "checkpoints")
@@ -404,8 +411,8 @@ def main(
     rounds = 2 if quick else rounds
     torch.set_num_threads(threads)
     command = (".venv/bin/python scripts/benchmark_accuracy.py " + " ".join(sys.argv[1:])).strip()
-    csv = Path(work) / "accuracy.csv"
-    commit = current_commit(ROOT)
+    stamp = {"command": command, "rounds": rounds, "quick": quick, "commit": current_commit(ROOT)}
+    stamp["threads"] = threads
     for name in datasets.split(","):
         folder = Path(data_root) / FOLDERS[name]
         dp_pair = tuple(float(v) for v in dp.split(",")) if dp else None
@@ -413,26 +420,39 @@ def main(
         if not asked or set(asked) - {"baselines", *MODEL_MODES}:
             raise click.BadParameter(f"choose from baselines,{','.join(MODEL_MODES)}", param_hint="--modes")
         chosen = tuple(m for m in MODEL_MODES if m in asked)
-        rows = run_dataset(
-            name, folder, Path(work) / name, seed_list, rounds, dp_pair, chosen, origin, "baselines" in asked
+        keep = partial(_keep, Path(work), {**stamp, **({"origin": origin} if origin else {})})
+        run_dataset(
+            name,
+            folder,
+            Path(work) / name,
+            seed_list,
+            rounds,
+            dp_pair,
+            chosen,
+            origin,
+            "baselines" in asked,
+            keep,
         )
-        frame = pd.DataFrame(rows).assign(
-            command=command, rounds=rounds, quick=quick, commit=commit, threads=threads
-        )
-        if origin:
-            frame = frame.assign(origin=origin)
-            table_file = Path(work) / "origins.csv"
-            old = pd.read_csv(table_file) if table_file.is_file() else pd.DataFrame()
-            pd.concat([old, frame], ignore_index=True).to_csv(table_file, index=False)
-            log(f"wrote {table_file}")
-            continue
-        if csv.is_file():  # keep the other results; the methods just run replace their old rows
-            old = pd.read_csv(csv)
-            replaced = (old["dataset"] == name) & old["method"].isin(frame["method"].unique())
-            frame = pd.concat([old[~replaced], frame], ignore_index=True)
-        frame.to_csv(csv, index=False)
-        write_markdown(frame)
-        log(f"wrote BENCHMARKS.md and {csv}")
+
+
+def _keep(work: Path, stamp: dict, row: dict) -> None:
+    """Record one measured row: an origin row is appended to WORK/origins.csv; a benchmark row
+    replaces the row of the same dataset, method and seed in WORK/accuracy.csv (other rows, also
+    those of another run sharing the file, are kept) and BENCHMARKS.md is rewritten from it."""
+    work.mkdir(parents=True, exist_ok=True)
+    frame = pd.DataFrame([{**row, **stamp}])
+    table_file = work / ("origins.csv" if "origin" in stamp else "accuracy.csv")
+    with open(work / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # the parts of a split benchmark may finish together
+        if table_file.is_file():
+            old = pd.read_csv(table_file)
+            same = (old["dataset"] == row["dataset"]) & (old["method"] == row["method"])
+            same &= old["seed"].isna() if row["seed"] is None else old["seed"] == row["seed"]
+            frame = pd.concat([old if "origin" in stamp else old[~same], frame], ignore_index=True)
+        frame.to_csv(table_file, index=False)
+        if "origin" not in stamp:
+            write_markdown(frame)
+    log(f"recorded {row['dataset']} {row['method']} seed={row['seed']} in {table_file}")
 
 
 if __name__ == "__main__":
