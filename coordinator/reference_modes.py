@@ -111,34 +111,28 @@ def run_plain(nodes: list[NodeConfig], rc: dict, report: Report) -> Outcome:
     rc = plaintext_profile(nodes, rc, report)
     opt = server_optimizer(rc)
     state = ServerState.initial(initial_model(settings(rc, 1)))
-    weights: list[np.ndarray | None] = [None]
+    weights: np.ndarray | None = None  # the global model the next round starts from
 
     def train_round(r: int) -> tuple[np.ndarray, Sums | None, float]:
-        nonlocal state
+        nonlocal state, weights
         s = settings(rc, r)
         total, n_sum, slowest = 0.0, 0, 0.0
         for cfg in nodes:
             data = NodeData.load(cfg, s.model.horizon, s.validation, s.model.denoise)
-            (_, new, n, _), seconds = _timed(
-                lambda cfg=cfg, data=data: round_update(cfg, data, s, weights[0])
-            )
+            (_, new, n, _), seconds = _timed(lambda cfg=cfg, data=data: round_update(cfg, data, s, weights))
             total, n_sum, slowest = total + n * new, n_sum + n, max(slowest, seconds)
         mean = total / n_sum
         state = step(opt, state, mean) if opt.stateful else state
-        weights[0] = state.model if opt.stateful else mean
+        weights = state.model if opt.stateful else mean
         if s.validation == 0:
-            return weights[0], None, slowest
-        timed = [_timed(lambda cfg=cfg: scores_of(cfg, s, weights[0])) for cfg in nodes]
-        return weights[0], add_sums([t[0] for t in timed]), slowest + max(t[1] for t in timed)
+            return weights, None, slowest
+        timed = [_timed(lambda cfg=cfg: scores_of(cfg, s, weights)) for cfg in nodes]
+        return weights, add_sums([t[0] for t in timed]), slowest + max(t[1] for t in timed)
 
     best, outcome = until_done(stop_rule(rc), train_round, report)
     for cfg in nodes:
         save_global_model(cfg, best, settings(rc, 1).model, outcome.best_round)
     return outcome
-
-
-def _round_config(s: RoundSettings, batches: int):
-    return replace(s.train, max_batches_per_epoch=batches)
 
 
 def run_local(nodes: list[NodeConfig], rc: dict, report: Report) -> Outcome:
@@ -197,10 +191,9 @@ def run_central(nodes: list[NodeConfig], rc: dict, report: Report) -> Outcome:
 
     def train_round(r: int) -> tuple[np.ndarray, Sums | None, float]:
         s = settings(rc, r)
+        every_batch = replace(s.train, max_batches_per_epoch=batches)
         _, seconds = _timed(
-            lambda: train_local(
-                model, pooled, _round_config(s, batches), s.round_seed, None, optimizer_state, device
-            )
+            lambda: train_local(model, pooled, every_batch, s.round_seed, None, optimizer_state, device)
         )
         vector = model_vector(model)
         if s.validation == 0:

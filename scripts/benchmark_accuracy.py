@@ -424,7 +424,7 @@ def main(
         run_dataset(
             name,
             folder,
-            Path(work) / name,
+            Path(work) / name / f"seeds-{'-'.join(map(str, seed_list))}",  # parts run side by side
             seed_list,
             rounds,
             dp_pair,
