@@ -118,11 +118,13 @@ def run_dataset(
     origin: str | None = None,
     with_baselines: bool = True,
     keep: Callable[[dict], None] = lambda row: None,
+    changes: tuple[tuple[str, object], ...] = (),
 ) -> list[dict]:
     """Baselines, peers and the model modes (baselines and peers only with every mode); with ``dp``
     (clip, noise multiplier) only CKKS + DP. ``origin``: train up to it and score the horizon after
     it instead of the benchmark window; ``rounds``: the round cap (None: the preset's); ``keep``
-    records each row as soon as it is measured, so a run cut short keeps what it finished."""
+    records each row as soon as it is measured, so a run cut short keeps what it finished;
+    ``changes``: run-config keys set over the preset (a candidate setting tried at an origin)."""
     ds, st = DATASETS[name], SETUPS[name]
     sales = load_sales(name, data)
     until = origin or st["until"]
@@ -146,7 +148,7 @@ def run_dataset(
         started = time.monotonic()
         fc = make()
         rows.append(evaluate(method, None, fc, time.monotonic() - started))
-    overrides = () if dp is None else (("dp-clip", dp[0]), ("dp-noise", dp[1]))
+    overrides = changes if dp is None else (*changes, ("dp-clip", dp[0]), ("dp-noise", dp[1]))
     if not modes:
         return rows
     if work.exists():
@@ -391,6 +393,14 @@ def write_markdown(rows: pd.DataFrame) -> None:
     type=click.IntRange(1, 64),
     help="torch threads of every model mode (1: two parts of the benchmark can share 2 cores).",
 )
+@click.option(
+    "--set",
+    "changes",
+    multiple=True,
+    callback=lambda ctx, param, value: _changes(value),
+    help="KEY=VALUE over the preset's run config (e.g. server-optimizer=fedavgm), a candidate "
+    "setting tried at an --origin; only with --origin, so the benchmark tables run the presets.",
+)
 def main(
     data_root: str,
     work: str,
@@ -403,7 +413,10 @@ def main(
     modes: str,
     origin: str | None,
     threads: int,
+    changes: tuple[tuple[str, object], ...],
 ) -> None:
+    if changes and not origin:
+        raise click.UsageError("--set needs --origin: settings are tried before the scored window")
     if report_only:
         write_markdown(pd.read_csv(Path(work) / "accuracy.csv"))
         return
@@ -432,7 +445,22 @@ def main(
             origin,
             "baselines" in asked,
             keep,
+            changes,
         )
+
+
+def _changes(pairs: tuple[str, ...]) -> tuple[tuple[str, object], ...]:
+    """``key=value`` pairs, numbers parsed as numbers."""
+    out = []
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--set")
+        try:
+            out.append((key, int(value) if value.lstrip("-").isdigit() else float(value)))
+        except ValueError:
+            out.append((key, value))
+    return tuple(out)
 
 
 def _keep(work: Path, stamp: dict, row: dict) -> None:
