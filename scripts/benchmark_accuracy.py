@@ -437,7 +437,7 @@ def main(
         run_dataset(
             name,
             folder,
-            Path(work) / name / f"seeds-{'-'.join(map(str, seed_list))}",  # parts run side by side
+            Path(work) / name / "-".join(map(str, [*chosen, *seed_list])),  # parts run side by side
             seed_list,
             rounds,
             dp_pair,
