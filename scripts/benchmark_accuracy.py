@@ -424,8 +424,8 @@ def main(
     rounds = 2 if quick else rounds
     torch.set_num_threads(threads)
     command = (".venv/bin/python scripts/benchmark_accuracy.py " + " ".join(sys.argv[1:])).strip()
-    stamp = {"command": command, "rounds": rounds, "quick": quick, "commit": current_commit(ROOT)}
-    stamp["threads"] = threads
+    commit = current_commit(ROOT)
+    stamp = {"command": command, "rounds": rounds, "quick": quick, "commit": commit, "threads": threads}
     for name in datasets.split(","):
         folder = Path(data_root) / FOLDERS[name]
         dp_pair = tuple(float(v) for v in dp.split(",")) if dp else None
