@@ -9,6 +9,8 @@ never seen. Per mode the tables give the rounds used, the 2-core wall time here 
 of a deployment (sites in parallel: the slowest site per round, summed, plus the coordinator).
 The peers (scripts/peers.py, `pip install -e '.[peers]'`) run on the same windows when installed.
 Tables: median over seeds and the min..max spread, written to BENCHMARKS.md between markers.
+Each row is recorded as soon as it is measured (WORK/accuracy.csv, replacing the same dataset,
+method and seed), so a long benchmark splits into parts by --datasets, --modes and --seeds.
 ``--origin`` scores an earlier window instead (where settings are chosen) and writes nothing there.
 
     .venv/bin/python scripts/benchmark_accuracy.py                 # both datasets, 3 seeds
