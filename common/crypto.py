@@ -141,6 +141,34 @@ def keygen(
     return fingerprint
 
 
+def publish_keys(keys_dir: str | Path, out_dir: str | Path) -> str:
+    """Copy the public half of a key pair (public.ctx, keys.json) to ``out_dir``: what the key
+    steward hands the coordinator and the planner. Refuses a folder that already holds keys."""
+    public = load_public(keys_dir)
+    out = Path(out_dir)
+    if any((out / name).exists() for name in (SECRET_CONTEXT_FILE, PUBLIC_CONTEXT_FILE, MANIFEST_FILE)):
+        raise CryptoError(f"{out} already holds key files: refusing to overwrite them")
+    out.mkdir(parents=True, exist_ok=True)
+    for name in (PUBLIC_CONTEXT_FILE, MANIFEST_FILE):
+        (out / name).write_bytes((Path(keys_dir) / name).read_bytes())
+    return public.fingerprint
+
+
+def load_public(keys_dir: str | Path) -> KeyContext:
+    """The public context of a keys folder, checked against its keys.json; a public.ctx that holds
+    a secret key is refused."""
+    folder = Path(keys_dir)
+    manifest = folder / MANIFEST_FILE
+    try:
+        fingerprint = str(json.loads(manifest.read_text())["fingerprint"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CryptoError(f"{manifest} is not a readable keys.json ({type(exc).__name__}: {exc})") from None
+    public = load_context(folder / PUBLIC_CONTEXT_FILE, fingerprint)
+    if public.has_secret_key:
+        raise CryptoError(f"{folder / PUBLIC_CONTEXT_FILE} holds a secret key: keep it at the sites")
+    return public
+
+
 def load_context(path: str | Path, expect_fingerprint: str | None = None) -> KeyContext:
     """Load a context file; refuse it if its fingerprint is not the expected one."""
     p = Path(path)

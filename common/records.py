@@ -31,8 +31,24 @@ GLOBAL, UPDATE, CONFIG = "global", "update", "config"  # keys inside the RecordD
 STATE_TAIL = ("weight_x_train_pinball", "weight")
 WEIGHT_UNIT = 1024
 # Evaluation sums (absolute errors in units, point counts) are large: they travel at a lower scale.
-EVAL_METRICS = ("abs_err_model", "abs_err_naive", "pinball_scaled", "covered_80", "points", "nodes")
+# A site adds its own training loss of the round (weight·loss, weight) to them, so that the round's
+# one small sum holds every number the planner is shown; the last cell counts the sites in it.
+EVAL_METRICS = (
+    "abs_err_model",
+    "abs_err_naive",
+    "pinball_scaled",
+    "covered_80",
+    "points",
+    "weight_x_train_pinball",
+    "train_weight",
+    "nodes",
+)
 METRIC_SCALE_BITS = 16
+# The sums the sites decrypt for the coordinator and the planner (coordinator/publish.py): the
+# round's evaluation sums, and the network forecast's totals. Nothing else is ever opened.
+ROUND_METRICS, NETWORK_TOTALS = "round-metrics", "network-totals"
+PUBLISHED_KINDS = (ROUND_METRICS, NETWORK_TOTALS)
+MIN_PUBLISHED_SITES = 2  # a site never opens a sum of fewer sites: one site's own numbers
 
 
 def to_array(vec: EncryptedVector) -> Array:
@@ -72,6 +88,7 @@ NODE_SETTINGS: dict[str, type] = {
     "heads": int,
     "max-batches": int,
     "learning-rate": float,
+    "proximal-mu": float,  # FedProx μ of the sites' local steps (common/training.py); 0 = off
     "server-learning-rate": float,  # η of the server step, taken by the nodes (warehouse_node/federated.py)
     "server-optimizer": str,  # fedavg | fedavgm | fedadam | fedyogi (common/server_optimizer.py)
     "server-momentum": float,  # β₁ of the server step
@@ -88,6 +105,8 @@ NODE_SETTINGS: dict[str, type] = {
     "network-group": str,  # network forecast (common/network.py): "" = total only, else a series key
     "network-groups": str,  # its values, comma-separated: the same cells at every site
     "network-min-sites": int,  # a node refuses to send its totals into a smaller sum
+    "publish-min-sites": int,  # a node opens no round-metrics sum of fewer sites (floor 2)
+    "publish-kind": str,  # set by the coordinator: which kind of sum it asks the sites to open
     "denoise-rank": int,  # cross-site profile (common/denoise.py): shapes per group, 0 = off
     "denoise-shrink": float,
     "denoise-periods": int,
@@ -115,6 +134,8 @@ def check_node_settings(cfg: Mapping) -> None:
     for key in NODE_SETTINGS:
         if key in cfg:
             node_setting(cfg, key, None)
+    if node_setting(cfg, "proximal-mu", 0.0) < 0:
+        raise ValueError(f"run config 'proximal-mu' must be 0 or more, got {cfg['proximal-mu']!r}")
 
 
 def server_learning_rate(cfg: Mapping) -> float:

@@ -20,7 +20,9 @@ class TrainConfig:
     """``scale_weight`` p weights each window's loss by (series scale)^p: p = 1 trains for error
     in units (what WMAE and on-hand value measure), p = 0 treats every series alike.
     ``progress`` is the part of the whole training run this call covers; the learning rate follows
-    one cosine from ``learning_rate`` to a tenth of it over the run (across federated rounds too)."""
+    one cosine from ``learning_rate`` to a tenth of it over the run (across federated rounds too).
+    ``proximal`` μ adds μ/2·‖w − w_start‖² to the loss (FedProx, Li et al. 2020): a site's steps stay
+    near the global model the round started from, against drift towards its own data."""
 
     epochs: int = 2
     batch_size: int = 256
@@ -29,6 +31,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     scale_weight: float = 0.0
     progress: tuple[float, float] = (0.0, 1.0)
+    proximal: float = 0.0
 
 
 def cosine_factor(progress: float) -> float:
@@ -146,6 +149,7 @@ def _fit(
     total, step = cfg.epochs * batches_per_epoch, 0
     start, stop = cfg.progress
     source = BatchSource(windows)
+    anchor = [p.detach().clone() for p in model.parameters()] if cfg.proximal else []
     model.train()
     losses = []
     for epoch in range(cfg.epochs):
@@ -158,7 +162,7 @@ def _fit(
             weight = window_weight(b["log_scale"], cfg.scale_weight)
             loss = pinball_loss(_forward(model, b), b["target"], model.cfg.quantiles, weight)
             optimizer.zero_grad()
-            loss.backward()
+            (loss + _proximal(model, anchor, cfg.proximal) if anchor else loss).backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             optimizer.step()
             losses.append(loss.detach())  # no .item() per step: it would wait for the GPU
@@ -169,6 +173,11 @@ def _fit(
         optimizer_state.clear()
         optimizer_state.update(_to_cpu(optimizer.state_dict()))
     return losses
+
+
+def _proximal(model: DemandForecaster, anchor: list[torch.Tensor], mu: float) -> torch.Tensor:
+    """FedProx's μ/2·‖w − w_start‖²; the reported loss stays the pinball loss alone."""
+    return 0.5 * mu * sum(((p - a) ** 2).sum() for p, a in zip(model.parameters(), anchor, strict=True))
 
 
 def training_device(name: str) -> torch.device:

@@ -2,8 +2,9 @@
 
 Layout of ``OUT``::
 
-    keys/                 secret.ctx (0600), public.ctx, keys.json
-    nodes/warehouse-NN/   one folder per node: node.toml, raw/, keys/, private/, out/
+    keys/                 public.ctx, keys.json: all the coordinator and the planner hold
+    nodes/warehouse-NN/   one folder per node: node.toml, raw/, keys/ (secret.ctx, 0600), private/,
+                          out/; warehouse-00 is the key steward, which made the key pair
     checkpoints/          the coordinator's encrypted state and metrics, every round
     deployment/           SuperLink / SuperNode / flwr run logs (certs/ with --tls)
     deployment-resumed-*/ the same for each `fedstock-planner resume`
@@ -51,7 +52,8 @@ def provision_node(node_dir: Path, keys_dir: Path, fingerprint: str) -> None:
     """Give a node the shared secret context (0600) and pin the key fingerprint in node.toml."""
     target = node_dir / "keys" / crypto.SECRET_CONTEXT_FILE
     target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(keys_dir / crypto.SECRET_CONTEXT_FILE, target)
+    if target.resolve() != (keys_dir / crypto.SECRET_CONTEXT_FILE).resolve():  # the steward has it
+        shutil.copyfile(keys_dir / crypto.SECRET_CONTEXT_FILE, target)
     target.chmod(0o600)
     toml = node_dir / "node.toml"
     toml.write_text(
@@ -60,6 +62,18 @@ def provision_node(node_dir: Path, keys_dir: Path, fingerprint: str) -> None:
             f'secret_context = "keys/secret.ctx"\nkey_fingerprint = "{fingerprint}"',
         )
     )
+
+
+def site_keys(node_dirs: list[Path], public_dir: Path) -> str:
+    """A deployment's key flow: the first site (the key steward, `fedstock-node keygen`) makes the
+    key pair, hands secret.ctx to the other sites, and publishes public.ctx and keys.json, all that
+    the coordinator and the planner get (``public_dir``). Returns the key's fingerprint."""
+    steward = node_dirs[0] / "keys"
+    fingerprint = crypto.keygen(steward)
+    crypto.publish_keys(steward, public_dir)
+    for node_dir in node_dirs:
+        provision_node(node_dir, steward, fingerprint)
+    return fingerprint
 
 
 def run_config(out: Path, s: DemoSettings, resume: bool = False) -> dict:
@@ -126,22 +140,20 @@ def run_demo(out: Path, s: DemoSettings, report: Report) -> dict[str, pd.DataFra
         raise ValueError("--tls needs the deployment engine (real SuperLink and SuperNodes)")
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} is not empty: choose another --out or remove it")
-    keys = out / "keys"
-    fingerprint = crypto.keygen(keys)
-    report(f"keys generated, fingerprint {fingerprint}")
-    node_dirs = []
+    node_dirs = [out / "nodes" / f"warehouse-{i:02d}" for i in range(s.nodes)]
     spec = SyntheticSpec(items=s.items, days=s.days)
-    for i in range(s.nodes):
-        node_dir = out / "nodes" / f"warehouse-{i:02d}"
+    for i, node_dir in enumerate(node_dirs):
         write_warehouse(node_dir, i, spec, seed=s.seed)
-        provision_node(node_dir, keys, fingerprint)
+    fingerprint = site_keys(node_dirs, out / "keys")
+    steward = node_dirs[0].name
+    report(f"keys made at {steward} (the key steward), fingerprint {fingerprint}; keys/: the public half")
+    for node_dir in node_dirs:
         counts = prepare_node(load_node_config(node_dir))
         dropped = counts.pop("dropped_columns")
         report(
             f"{node_dir.name}: prepared {counts.pop('series')} series, "
             f"{counts.pop('periods')} periods; {dropped} raw columns dropped; quarantined rows {counts}"
         )
-        node_dirs.append(node_dir)
     (out / SETTINGS_FILE).write_text(json.dumps(asdict(s), indent=2) + "\n")
     return finish(out, node_dirs, s, report)
 
@@ -162,7 +174,6 @@ def finish(
     out: Path, node_dirs: list[Path], s: DemoSettings, report: Report, resume: bool = False
 ) -> dict[str, pd.DataFrame]:
     """Federate, then let every node forecast and decide; write the run's combined outputs."""
-    keys = out / "keys"
     federate(out, node_dirs, s, report, resume)
     check_rounds(out, s.rounds)
     forecasts, decisions, strategies = [], [], []
@@ -183,7 +194,7 @@ def finish(
         "forecasts": pd.concat(forecasts, ignore_index=True),
         "decisions": _node_first(pd.concat(decisions, ignore_index=True)),
         "strategy": _node_first(pd.concat(strategies, ignore_index=True)),
-        "rounds": round_metrics(out / "checkpoints", crypto.load_context(keys / crypto.SECRET_CONTEXT_FILE)),
+        "rounds": round_metrics(out / "checkpoints"),
     }
     outputs["forecasts"].to_parquet(out / "forecasts.parquet", index=False)
     outputs["decisions"].to_csv(out / "decisions.csv", index=False)

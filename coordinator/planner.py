@@ -1,4 +1,7 @@
-"""What the planner (a secret-key holder) reads from the coordinator's encrypted checkpoints."""
+"""What the planner reads of a run: the coordinator's progress and the sums the sites opened.
+
+The planner holds no secret key: every number here is an aggregate over sites that the sites
+decrypted and published (coordinator/publish.py)."""
 
 from __future__ import annotations
 
@@ -9,38 +12,8 @@ import numpy as np
 import pandas as pd
 
 from common import crypto
-from common.network import DEFAULT_DEPENDENCE, MIN_SITES, Layout, NetworkError, from_digits, network_table
-from common.records import EVAL_METRICS, STATE_TAIL
-from coordinator.strategy import NETWORK_FILE, NETWORK_META, PROGRESS_FILE
-
-
-def _read(key: crypto.KeyContext, path: Path) -> list[float]:
-    return crypto.decrypt(key, crypto.EncryptedVector.from_bytes(path.read_bytes())).tolist()
-
-
-def round_metrics(checkpoint_dir: Path, key: crypto.KeyContext) -> pd.DataFrame:
-    """Per round: weighted train loss, and hold-out MAE of the model vs seasonal naive, coverage."""
-    rows = []
-    for path in sorted(Path(checkpoint_dir).glob("round_*.state.ckks")):
-        r = int(path.name.split("_")[1].split(".")[0])
-        train = dict(zip(STATE_TAIL, _read(key, path)[-len(STATE_TAIL) :], strict=True))
-        row = {"round": r, "train_pinball": train["weight_x_train_pinball"] / train["weight"]}
-        eval_path = path.with_name(f"round_{r:04d}.eval_metrics.ckks")
-        if eval_path.is_file():
-            ev = dict(zip(EVAL_METRICS, _read(key, eval_path), strict=True))
-            points = max(ev["points"], 1.0)
-            row.update(
-                {
-                    "nodes": round(ev["nodes"]),
-                    "holdout_mae": ev["abs_err_model"] / points,
-                    "naive_mae": ev["abs_err_naive"] / points,
-                    "mae_vs_naive": ev["abs_err_model"] / max(ev["abs_err_naive"], 1e-12),
-                    "holdout_pinball": ev["pinball_scaled"] / points,
-                    "coverage_80": ev["covered_80"] / points,
-                }
-            )
-        rows.append(row)
-    return pd.DataFrame(rows)
+from common.network import DEFAULT_DEPENDENCE, MIN_SITES, Layout, NetworkError, network_table
+from coordinator.strategy import NETWORK_META, PROGRESS_FILE
 
 
 def progress(checkpoint_dir: Path) -> dict:
@@ -48,12 +21,40 @@ def progress(checkpoint_dir: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def run_status(run_dir: Path, key: crypto.KeyContext) -> dict:
-    """Rounds done and planned, who answered each round, and the decrypted aggregate losses."""
+def round_metrics(checkpoint_dir: Path) -> pd.DataFrame:
+    """Per round, from the sums the sites opened (coordinator/publish.py): the training loss, and
+    the hold-out MAE of the model against seasonal naive, its pinball loss and 80% coverage."""
+    rows = []
+    for h in progress(checkpoint_dir).get("history", []):
+        ev = h.get("metrics") if h.get("phase") == "publish" else None
+        if not ev:
+            continue
+        points = max(ev["points"], 1.0)
+        rows.append(
+            {
+                "round": int(h["round"]),
+                "nodes": round(ev["nodes"]),
+                "train_pinball": ev["weight_x_train_pinball"] / ev["train_weight"]
+                if ev["train_weight"] > 0
+                else float("nan"),
+                "holdout_mae": ev["abs_err_model"] / points,
+                "naive_mae": ev["abs_err_naive"] / points,
+                "mae_vs_naive": ev["abs_err_model"] / max(ev["abs_err_naive"], 1e-12),
+                "holdout_pinball": ev["pinball_scaled"] / points,
+                "coverage_80": ev["covered_80"] / points,
+            }
+        )
+    frame = pd.DataFrame(rows)
+    return frame.drop_duplicates("round", keep="last") if len(frame) else frame
+
+
+def run_status(run_dir: Path, fingerprint: str | None = None) -> dict:
+    """Rounds done and planned, who answered each round, and the aggregate metrics the sites
+    opened. ``fingerprint``: the planner's keys.json; a run made under another key is refused."""
     done = progress(run_dir)
-    if done and done.get("fingerprint") != key.fingerprint:
+    if done and fingerprint and done.get("fingerprint") != fingerprint:
         raise crypto.KeyMismatchError(f"run {run_dir.name} was made under key {done.get('fingerprint')}")
-    metrics = round_metrics(run_dir, key) if done else pd.DataFrame()
+    metrics = round_metrics(run_dir) if done else pd.DataFrame()
     by_round = {int(r["round"]): r for r in metrics.to_dict("records")}
     rounds = []
     for r in sorted({h["round"] for h in done.get("history", [])}):
@@ -70,6 +71,7 @@ def run_status(run_dir: Path, key: crypto.KeyContext) -> dict:
                 "validation_loss": _finite(m.get("holdout_pinball")),
                 "validation_mae": _finite(m.get("holdout_mae")),
                 "naive_mae": _finite(m.get("naive_mae")),
+                "opened_by": phases.get("publish", {}).get("replies"),
             }
         )
     meta_path = run_dir / NETWORK_META
@@ -91,31 +93,26 @@ def _finite(value: object) -> float | None:
 
 
 def network_forecast(
-    run_dir: Path,
-    key: crypto.KeyContext,
-    min_sites: int = MIN_SITES,
-    dependence: str = DEFAULT_DEPENDENCE,
+    run_dir: Path, min_sites: int = MIN_SITES, dependence: str = DEFAULT_DEPENDENCE
 ) -> pd.DataFrame:
-    """Decrypt the network totals of a run, only if they sum at least ``min_sites`` sites."""
+    """The network totals of a run as the sites opened them, only if they sum ``min_sites`` sites."""
     if min_sites < MIN_SITES:
         raise NetworkError(f"the minimum of sites is at least {MIN_SITES}, got {min_sites}")
     meta_path = Path(run_dir) / NETWORK_META
     if not meta_path.is_file():
         raise NetworkError(f"run {Path(run_dir).name} has no network forecast (run with network-forecast)")
     meta = json.loads(meta_path.read_text())
-    if meta.get("status") != "summed":
-        raise NetworkError(f"the coordinator summed no network forecast: {meta.get('reason', 'unknown')}")
-    if int(meta["sites"]) < min_sites:
-        raise NetworkError(f"a sum over {meta['sites']} sites is refused: the minimum is {min_sites}")
-    vec = crypto.EncryptedVector.from_bytes((Path(run_dir) / NETWORK_FILE).read_bytes())
-    if vec.fingerprint != key.fingerprint:
-        raise crypto.KeyMismatchError(f"network sum made under key {vec.fingerprint}")
+    if meta.get("status") != "opened":
+        raise NetworkError(f"no network forecast was opened by the sites: {meta.get('reason', 'unknown')}")
     layout = Layout(str(meta["group_by"]), tuple(meta["groups"]), len(meta["dates"]))
-    totals = from_digits(crypto.decrypt(key, vec), layout.cells)
-    sites = round(totals[-1])  # counted inside the ciphertext: the coordinator cannot inflate it
+    totals = np.asarray(meta["totals"], dtype=np.float64)
+    if len(totals) != layout.cells:
+        raise NetworkError(f"network.json holds {len(totals)} totals, its layout {layout.cells}: refused")
+    sites = round(totals[-1])  # counted inside the ciphertext the sites opened
     if sites != int(meta["sites"]) or sites < min_sites:
         raise NetworkError(
-            f"the sum holds {sites} sites, the coordinator reported {meta['sites']}: refused, nothing shown"
+            f"the sum holds {sites} sites, the coordinator reported {meta['sites']}; the minimum is "
+            f"{min_sites}: refused, nothing shown"
         )
     return network_table(totals, layout, meta["dates"], dependence)
 

@@ -1,6 +1,6 @@
 """fedstock-planner: the central planner's commands.
 
-keygen, certs (TLS and SuperNode keys), demo, resume, simulate, report; and, against a real
+certs (TLS and SuperNode keys), demo, resume, simulate, report; and, against a real
 SuperLink, run, status and network-forecast (coordinator/planner_console.py), and site, which
 registers and removes the sites allowed to join (coordinator/planner_sites.py).
 """
@@ -17,7 +17,6 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from common import crypto
 from common.cli_errors import one_line_errors
 from coordinator.demo import DemoSettings, resume_demo, run_demo
 from coordinator.planner import progress
@@ -30,30 +29,8 @@ console = Console(stderr=True)
 
 @click.group()
 def cli() -> None:
-    """Central planner: provision keys and run the federation."""
-
-
-@cli.command()
-@click.option(
-    "--out",
-    "out_dir",
-    required=True,
-    type=click.Path(file_okay=False),
-    help="Folder for secret.ctx (nodes, planner), public.ctx (coordinator), keys.json.",
-)
-@one_line_errors
-def keygen(out_dir: str) -> None:
-    """Generate the CKKS key pair shared by the nodes and the planner.
-
-    Parameters: N=4096, moduli [56, 20] bits, scale 2^35 (128-bit security; chosen and measured in
-    BENCHMARKS.md, "CKKS overhead")."""
-    out = Path(out_dir)
-    if (out / crypto.SECRET_CONTEXT_FILE).exists():
-        raise click.ClickException(f"{out / crypto.SECRET_CONTEXT_FILE} exists: refusing to overwrite keys")
-    fingerprint = crypto.keygen(out)
-    console.print(f"fingerprint {fingerprint}")
-    console.print(f"  {out / crypto.SECRET_CONTEXT_FILE}  (secret, 0600: nodes and planner only)")
-    console.print(f"  {out / crypto.PUBLIC_CONTEXT_FILE}  (public: the coordinator)")
+    """Central planner: run and watch the federation. It holds no secret key: the CKKS key pair
+    is made at a site (`fedstock-node keygen`)."""
 
 
 @cli.command()
@@ -98,7 +75,7 @@ def _clock() -> Callable[[str], None]:
 
 def _summary(outputs: dict, out: Path, seconds: float) -> None:
     rounds = outputs["rounds"]
-    table = Table(title="federated rounds (decrypted by the planner)")
+    table = Table(title="federated rounds (aggregates opened by the sites)")
     for col in ("round", "train_pinball", "holdout_mae", "naive_mae", "mae_vs_naive", "coverage_80"):
         table.add_column(col, justify="right")
     for _, r in rounds.iterrows():

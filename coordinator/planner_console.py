@@ -1,8 +1,9 @@
 """fedstock-planner run / status / network-forecast: a federation on a real SuperLink, watched.
 
-The run is submitted with Flower's ``flwr run`` (coordinator/control.py). Its encrypted results
-land in RUNS/RUN_ID, written by the ServerApp on the SuperLink's host; the planner's console runs
-there (or reads that folder over a mount) and decrypts them with the planner's secret context.
+The run is submitted with Flower's ``flwr run`` (coordinator/control.py). Its results land in
+RUNS/RUN_ID, written by the ServerApp on the SuperLink's host; the planner's console runs there (or
+reads that folder over a mount). It holds no secret key: the aggregates it shows were opened by the
+sites (coordinator/publish.py); its keys folder holds public.ctx and keys.json only.
 """
 
 from __future__ import annotations
@@ -45,21 +46,21 @@ keys_option = click.option(
     default="keys",
     show_default=True,
     type=click.Path(file_okay=False),
-    help="Folder with secret.ctx (the planner's) and public.ctx [env FEDSTOCK_KEYS].",
+    help="Folder with the federation's public.ctx and keys.json, from the key steward "
+    "(`fedstock-node keygen`); never secret.ctx [env FEDSTOCK_KEYS].",
 )
 
 
-def _planner_keys(keys_dir: str) -> tuple[crypto.KeyContext, Path]:
-    """The planner's secret context, and the public one it hands the coordinator (same key pair)."""
+def planner_keys(keys_dir: str | Path) -> tuple[crypto.KeyContext, Path]:
+    """The federation's public context (checked against keys.json) and its path, which the
+    coordinator gets. A keys folder holding a secret context is refused: it stays at the sites."""
     keys = Path(keys_dir)
-    secret = crypto.load_context(keys / crypto.SECRET_CONTEXT_FILE)
-    public_path = (keys / crypto.PUBLIC_CONTEXT_FILE).resolve()
-    public = crypto.load_context(public_path, secret.fingerprint)
-    if public.has_secret_key:
+    if (keys / crypto.SECRET_CONTEXT_FILE).exists():
         raise crypto.CryptoError(
-            f"{public_path} holds a secret key: the coordinator must get public.ctx only"
+            f"{keys / crypto.SECRET_CONTEXT_FILE}: the planner holds no secret key; remove it from "
+            "this folder (only the sites keep it)"
         )
-    return secret, public_path
+    return crypto.load_public(keys), (keys / crypto.PUBLIC_CONTEXT_FILE).resolve()
 
 
 def _user_run_config(path: str | None, app: Path) -> dict:
@@ -88,7 +89,7 @@ def _round_line(r: dict) -> str:
     return line + (f"; {len(r['refused'])} replies refused" if r["refused"] else "")
 
 
-def follow(runs: Path, run_id: int, folder: Path, key: crypto.KeyContext, poll: float = 3.0) -> dict:
+def follow(runs: Path, run_id: int, folder: Path, fingerprint: str, poll: float = 3.0) -> dict:
     """Show each round as the ServerApp finishes it, until Flower reports the run finished."""
     printed: set[int] = set()
     entries = -1
@@ -101,7 +102,7 @@ def follow(runs: Path, run_id: int, folder: Path, key: crypto.KeyContext, poll: 
             history = progress(folder).get("history", [])
             if len(history) != entries or finished:
                 entries = len(history)
-                status = run_status(folder, key)
+                status = run_status(folder, fingerprint)
                 for r in status["rounds"]:
                     if r["round"] not in printed and (r["evaluated"] or r["round"] < status["rounds_done"]):
                         bar.console.print(_round_line(r))
@@ -171,7 +172,7 @@ def run_cmd(
     """Start a federation run on an existing SuperLink (through `flwr run`) and follow it."""
     if bool(tls_ca) == insecure:
         raise click.ClickException("pass --tls-ca FILE, or --insecure for a test network (not both)")
-    key, public = _planner_keys(keys_dir)
+    key, public = planner_keys(keys_dir)
     runs = Path(runs_dir).resolve()
     runs.mkdir(parents=True, exist_ok=True)
     app = Path(app_dir)
@@ -194,13 +195,13 @@ def run_cmd(
     if detach:
         return
     try:
-        info = follow(runs, run_id, folder, key)
+        info = follow(runs, run_id, folder, key.fingerprint)
     except KeyboardInterrupt:
         console.print(f"stopped following; run {run_id} goes on: fedstock-planner status {folder.name}")
         sys.exit(130)
     if info.get("status") != "finished:completed":
         raise click.ClickException(f"run {run_id} {info.get('status')}: {info.get('status-details', '')}")
-    _print_status(run_status(folder, key), info)
+    _print_status(run_status(folder, key.fingerprint), info)
 
 
 def _latest_run(runs: Path) -> str:
@@ -238,7 +239,7 @@ def _print_status(status: dict, info: dict | None) -> None:
         console.print(
             f"stopped: {status['stop_reason']}; the sites forecast with round {status['best_round']}'s model"
         )
-    table = Table(title="rounds (aggregates decrypted by the planner)")
+    table = Table(title="rounds (aggregates opened by the sites)")
     for col in (
         "round",
         "trained",
@@ -281,13 +282,14 @@ def _print_status(status: dict, info: dict | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
 @one_line_errors
 def status_cmd(run_id: str | None, keys_dir: str, runs_dir: str, as_json: bool) -> None:
-    """Rounds done and planned, nodes that answered, decrypted losses of RUN_ID (default: the latest)."""
+    """Rounds done and planned, nodes that answered, the aggregate losses of RUN_ID (default: the
+    latest) as the sites opened them."""
     runs = Path(runs_dir).resolve()
     run_id = run_id or _latest_run(runs)
     if not (runs / run_id).is_dir():
         raise click.ClickException(f"no run {run_id} in {runs}")
-    key = crypto.load_context(Path(keys_dir) / crypto.SECRET_CONTEXT_FILE)
-    status = _with_site_names(run_status(runs / run_id, key), control.site_names(runs))
+    key, _ = planner_keys(keys_dir)
+    status = _with_site_names(run_status(runs / run_id, key.fingerprint), control.site_names(runs))
     try:
         info = control.run_info(runs, int(run_id)) if run_id.isdigit() else None
     except (control.ControlError, OSError) as exc:  # the numbers are here even when the SuperLink is not
@@ -318,13 +320,16 @@ def status_cmd(run_id: str | None, keys_dir: str, runs_dir: str, as_json: bool) 
 def network_forecast_cmd(
     run_id: str, keys_dir: str, runs_dir: str, out_path: str, min_sites: int, dependence: str
 ) -> None:
-    """Decrypt the network's forecast of RUN_ID (never a sum of fewer than --min-sites sites)."""
+    """The network's forecast of RUN_ID as the sites opened it (never a sum of fewer than
+    --min-sites sites)."""
     out = output_table(Path(out_path))
-    key = crypto.load_context(Path(keys_dir) / crypto.SECRET_CONTEXT_FILE)
+    key, _ = planner_keys(keys_dir)
     run_dir = Path(runs_dir).resolve() / run_id
     if not run_dir.is_dir():
         raise click.ClickException(f"no run {run_id} in {run_dir.parent}")
-    frame = network_forecast(run_dir, key, min_sites, dependence)
+    if progress(run_dir).get("fingerprint", key.fingerprint) != key.fingerprint:
+        raise crypto.KeyMismatchError(f"run {run_id} was made under another key than {key.fingerprint}")
+    frame = network_forecast(run_dir, min_sites, dependence)
     write_table(frame, out)
     png = fan_chart(frame, out.with_suffix(".png"))
     total = frame[frame["group"] == "total"]

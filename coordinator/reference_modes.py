@@ -51,7 +51,9 @@ def settings(rc: dict, server_round: int = 0) -> RoundSettings:
 
 
 def add_sums(parts: list[Sums]) -> Sums:
-    return {k: float(sum(p[k] for p in parts)) for k in EVAL_METRICS if k != "nodes"} | {"nodes": len(parts)}
+    return {k: float(sum(p.get(k, 0.0) for p in parts)) for k in EVAL_METRICS if k != "nodes"} | {
+        "nodes": len(parts)
+    }
 
 
 def scores_of(cfg: NodeConfig, s: RoundSettings, vector: np.ndarray) -> Sums:
@@ -147,9 +149,10 @@ def run_local(nodes: list[NodeConfig], rc: dict, report: Report) -> Outcome:
 
         def train_round(r: int, cfg=cfg, data=data, model=model, opt=optimizer_state):
             s = settings(rc, r)
+            alone = replace(s.train, proximal=0.0)  # no global model to stay near
             _, seconds = _timed(
                 lambda: train_local(
-                    model, data.train_windows(s.model), s.train, s.round_seed, None, opt, cfg.training_device
+                    model, data.train_windows(s.model), alone, s.round_seed, None, opt, cfg.training_device
                 )
             )
             vector = model_vector(model)
@@ -191,7 +194,7 @@ def run_central(nodes: list[NodeConfig], rc: dict, report: Report) -> Outcome:
 
     def train_round(r: int) -> tuple[np.ndarray, Sums | None, float]:
         s = settings(rc, r)
-        every_batch = replace(s.train, max_batches_per_epoch=batches)
+        every_batch = replace(s.train, max_batches_per_epoch=batches, proximal=0.0)
         _, seconds = _timed(
             lambda: train_local(model, pooled, every_batch, s.round_seed, None, optimizer_state, device)
         )

@@ -21,6 +21,7 @@ from flwr.serverapp import Grid
 from common import crypto
 from common.records import CONFIG, SCORES, encrypted_record
 from common.stopping import CONTINUE, STOP, StopRule
+from coordinator.publish import publish_round_metrics
 from coordinator.strategy import EncryptedFedAvg, load_state
 
 DECIDE = f"{MessageType.QUERY}.decide"
@@ -122,6 +123,7 @@ def run_rounds(
             strategy.configure_evaluate(relative, arrays, config, grid), timeout=timeout
         )
         strategy.aggregate_evaluate(relative, replies)
+        publish_round_metrics(strategy, grid, server_round, config, timeout)
         decision = ask_decision(strategy, grid, server_round, config, timeout) if decide else None
         if decision is not None and decision["decision"] == STOP:
             strategy.outcome = decision

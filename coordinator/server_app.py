@@ -3,7 +3,8 @@
 Run config (pyproject ``[tool.flwr.app.config]``, overridable with ``flwr run --run-config``):
 ``public-context`` (path to public.ctx), ``checkpoint-dir`` (or ``runs-dir``: then the run's
 folder is RUNS_DIR/RUN_ID), ``num-rounds``, ``min-nodes``, ``round-timeout``, ``resume``,
-``network-forecast`` and ``network-min-sites`` (the encrypted network totals after the last round),
+``network-forecast`` and ``network-min-sites`` (the encrypted network totals after the last round,
+opened by the sites: coordinator/publish.py),
 ``denoise-*`` (the cross-site profile before round 1, common/denoise.py) and the federation-wide
 model settings forwarded to every node.
 """
@@ -29,6 +30,7 @@ from common.records import (
     server_optimizer,
     stop_rule,
 )
+from coordinator.publish import publish_network
 from coordinator.rounds import run_rounds
 from coordinator.strategy import EncryptedFedAvg, latest_checkpoint, load_state
 
@@ -100,4 +102,5 @@ def main(grid: Grid, context: Context) -> None:
     final, best = run_rounds(strategy, grid, initial, rule, train_config, timeout, decide=held_out)
     if network is not None and len(final):  # also when a resumed run only lacks its network forecast
         layout, min_sites = network
-        strategy.network_round(grid, final, train_config, layout, min_sites, timeout, best)
+        meta = strategy.network_round(grid, final, train_config, layout, min_sites, timeout, best)
+        publish_network(strategy, grid, meta, train_config, timeout)

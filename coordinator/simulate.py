@@ -32,7 +32,7 @@ from common.files import write_json_atomic
 from common.network import group_label
 from common.public_data import DATASETS, WRITERS, load_sales, to_dataset_columns
 from common.training import training_device
-from coordinator.demo import provision_node
+from coordinator.demo import site_keys
 from coordinator.planner import round_metrics
 from coordinator.reference_modes import Outcome, Report, run_central, run_local, run_plain
 from coordinator.strategy import PROGRESS_FILE
@@ -129,11 +129,10 @@ def _natural(label: str) -> tuple[int, str]:
 def prepare_nodes(s: SimulationSettings, out: Path, report: Report) -> list[NodeConfig]:
     """Write one node folder per site, give each the key, run the node data pipeline."""
     dirs = WRITERS[s.dataset](s.data, out / "nodes", s.until)  # fails early on a bad dataset
-    fingerprint = crypto.keygen(out / "keys")
-    report(f"{len(dirs)} node folders written; keys generated, fingerprint {fingerprint}")
+    fingerprint = site_keys(dirs, out / "keys")
+    report(f"{len(dirs)} node folders written; keys made at {dirs[0].name}, fingerprint {fingerprint}")
     configs, totals = [], Counter()
     for d in dirs:
-        provision_node(d, out / "keys", fingerprint)
         if s.device != "cpu":  # as an operator would: in node.toml, which the ClientApp reads too
             with open(d / "node.toml", "a", encoding="utf-8") as toml:
                 toml.write(f'\n[training]\ndevice = "{s.device}"\n')
@@ -218,8 +217,7 @@ def simulate(out: Path, s: SimulationSettings, report: Report) -> pd.DataFrame:
     result.to_parquet(out / "forecasts.parquet", index=False)
     write_json_atomic(out / OUTCOME_FILE, {"mode": s.mode, **outcome.as_dict()})
     if s.mode == "he":
-        key = crypto.load_context(out / "keys" / crypto.SECRET_CONTEXT_FILE)
-        round_metrics(out / "checkpoints", key).to_csv(out / "rounds.csv", index=False)
+        round_metrics(out / "checkpoints").to_csv(out / "rounds.csv", index=False)
     horizon = DATASETS[s.dataset].horizon
     report(f"{len(result)} forecast rows ({len(result) // horizon} series × {horizon} periods)")
     return result

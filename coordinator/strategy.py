@@ -362,19 +362,15 @@ class EncryptedFedAvg(Strategy):
         self._write(self.checkpoint_dir / f"round_{server_round:04d}.{name}.ckks", vec.to_bytes())
 
     def _progress(self, server_round: int, phase: str, used: list[dict], refused: list[str]) -> None:
-        self.history.append(
-            {
-                "round": server_round,
-                "phase": phase,
-                "replies": len(used),
-                "nodes": [d["node"] for d in used],
-                "refused": refused,
-                "time": time.time(),
-            }
-        )
+        entry = {"round": server_round, "phase": phase, "replies": len(used), "refused": refused}
+        self.record(entry | {"nodes": [d["node"] for d in used], "time": time.time()})
+
+    def record(self, entry: dict) -> None:
+        """Add one event of the run to progress.json (rewritten whole, atomically)."""
+        self.history.append(entry)
         body = {
             "fingerprint": self.key.fingerprint,
-            "last_round": server_round,
+            "last_round": entry["round"],
             "planned_rounds": self.planned_rounds,
             "history": self.history,
         }

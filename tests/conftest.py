@@ -33,6 +33,14 @@ def public_key(keys) -> crypto.KeyContext:
     return crypto.load_context(keys / crypto.PUBLIC_CONTEXT_FILE)
 
 
+@pytest.fixture(scope="session")
+def published_keys(keys, tmp_path_factory) -> Path:
+    """The planner's keys folder: the public half the key steward publishes (no secret.ctx)."""
+    out = tmp_path_factory.mktemp("planner") / "keys"
+    crypto.publish_keys(keys, out)
+    return out
+
+
 def make_nodes(root: Path, keys: Path, n: int = 3) -> tuple[list[Path], list[dict[str, list[str]]]]:
     fingerprint = crypto.load_context(keys / crypto.PUBLIC_CONTEXT_FILE).fingerprint
     dirs, canaries = [], []
@@ -47,6 +55,39 @@ def make_nodes(root: Path, keys: Path, n: int = 3) -> tuple[list[Path], list[dic
 @pytest.fixture
 def nodes(tmp_path, keys) -> tuple[list[Path], list[dict[str, list[str]]]]:
     return make_nodes(tmp_path / "nodes", keys)
+
+
+def secret_only_slices(keys: Path, width: int = 48, wanted: int = 40) -> list[bytes]:
+    """Byte strings of secret.ctx that public.ctx does not contain: the secret key's own bytes."""
+    secret = (keys / crypto.SECRET_CONTEXT_FILE).read_bytes()
+    public = (keys / crypto.PUBLIC_CONTEXT_FILE).read_bytes()
+    step = max(width, len(secret) // (wanted * 4))
+    found = [secret[i : i + width] for i in range(0, len(secret) - width, step)]
+    return [s for s in found if s not in public][:wanted]
+
+
+def process_memory_holds(pid: int, pieces: list[bytes]) -> bool | None:
+    """Whether any readable region of a running process's memory holds one of ``pieces``
+    (Linux /proc; a child of this process may be read). None where this machine does not allow it."""
+    try:
+        maps = Path(f"/proc/{pid}/maps").read_text()
+        mem = open(f"/proc/{pid}/mem", "rb", buffering=0)  # noqa: SIM115 (closed below)
+    except OSError:
+        return None
+    with mem:
+        for line in maps.splitlines():
+            span, perms = line.split()[:2]
+            if not perms.startswith("r"):
+                continue
+            start, end = (int(x, 16) for x in span.split("-"))
+            try:
+                mem.seek(start)
+                region = mem.read(end - start)
+            except (OSError, OverflowError, ValueError):  # [vvar] and the like cannot be read
+                continue
+            if any(piece in region for piece in pieces):
+                return True
+    return False
 
 
 def run_config(keys: Path, checkpoints: Path, rounds: int = 2, min_nodes: int = 3) -> dict:

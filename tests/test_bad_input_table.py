@@ -269,7 +269,7 @@ CASES: list[Case] = [
          EXIT_PARTIAL, "  1 x line 3 has 5 fields, the header 4",
          lambda w: w.rejected("line 3 has 5 fields", "overrides_rejected.csv") == 1),
     # ---- keys and ciphertexts ---------------------------------------------------------------
-    Case("keygen-would-overwrite", planner, lambda w: ["keygen", "--out", str(w.keys)], 1,
+    Case("keygen-would-overwrite", node, lambda w: ["keygen", "--out", str(w.keys), "--publish", "p"], 1,
          "Error: {keys}/secret.ctx exists: refusing to overwrite keys"),
     Case("ciphertext-truncated", None, lambda w: ciphertext(w, lambda b: b[:-3000]), 1,
          "corrupt ciphertext: header announces {body} bytes, body has {short}"),

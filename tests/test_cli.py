@@ -14,13 +14,26 @@ from warehouse_node.cli import EXIT_PARTIAL
 from warehouse_node.cli import cli as node
 
 
-def test_keygen_writes_private_secret_and_public_context(tmp_path):
-    result = CliRunner().invoke(planner, ["keygen", "--out", str(tmp_path / "k")])
+def test_a_site_makes_the_key_pair_and_publishes_only_its_public_half(tmp_path):
+    site, public = tmp_path / "site-keys", tmp_path / "for-the-planner"
+    result = CliRunner().invoke(node, ["keygen", "--out", str(site), "--publish", str(public)])
     assert result.exit_code == 0, result.output
-    assert stat.S_IMODE(os.stat(tmp_path / "k" / crypto.SECRET_CONTEXT_FILE).st_mode) == 0o600
-    assert not crypto.load_context(tmp_path / "k" / crypto.PUBLIC_CONTEXT_FILE).has_secret_key
-    again = CliRunner().invoke(planner, ["keygen", "--out", str(tmp_path / "k")])
+    assert stat.S_IMODE(os.stat(site / crypto.SECRET_CONTEXT_FILE).st_mode) == 0o600
+    assert sorted(p.name for p in public.iterdir()) == [crypto.MANIFEST_FILE, crypto.PUBLIC_CONTEXT_FILE]
+    published = crypto.load_public(public)
+    assert not published.has_secret_key
+    assert published.fingerprint == crypto.load_context(site / crypto.SECRET_CONTEXT_FILE).fingerprint
+    again = CliRunner().invoke(node, ["keygen", "--out", str(site), "--publish", str(tmp_path / "p2")])
     assert again.exit_code != 0 and "refusing to overwrite" in again.output
+    here = str(tmp_path / "s")
+    same = CliRunner().invoke(node, ["keygen", "--out", here, "--publish", here])
+    assert same.exit_code != 0 and "--publish must be another folder" in same.output
+
+
+def test_no_planner_command_makes_or_reads_a_secret_key(tmp_path):
+    assert "keygen" not in planner.commands
+    result = CliRunner().invoke(planner, ["keygen", "--out", str(tmp_path / "k")])
+    assert result.exit_code != 0 and not (tmp_path / "k").exists()
 
 
 def _replenish(forecasts, stock, out, *extra):

@@ -134,8 +134,9 @@ def test_join_shows_the_nodes_own_lines_and_flower_errors_only():
 
 @pytest.fixture
 def planner_keys(keys, tmp_path):
+    """What the key steward publishes: public.ctx and keys.json, no secret.ctx."""
     folder = tmp_path / "planner-keys"
-    shutil.copytree(keys, folder)
+    crypto.publish_keys(keys, folder)
     return folder
 
 
@@ -144,7 +145,7 @@ def _run(planner_keys, tmp_path, *extra):
     return CliRunner().invoke(planner, args)
 
 
-def test_planner_run_refuses_bad_options_before_submitting_anything(planner_keys, tmp_path):
+def test_planner_run_refuses_bad_options_before_submitting_anything(planner_keys, keys, tmp_path):
     assert "--tls-ca FILE, or --insecure" in _error(_run(planner_keys, tmp_path))
     unknown = tmp_path / "rc.toml"
     unknown.write_text("num-round = 3\n")
@@ -168,7 +169,10 @@ def test_planner_run_refuses_bad_options_before_submitting_anything(planner_keys
     assert "--min-sites" in _error(_run(planner_keys, tmp_path, "--insecure", "--min-sites", "2"))
     no_values = _error(_run(planner_keys, tmp_path, "--insecure", "--network-group", "Dept"))
     assert "needs the list of its values" in no_values
-    shutil.copyfile(planner_keys / crypto.SECRET_CONTEXT_FILE, planner_keys / crypto.PUBLIC_CONTEXT_FILE)
+    shutil.copyfile(keys / crypto.SECRET_CONTEXT_FILE, planner_keys / crypto.SECRET_CONTEXT_FILE)
+    assert "the planner holds no secret key" in _error(_run(planner_keys, tmp_path, "--insecure"))
+    (planner_keys / crypto.SECRET_CONTEXT_FILE).unlink()
+    shutil.copyfile(keys / crypto.SECRET_CONTEXT_FILE, planner_keys / crypto.PUBLIC_CONTEXT_FILE)
     assert "holds a secret key" in _error(_run(planner_keys, tmp_path, "--insecure"))
     assert not (tmp_path / "runs" / ".flwr" / "run_config.toml").exists()
 

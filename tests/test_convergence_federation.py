@@ -77,18 +77,18 @@ def test_a_run_that_stops_early_keeps_the_best_rounds_model_everywhere(nodes, ke
     kept = {journal.read_status(load_node_config(d))["last_decision"]["kept_model"] for d in nodes[0]}
     assert kept == {journal.model_fingerprint(best)}  # `fedstock-node status`: one model at every site
     assert json.loads((ckpt / "network.json").read_text())["round"] == 1
-    status = run_status(ckpt, secret_key)
+    status = run_status(ckpt)
     assert status["best_round"] == 1 and status["stop_reason"].startswith("no improvement")
 
 
-def test_the_coordinators_files_hold_the_decision_but_no_score(nodes, keys, tmp_path):
+def test_the_coordinators_files_hold_the_decision_and_sums_but_no_sites_own_score(nodes, keys, tmp_path):
     ckpt = tmp_path / "ckpt"
     run_inprocess(
         server_app, client_module.app, nodes[0], {**run_config(keys, ckpt, rounds=3), **NEVER_BETTER}
     )
     numbers, texts = _leaves(_progress(ckpt))
     holdout = journal.read_holdout(load_node_config(nodes[0][0]))["rounds"]
-    for entry in holdout:  # this site's own scores appear nowhere in the coordinator's record
+    for entry in holdout:  # this site's own scores appear nowhere, only the sums the sites opened
         for k in ("mae", "naive_mae", "coverage_80"):
             score = float(entry[k])
             if score.is_integer():  # 0 or 1 would match a round number, not a leak

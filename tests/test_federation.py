@@ -13,7 +13,7 @@ from flwr.app import ConfigRecord, Message, RecordDict
 
 from common import crypto
 from common.config import load_node_config
-from common.records import CONFIG, STATE, STATE_TAIL, UPDATE, encrypted_record, read_encrypted
+from common.records import CONFIG, METRICS, STATE, STATE_TAIL, UPDATE, encrypted_record, read_encrypted
 from coordinator.inprocess import run_inprocess
 from coordinator.planner import round_metrics
 from coordinator.server_app import app as server_app
@@ -42,9 +42,10 @@ def test_three_nodes_two_rounds_aggregate_is_the_weighted_average(nodes, keys, s
     assert np.allclose(state[:-1] / state[-1], expected, rtol=1e-6, atol=1e-7)
     # every node kept the decrypted global model privately
     assert all((d / "private" / MODEL_FILE).is_file() for d in dirs)
-    metrics = round_metrics(tmp_path / "ckpt", secret_key)
+    metrics = round_metrics(tmp_path / "ckpt")  # as the sites opened them: no key needed
     assert list(metrics["round"]) == [1, 2] and (metrics["nodes"] == 3).all()
     assert metrics["holdout_mae"].gt(0).all() and metrics["coverage_80"].between(0, 1).all()
+    assert metrics["train_pinball"].gt(0).all()
 
 
 def test_each_site_keeps_its_own_holdout_scores_and_they_add_up_to_the_planners(
@@ -58,7 +59,7 @@ def test_each_site_keeps_its_own_holdout_scores_and_they_add_up_to_the_planners(
     dirs, _ = nodes
     scores_sums = {"abs_err_model": 2.0, "abs_err_naive": 4.0, "covered_80": 1.0, "points": 2.0}
     run_inprocess(server_app, client_module.app, dirs, run_config(keys, tmp_path / "ckpt"))
-    metrics = round_metrics(tmp_path / "ckpt", secret_key).set_index("round")
+    metrics = round_metrics(tmp_path / "ckpt").set_index("round")
     scores = [journal.read_holdout(load_node_config(d))["rounds"] for d in dirs]
     assert all([e["round"] for e in site] == [1, 2] for site in scores)
     for rnd in (1, 2):
@@ -91,7 +92,8 @@ REASON = re.compile(
     r"^(round cap: \d+ rounds, best round \d+|round \d+ of at most \d+, best round \d+|no improvement: \d+ "
     r"rounds without a validation (mae|pinball) at least [\d.]+% below round \d+'s)$"
 )
-# what a reply may say in plaintext: digests, the stopping decision and rounds, never a figure
+# what a reply may say in plaintext: digests, the stopping decision and rounds, never a figure;
+# only a publish reply carries figures: a sum over every site, which the sites opened
 PLAINTEXT_REPLY = {
     "fingerprint",
     "start-model",
@@ -104,21 +106,36 @@ PLAINTEXT_REPLY = {
 
 
 @pytest.mark.parametrize("optimizer", ["fedavg", "fedadam"])
-def test_replies_carry_no_plaintext_metrics(nodes, keys, tmp_path, optimizer):
+def test_replies_carry_no_plaintext_figure_but_the_sums_the_sites_opened(
+    nodes, keys, secret_key, tmp_path, optimizer
+):
     replies: list[Message] = []
     rc = {**run_config(keys, tmp_path / "c", rounds=2), "server-optimizer": optimizer, "stop-patience": 1}
     run_inprocess(server_app, client_module.app, nodes[0], rc, observer=lambda m, _b: replies.append(m))
-    kinds = set()
+    kinds, opened = set(), []
     for m in replies:
         config = m.content.config_records[CONFIG]
         kinds.add(m.metadata.message_type)
         assert len(m.content.metric_records) == 0
+        if m.metadata.message_type == "query.publish":
+            assert set(config.keys()) == {"fingerprint", "publish-kind", "values"}
+            opened.append((m.metadata.group_id, config["publish-kind"], tuple(config["values"])))
+            continue
         assert set(config.keys()) <= PLAINTEXT_REPLY and "fingerprint" in config
         assert not any(isinstance(v, float) for v in config.values())
         assert REASON.match(str(config.get("stop-reason", "round cap: 2 rounds, best round 1")))
         if m.content.array_records:
             assert all(a.stype == "fedstock.ckks" for a in m.content.array_records[UPDATE].values())
-    assert kinds == {"train", "evaluate", "query.decide"}
+    assert kinds == {"train", "evaluate", "query.decide", "query.publish"}
+    assert len(opened) == 6 and len(set(opened)) == 2  # each round: three sites, one same sum
+    for group, kind, values in set(opened):  # the sum of the three sites' evaluation replies
+        sent = [
+            crypto.decrypt(secret_key, read_encrypted(m.content[UPDATE], METRICS))
+            for m in replies
+            if m.metadata.message_type == "evaluate" and m.metadata.group_id == group
+        ]
+        assert kind == "round-metrics" and round(values[-1]) == 3
+        np.testing.assert_allclose(values, np.sum(sent, axis=0), rtol=1e-3, atol=1e-2)
 
 
 def _damaged(kind: str, state: crypto.EncryptedVector, key: crypto.KeyContext, rogue: crypto.KeyContext):
@@ -269,6 +286,13 @@ def test_coordinator_refuses_a_server_learning_rate_out_of_range_before_round_on
 ):
     rc = {**run_config(keys, tmp_path / "ckpt", rounds=1), "server-learning-rate": rate}
     with pytest.raises(ValueError, match=r"'server-learning-rate' must be in \(0, 10\]"):
+        run_inprocess(server_app, client_module.app, nodes[0], rc)
+    assert not (tmp_path / "ckpt" / "round_0001.state.ckks").exists()
+
+
+def test_coordinator_refuses_a_negative_proximal_term_before_round_one(nodes, keys, tmp_path):
+    rc = {**run_config(keys, tmp_path / "ckpt", rounds=1), "proximal-mu": -0.1}
+    with pytest.raises(ValueError, match=r"'proximal-mu' must be 0 or more, got -0.1"):
         run_inprocess(server_app, client_module.app, nodes[0], rc)
     assert not (tmp_path / "ckpt" / "round_0001.state.ckks").exists()
 

@@ -101,3 +101,19 @@ def test_young_series_are_left_padded_not_dropped():
     assert len(windows) == 1
     past = windows.batch(np.array([0]))["past"][0]
     assert past[:5, 1].sum() == 0 and past[-1, 1] == 1  # observed mask: 0 in padding
+
+
+def test_a_proximal_term_keeps_local_steps_near_the_starting_model():
+    """FedProx's μ: the larger it is, the less a site's training moves the model it was given."""
+    panel = _toy_panel()
+    cfg = ModelConfig(lookback=14, horizon=7, hidden=16)
+    windows = build_windows(panel, series_stats(panel, ("category",)), cfg.lookback, cfg.horizon)
+    start = model_vector(build_model(cfg, 0))
+    moved = []
+    for mu in (0.0, 0.0, 50.0):
+        model = build_model(cfg, 0)
+        train = TrainConfig(epochs=2, max_batches_per_epoch=10, batch_size=64, proximal=mu)
+        train_local(model, windows, train, seed=0)
+        moved.append(float(np.linalg.norm(model_vector(model) - start)))
+    assert moved[0] == moved[1] > 0  # without it, training is unchanged and deterministic
+    assert moved[2] < 0.5 * moved[0]

@@ -94,11 +94,11 @@ def _federate(dirs, keys, run_dir, min_nodes, **extra) -> dict:
     return json.loads((run_dir / NETWORK_META).read_text())
 
 
-def test_network_forecast_is_the_exact_sum_of_the_sites_own_totals(nodes, keys, secret_key, tmp_path):
+def test_network_forecast_is_the_exact_sum_of_the_sites_own_totals(nodes, keys, published_keys, tmp_path):
     dirs, _ = nodes
     meta = _federate(dirs, keys, tmp_path / "run", min_nodes=3)
-    assert meta["status"] == "summed" and meta["sites"] == 3
-    frame = network_forecast(tmp_path / "run", secret_key)
+    assert meta["status"] == "opened" and meta["sites"] == 3 and meta["opened_by"] == 3
+    frame = network_forecast(tmp_path / "run")
     own = pd.concat([pd.read_parquet(d / "out" / NETWORK_TOTALS_FILE) for d in dirs])
     expected = own.groupby(["group", "date"], sort=False)["mean"].sum()
     got = frame.set_index(["group", "date"])["mean"].loc[expected.index]
@@ -110,11 +110,11 @@ def test_network_forecast_is_the_exact_sum_of_the_sites_own_totals(nodes, keys, 
     assert np.allclose(total, parts, rtol=0, atol=1e-6)  # each cell is rounded to 2^-24
     png = fan_chart(frame, tmp_path / "fan.png")
     assert png.read_bytes()[:4] == b"\x89PNG"
-    status = run_status(tmp_path / "run", secret_key)
+    status = run_status(tmp_path / "run", crypto.load_public(published_keys).fingerprint)
     assert status["rounds_done"] == 1 and status["rounds_planned"] == 1
-    assert status["network_forecast"] == {"status": "summed", "sites": 3}
+    assert status["network_forecast"] == {"status": "opened", "sites": 3}
     assert len(status["rounds"][0]["trained"]) == 3 and status["rounds"][0]["train_loss"] > 0
-    common = ["--runs", str(tmp_path), "--keys", str(keys)]
+    common = ["--runs", str(tmp_path), "--keys", str(published_keys)]
     table = CliRunner().invoke(planner, ["status", "run", *common])
     assert table.exit_code == 0 and "rounds 1 of at most 1" in table.output, table.output
     assert "the sites forecast with round 1's" in table.output.replace("\n", " ")
@@ -139,13 +139,13 @@ def test_network_forecast_is_the_exact_sum_of_the_sites_own_totals(nodes, keys, 
     assert refused.exit_code != 0 and "end its name in .parquet or .csv" in refused.output
 
 
-def test_two_sites_are_never_summed_and_never_decrypted(nodes, keys, secret_key, tmp_path):
+def test_two_sites_are_never_summed_and_never_decrypted(nodes, keys, published_keys, tmp_path):
     dirs, _ = nodes
     meta = _federate(dirs[:2], keys, tmp_path / "run", min_nodes=2)
     assert meta["status"] == "refused" and not (tmp_path / "run" / NETWORK_FILE).exists()
-    with pytest.raises(NetworkError, match="summed no network forecast"):
-        network_forecast(tmp_path / "run", secret_key)
-    common = ["--runs", str(tmp_path), "--keys", str(keys), "--out", str(tmp_path / "net.parquet")]
+    with pytest.raises(NetworkError, match="no network forecast was opened by the sites"):
+        network_forecast(tmp_path / "run")
+    common = ["--runs", str(tmp_path), "--keys", str(published_keys), "--out", str(tmp_path / "net.parquet")]
     refused = CliRunner().invoke(planner, ["network-forecast", "run", *common])
     assert refused.exit_code != 0 and "the minimum is 3" in refused.output, refused.output
     assert not (tmp_path / "net.parquet").exists()
@@ -156,24 +156,21 @@ def test_a_run_config_cannot_lower_the_minimum_of_sites(nodes, keys, tmp_path):
         _federate(nodes[0][:2], keys, tmp_path / "run", min_nodes=2, **{"network-min-sites": 2})
 
 
-def test_the_planner_counts_sites_inside_the_ciphertext_not_the_coordinators_word(
-    nodes, keys, secret_key, tmp_path
-):
+def test_the_planner_takes_the_site_count_the_sites_opened_not_the_coordinators_word(nodes, keys, tmp_path):
     dirs, _ = nodes
     run = tmp_path / "run"
     _federate(dirs, keys, run, min_nodes=3)
-    layout = Layout.of("sku", SKUS, 14)
-    cells = np.zeros(layout.cells)
-    cells[-1] = 2.0  # a dishonest coordinator's sum of two sites, announced as three
-    fake = crypto.encrypt(secret_key, to_digits(cells), DIGIT_SCALE_BITS)
-    (run / NETWORK_FILE).write_bytes(fake.to_bytes())
+    meta = json.loads((run / NETWORK_META).read_text())
+    assert meta["totals"][-1] == 3  # counted inside the ciphertext the sites opened
+    meta["totals"][-1] = 2.0  # a dishonest coordinator's sum of two sites, announced as three
+    (run / NETWORK_META).write_text(json.dumps(meta))
     with pytest.raises(NetworkError, match="holds 2 sites"):
-        network_forecast(run, secret_key)
+        network_forecast(run)
     with pytest.raises(NetworkError, match="at least 3"):
-        network_forecast(run, secret_key, min_sites=2)
+        network_forecast(run, min_sites=2)
 
 
-def test_a_site_that_opts_out_sends_nothing_and_two_others_are_not_enough(nodes, keys, secret_key, tmp_path):
+def test_a_site_that_opts_out_sends_nothing_and_two_others_are_not_enough(nodes, keys, tmp_path):
     dirs, _ = nodes
     toml = dirs[0] / "node.toml"
     toml.write_text(toml.read_text() + "\n[network]\nshare = false\n")
@@ -189,4 +186,4 @@ def test_a_resumed_run_with_every_round_done_still_sums_the_network_forecast(nod
     run_inprocess(server_app, client_module.app, dirs, run_config(keys, run, rounds=1))
     assert not (run / NETWORK_META).exists()  # the first attempt stopped before its network forecast
     meta = _federate(dirs, keys, run, min_nodes=3, resume=True)
-    assert meta["status"] == "summed" and meta["sites"] == 3 and meta["round"] == 1
+    assert meta["status"] == "opened" and meta["sites"] == 3 and meta["round"] == 1

@@ -1,6 +1,9 @@
-"""Three sites `fedstock-node join` a SuperLink; the planner runs, watches and reads the network.
+"""Three sites `fedstock-node join` a SuperLink; the keyless planner runs, watches and reads the network.
 
-Flower's Deployment Engine on loopback: every process is started here and stopped by its PID."""
+Flower's Deployment Engine on loopback: every process is started here and stopped by its PID. The
+planner's site (its keys, the runs folder, the SuperLink's state and log) is one folder, the sites
+others; the key pair is made at a site (`fedstock-node keygen`) and the planner's site never holds
+its secret half, in a file or in the SuperLink's memory."""
 
 import json
 import os
@@ -15,7 +18,7 @@ import pytest
 
 from common.processes import flower_env, flower_tool, stop_group, write_run_config
 from coordinator.deployment import free_port, wait_for_port
-from tests.conftest import FAST_RUN, make_nodes
+from tests.conftest import FAST_RUN, make_nodes, process_memory_holds, secret_only_slices
 from warehouse_node.federated import NETWORK_TOTALS_FILE
 
 pytestmark = pytest.mark.slow
@@ -41,14 +44,29 @@ def _logs(folder: Path) -> str:
     return "\n".join(p.read_text(errors="replace")[-2000:] for p in sorted(folder.glob("*.log")))
 
 
-def test_three_sites_join_and_the_planner_runs_watches_and_reads_the_network(keys, tmp_path):
-    dirs, _ = make_nodes(tmp_path / "nodes", keys)
-    logs, runs, procs = tmp_path / "logs", tmp_path / "runs", {}
-    env = flower_env(tmp_path / "superlink-home")
+def test_three_sites_join_and_the_keyless_planner_runs_watches_and_reads_the_network(tmp_path):
+    planner_site, sites = tmp_path / "planner", tmp_path / "sites"
+    steward = sites / "warehouse-00" / "keys"  # the key steward: the first site
+    made = subprocess.run(
+        [
+            str(BIN / "fedstock-node"),
+            "keygen",
+            "--out",
+            str(steward),
+            "--publish",
+            str(planner_site / "keys"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert made.returncode == 0, made.stderr
+    dirs, _ = make_nodes(sites, steward)  # the steward hands secret.ctx to the other sites
+    logs, runs, procs = planner_site / "logs", planner_site / "runs", {}
+    env = flower_env(planner_site / "superlink-home")
     port = free_port()
     address = f"127.0.0.1:{port}"
     rc_file = write_run_config(tmp_path / "model.toml", FAST_RUN)
-    common = ["--insecure", "--keys", str(keys), "--runs", str(runs)]
+    common = ["--insecure", "--keys", str(planner_site / "keys"), "--runs", str(runs)]
     try:
         link = _start(
             "superlink",
@@ -84,7 +102,7 @@ def test_three_sites_join_and_the_planner_runs_watches_and_reads_the_network(key
                 "--torch-threads",
                 "1",
             ]
-            _start(f"join-{i}", join, logs, dict(os.environ), procs)
+            _start(f"join-{i}", join, sites / "logs", dict(os.environ), procs)
 
         first = _planner(
             "run",
@@ -102,7 +120,7 @@ def test_three_sites_join_and_the_planner_runs_watches_and_reads_the_network(key
             "--network-groups",
             "SKU-0000,SKU-0001",
         )
-        assert first.returncode == 0, first.stderr[-3000:] + _logs(logs)
+        assert first.returncode == 0, first.stderr[-3000:] + _logs(logs) + _logs(sites / "logs")
         run_id = first.stdout.split()[0]
         assert "round 2: 3 nodes trained" in first.stderr
 
@@ -114,7 +132,8 @@ def test_three_sites_join_and_the_planner_runs_watches_and_reads_the_network(key
         assert [len(r["trained"]) for r in body["rounds"]] == [3, 3]
         assert [len(r["evaluated"]) for r in body["rounds"]] == [3, 3]
         assert all(r["train_loss"] > 0 and r["validation_loss"] > 0 for r in body["rounds"])
-        assert body["network_forecast"] == {"status": "summed", "sites": 3}
+        assert all(r["opened_by"] == 3 for r in body["rounds"])  # the sites opened each round's sums
+        assert body["network_forecast"] == {"status": "opened", "sites": 3}
 
         out = tmp_path / "network.parquet"
         network = _planner("network-forecast", run_id, *common[1:], "--out", str(out))
@@ -141,13 +160,20 @@ def test_three_sites_join_and_the_planner_runs_watches_and_reads_the_network(key
         assert len({s["last_model"]["model"] for s in node_status}) == 1  # one global model, everywhere
         assert all(s["last_forecast"]["periods"] == FAST_RUN["horizon"] for s in node_status)
 
+        secret = secret_only_slices(steward)
+        assert process_memory_holds(procs["superlink"].pid, secret) is False  # after the whole run
         leaving = procs["join-2"]
         os.kill(leaving.pid, signal.SIGINT)  # the operator's Ctrl-C
         assert leaving.wait(timeout=60) == 0
-        join_log = (logs / "join-2.log").read_text()
+        join_log = (sites / "logs" / "join-2.log").read_text()
         assert "stopped cleanly" in join_log and "round 2: update sent" in join_log
     finally:
         for proc in procs.values():
             stop_group(proc)
     assert all(p.poll() is not None for p in procs.values())  # every process we started is gone
     assert "secret.ctx" not in (logs / "superlink.log").read_text(errors="replace")
+    held = [p for p in planner_site.rglob("*") if p.is_file()]
+    assert len(held) > 10 and not any(p.name == "secret.ctx" for p in held)
+    for path in held:  # the planner's keys, the runs folder, the SuperLink's state and log
+        data = path.read_bytes()
+        assert not any(piece in data for piece in secret), f"secret key bytes in {path}"

@@ -8,6 +8,8 @@ written to a file, then each node forecasts and decides. The assertions then loo
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,7 +19,7 @@ from common.config import load_node_config
 from coordinator import inprocess
 from coordinator.inprocess import run_inprocess
 from coordinator.server_app import app as server_app
-from tests.conftest import make_nodes, run_config
+from tests.conftest import make_nodes, process_memory_holds, run_config, secret_only_slices
 from warehouse_node import client_app as client_module
 from warehouse_node.pipeline import forecast
 from warehouse_node.replenish import run_replenish
@@ -75,21 +77,12 @@ def _files(folder: Path, skip: tuple[str, ...] = ()) -> list[Path]:
     return [p for p in folder.rglob("*") if p.is_file() and p.relative_to(folder).parts[0] not in skip]
 
 
-def _secret_only_slices(keys: Path, width: int = 48, wanted: int = 40) -> list[bytes]:
-    """Byte strings of secret.ctx that public.ctx does not contain: the secret key's own bytes."""
-    secret = (keys / crypto.SECRET_CONTEXT_FILE).read_bytes()
-    public = (keys / crypto.PUBLIC_CONTEXT_FILE).read_bytes()
-    step = max(width, len(secret) // (wanted * 4))
-    found = [secret[i : i + width] for i in range(0, len(secret) - width, step)]
-    return [s for s in found if s not in public][:wanted]
-
-
 def test_coordinator_holds_no_secret_key_and_cannot_decrypt_what_it_has(federation):
     coordinator, blobs = federation["coordinator"], federation["blobs"]
     artifacts = {str(p): p.read_bytes() for p in _files(coordinator)}
     assert any(name.endswith(".state.ckks") for name in artifacts)
     assert (coordinator / "serverapp.log").stat().st_size > 0
-    secret_slices = _secret_only_slices(federation["keys"])
+    secret_slices = secret_only_slices(federation["keys"])
     assert len(secret_slices) >= 20
     node_secret = (federation["nodes"][0] / "keys" / crypto.SECRET_CONTEXT_FILE).read_bytes()
     assert all(s in node_secret for s in secret_slices)  # the probe finds a secret key where one is
@@ -117,3 +110,22 @@ def test_no_pii_canary_in_any_message_coordinator_file_or_node_output(federation
     places |= {str(p): p.read_bytes() for p in outputs}
     hits = [(where, c.decode()) for where, data in places.items() for c in canaries if c in data]
     assert hits == []
+
+
+def test_the_memory_probe_finds_a_secret_key_in_a_process_that_holds_one(federation):
+    """The probe the deployment test runs on the SuperLink, checked both ways on two children."""
+    keys = federation["keys"]
+    hold = "import sys, time; k = open(sys.argv[1], 'rb').read(); print('ready', flush=True); time.sleep(9)"
+    pieces = secret_only_slices(keys)
+    found = {}
+    for name in (crypto.SECRET_CONTEXT_FILE, crypto.PUBLIC_CONTEXT_FILE):
+        child = subprocess.Popen([sys.executable, "-c", hold, str(keys / name)], stdout=subprocess.PIPE)
+        try:
+            assert child.stdout is not None and child.stdout.readline() == b"ready\n"
+            found[name] = process_memory_holds(child.pid, pieces)
+        finally:
+            child.kill()
+            child.wait()
+    if found[crypto.SECRET_CONTEXT_FILE] is None:
+        pytest.skip("this machine does not let a process read its children's memory (/proc/PID/mem)")
+    assert found == {crypto.SECRET_CONTEXT_FILE: True, crypto.PUBLIC_CONTEXT_FILE: False}

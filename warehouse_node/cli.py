@@ -11,6 +11,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from common import crypto
 from common.cli_errors import one_line_errors
 from common.config import load_node_config
 from common.policies import POLICIES
@@ -229,3 +230,37 @@ def status(node_dir: str, as_json: bool) -> None:
     for what, value in rows.items():
         table.add_row(what, value)
     console.print(table)
+
+
+@cli.command()
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="This site's keys folder: secret.ctx (0600), public.ctx, keys.json.",
+)
+@click.option(
+    "--publish",
+    "publish_dir",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Folder for the public half (public.ctx, keys.json): what the coordinator and planner get.",
+)
+@one_line_errors
+def keygen(out_dir: str, publish_dir: str) -> None:
+    """Make the federation's CKKS key pair at this site (the key steward).
+
+    Hand secret.ctx to the other sites over a channel you trust; the coordinator and the planner
+    get only the --publish folder, and refuse a secret context. Parameters: N=4096, moduli [56, 20]
+    bits, scale 2^35 (128-bit security; BENCHMARKS.md, "CKKS overhead")."""
+    out = Path(out_dir)
+    if (out / crypto.SECRET_CONTEXT_FILE).exists():
+        raise click.ClickException(f"{out / crypto.SECRET_CONTEXT_FILE} exists: refusing to overwrite keys")
+    if Path(publish_dir).resolve() == out.resolve():
+        raise click.ClickException("--publish must be another folder than --out: it leaves this site")
+    fingerprint = crypto.keygen(out)
+    crypto.publish_keys(out, publish_dir)
+    console.print(f"fingerprint {fingerprint}")
+    console.print(f"  {out / crypto.SECRET_CONTEXT_FILE}  (secret, 0600: this site and the other sites only)")
+    console.print(f"  {Path(publish_dir)}/  (public.ctx, keys.json: the coordinator and the planner)")

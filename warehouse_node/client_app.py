@@ -156,6 +156,25 @@ def decide(msg: Message, context: Context) -> Message:
     return Message(RecordDict({CONFIG: config}), reply_to=msg)
 
 
+@app.query("publish")
+def publish(msg: Message, context: Context) -> Message:
+    """Open a sum the planner may see (warehouse_node/published.py checks its kind and how many
+    sites it counts) and reply with its plaintext; any other vector is refused."""
+    session = _session(msg, context)
+    settings = round_settings(msg.content[CONFIG])
+    kind = str(msg.content[CONFIG].get("publish-kind", ""))
+    try:
+        values, sites = session.open_published(settings, kind, read_encrypted(msg.content[GLOBAL], kind))
+    except crypto.CryptoError as exc:
+        say(context, f"run {context.run_id}: refused to open a {kind or 'nameless'} sum: {exc}")
+        raise
+    journal.record(
+        session.cfg, "publish", run=context.run_id, round=settings.server_round, opened=kind, sites=sites
+    )
+    config = ConfigRecord({"fingerprint": session.key.fingerprint, "publish-kind": kind, "values": values})
+    return Message(RecordDict({CONFIG: config}), reply_to=msg)
+
+
 @app.query()
 def network_totals(msg: Message, context: Context) -> Message:
     """After the last round: forecast with the final model and send encrypted network totals."""

@@ -38,6 +38,7 @@ from common.privacy import PrivacySettings, privacy_from_config, privatize
 from common.records import (
     EVAL_METRICS,
     METRIC_SCALE_BITS,
+    MIN_PUBLISHED_SITES,
     STATE_TAIL,
     WEIGHT_UNIT,
     check_node_settings,
@@ -49,7 +50,7 @@ from common.records import (
 from common.server_optimizer import ServerOptimizer
 from common.stopping import Decision, StopRule, decide, validation_score
 from common.training import TrainConfig
-from warehouse_node import journal
+from warehouse_node import journal, published
 from warehouse_node.pipeline import (
     CANDIDATE_FILE,
     MODEL_FILE,
@@ -87,6 +88,7 @@ class RoundSettings:
     stop: StopRule = field(default_factory=lambda: StopRule(3))  # when the run is done
     run_token: str = ""  # the coordinator's name for this run: keys the replicated server state
     global_round: int = 0  # the aggregate round the message's global state comes from
+    publish_min_sites: int = MIN_PUBLISHED_SITES  # the fewest sites of a round-metrics sum a site opens
 
     @property
     def round_seed(self) -> int:
@@ -119,6 +121,7 @@ def round_settings(cfg: Mapping) -> RoundSettings:
         batch_size=node_setting(cfg, "batch-size", 256),
         scale_weight=node_setting(cfg, "scale-weight", 0.0),
         progress=progress,
+        proximal=node_setting(cfg, "proximal-mu", 0.0),
     )
     held_out = node_setting(cfg, "validation-periods", -1)
     validation = held_out if held_out >= 0 else None
@@ -144,6 +147,7 @@ def round_settings(cfg: Mapping) -> RoundSettings:
         stop_rule(cfg),
         str(cfg.get("run-token", "")),
         int(cfg.get("global-round", max(server_round - 1, 0))),
+        node_setting(cfg, "publish-min-sites", MIN_PUBLISHED_SITES),
     )
 
 
@@ -166,7 +170,8 @@ def _run_tag(s: RoundSettings) -> str:
     """What an optimizer state belongs to: the run's model and training settings, not the round."""
     t = s.train
     run = (s.model.to_dict(), s.seed, t.epochs, t.learning_rate, t.batch_size, t.max_batches_per_epoch)
-    return hashlib.sha256(repr((run, t.scale_weight, s.denoise_id)).encode()).hexdigest()[:16]
+    extra = (t.proximal,) if t.proximal else ()  # runs without it keep the tags they had
+    return hashlib.sha256(repr((run, t.scale_weight, *extra, s.denoise_id)).encode()).hexdigest()[:16]
 
 
 def load_optimizer_state(cfg: NodeConfig, s: RoundSettings) -> dict:
@@ -332,6 +337,7 @@ class NodeSession:
         if s.privacy is not None:  # clipped, noised, and weighted 1 like every other node
             new, _ = privatize(start, new, s.privacy)  # clips η·update: the bound holds
             n = 1.0
+        published.remember_training(self.cfg, s.run_token, s.server_round, n, loss)
         return crypto.encrypt(self.key, update_values(new, n, loss), addends=s.nodes), start
 
     def evaluate(
@@ -344,10 +350,16 @@ class NodeSession:
         save_global_model(self.cfg, weights, s.model, s.server_round, name)
         sums = holdout_metrics(self.data(s), s.model, weights, self.cfg.data.season)
         journal.record_holdout(self.cfg, run, s.server_round, journal.model_fingerprint(weights), sums)
-        values = [
-            sums[k] for k in ("abs_err_model", "abs_err_naive", "pinball_scaled", "covered_80", "points")
-        ]
-        return crypto.encrypt(self.key, np.array([*values, 1.0]), METRIC_SCALE_BITS, addends=s.nodes)
+        trained = published.training_sums(self.cfg, s.run_token, s.server_round)
+        values = [*(sums[k] for k in EVAL_METRICS[:5]), *trained, 1.0]
+        return crypto.encrypt(self.key, np.array(values), METRIC_SCALE_BITS, addends=s.nodes)
+
+    def open_published(
+        self, s: RoundSettings, kind: str, vec: crypto.EncryptedVector
+    ) -> tuple[list[float], int]:
+        """Decrypt a sum the planner may see, after the checks of warehouse_node/published.py."""
+        minimum = s.network_min_sites if kind == published.NETWORK_TOTALS else s.publish_min_sites
+        return published.open_sum(self.key, kind, vec, minimum, s.network)
 
     def network_totals(
         self, s: RoundSettings, weights: np.ndarray

@@ -1,0 +1,103 @@
+"""What the planner is shown, opened by the sites: the coordinator and the planner hold no secret key.
+
+After a round's evaluation the coordinator sends the round's summed metrics (training loss,
+hold-out errors, coverage, the count of sites) back to the sites; after the last round, the summed
+network totals. Each site checks the sum (warehouse_node/published.py), decrypts it and replies
+with its plaintext. The coordinator keeps the values only when at least ``min_nodes`` sites reply
+with the same ones (decryption is deterministic: honest sites agree to the bit), and records them
+in progress.json (round metrics) or network.json (the network totals), where the planner reads them.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from logging import INFO, WARNING
+from pathlib import Path
+
+from flwr.app import ConfigRecord
+from flwr.common.logger import log
+from flwr.serverapp import Grid
+
+from common import crypto
+from common.records import CONFIG, EVAL_METRICS, NETWORK_TOTALS, ROUND_METRICS, encrypted_record
+from coordinator.strategy import NETWORK_FILE, NETWORK_META, EncryptedFedAvg
+
+
+def open_by_sites(
+    strategy: EncryptedFedAvg,
+    grid: Grid,
+    kind: str,
+    vec: crypto.EncryptedVector,
+    config: ConfigRecord,
+    timeout: float,
+) -> tuple[list[float] | None, int, list[str]]:
+    """Ask every site to open the sum ``vec`` of ``kind``; return (the values most sites agree
+    on, or None when fewer than the minimum of nodes agree; how many agree; refusals)."""
+    ask = ConfigRecord({**dict(config), "publish-kind": kind})
+    replies = strategy._ask(grid, encrypted_record(**{kind: vec}), ask, "publish", timeout)
+    votes: Counter = Counter()
+    refused = []
+    for msg in replies:
+        node = msg.metadata.src_node_id
+        if msg.has_error():
+            refused.append(f"node {node}: did not open it: {msg.error.reason}")
+            continue
+        reply = dict(msg.content[CONFIG]) if CONFIG in msg.content.config_records else {}
+        values = reply.get("values")
+        if (
+            reply.get("fingerprint") != strategy.key.fingerprint
+            or reply.get("publish-kind") != kind
+            or not isinstance(values, list)
+        ):
+            refused.append(f"node {node}: refused: no {kind} values under this run's key")
+            continue
+        votes[tuple(float(f"{float(v):.12g}") for v in values)] += 1
+    if not votes:
+        return None, 0, refused
+    (values, count), disagree = votes.most_common(1)[0], len(votes) > 1
+    if disagree:
+        log(WARNING, "%s: the sites opened different values; %d agree", kind, count)
+    if count < strategy.min_nodes:
+        refused.append(f"{count} sites agree on the {kind} values, the minimum is {strategy.min_nodes}")
+        return None, count, refused
+    return list(values), count, refused
+
+
+def publish_round_metrics(
+    strategy: EncryptedFedAvg, grid: Grid, server_round: int, config: ConfigRecord, timeout: float
+) -> dict | None:
+    """Have the sites open round ``server_round``'s summed metrics; record them in progress.json."""
+    path = strategy.checkpoint_dir / f"round_{server_round:04d}.eval_metrics.ckks"
+    if not path.is_file():
+        return None
+    vec = crypto.EncryptedVector.from_bytes(path.read_bytes())
+    values, count, refused = open_by_sites(strategy, grid, ROUND_METRICS, vec, config, timeout)
+    for line in refused:
+        log(WARNING, "round %d metrics: %s", server_round, line)
+    entry = {"round": server_round, "phase": "publish", "replies": count, "refused": refused}
+    entry["metrics"] = None if values is None else dict(zip(EVAL_METRICS, values, strict=True))
+    strategy.record(entry | {"time": time.time()})
+    return entry["metrics"]
+
+
+def publish_network(
+    strategy: EncryptedFedAvg, grid: Grid, meta: dict, config: ConfigRecord, timeout: float
+) -> dict:
+    """Have the sites open the summed network totals (when summed); add them to network.json."""
+    folder = strategy.checkpoint_dir
+    if meta.get("status") != "summed":
+        return meta
+    vec = crypto.EncryptedVector.from_bytes(Path(folder / NETWORK_FILE).read_bytes())
+    values, count, refused = open_by_sites(strategy, grid, NETWORK_TOTALS, vec, config, timeout)
+    for line in refused:
+        log(WARNING, "network forecast: %s", line)
+    if values is None:
+        meta = {**meta, "status": "not opened", "reason": refused[-1] if refused else "no site replied"}
+    else:
+        meta = {**meta, "status": "opened", "totals": values, "opened_by": count}
+    meta["open_refused"] = refused
+    strategy._write(folder / NETWORK_META, (json.dumps(meta, indent=2) + "\n").encode())
+    log(INFO, "network forecast: %s by %d sites", meta["status"], count)
+    return meta

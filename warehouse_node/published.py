@@ -1,0 +1,81 @@
+"""The sums a site opens for the planner, and the checks it makes before it opens one.
+
+The planner holds no secret key. What it is shown (each round's training and hold-out metrics,
+the network forecast) are sums over sites; the coordinator sends such a sum back to the sites,
+each site decrypts it and replies with the plaintext, and the coordinator keeps it when the sites
+agree (coordinator/publish.py). A site opens only a published kind of sum (common/records.py
+``PUBLISHED_KINDS``), of that kind's length, counting at least the minimum of sites inside the
+ciphertext; never a model, never a single site's vector. A coordinator that forges a "sum" from
+one site's ciphertext and an encrypted count could still pass these checks: THREAT_MODEL.md.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from common import crypto
+from common.config import NodeConfig
+from common.files import write_json_atomic
+from common.network import MIN_SITES, Layout, from_digits
+from common.records import EVAL_METRICS, MIN_PUBLISHED_SITES, NETWORK_TOTALS, ROUND_METRICS
+
+TRAINED_FILE = "trained.json"  # NODE/private: this site's training loss of its latest round
+
+
+class RefusedToOpen(crypto.CryptoError):
+    """A sum this site will not decrypt for the coordinator."""
+
+
+def remember_training(cfg: NodeConfig, run_token: str, server_round: int, weight: float, loss: float) -> None:
+    """Keep this round's training loss until the round's evaluation adds it to the summed metrics."""
+    entry = {"run": run_token, "round": server_round, "weight": weight, "loss": loss}
+    write_json_atomic(cfg.private_dir / TRAINED_FILE, entry)
+
+
+def training_sums(cfg: NodeConfig, run_token: str, server_round: int) -> tuple[float, float]:
+    """(weight·loss, weight) of this site's training in ``server_round`` of the run; (0, 0) when it
+    did not train in it (it joined later, or its update was not sent)."""
+    path = cfg.private_dir / TRAINED_FILE
+    try:
+        entry = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError):
+        return 0.0, 0.0
+    if entry.get("run") != run_token or entry.get("round") != server_round:
+        return 0.0, 0.0
+    weight, loss = float(entry["weight"]), float(entry["loss"])
+    return (weight * loss, weight) if np.isfinite(loss) else (0.0, 0.0)
+
+
+def open_sum(
+    key: crypto.KeyContext,
+    kind: str,
+    vec: crypto.EncryptedVector,
+    min_sites: int,
+    network: Layout | None = None,
+) -> tuple[list[float], int]:
+    """Decrypt a published kind of sum after checking it; return (its values, the sites it counts).
+
+    ``round-metrics``: the round's evaluation sums (``EVAL_METRICS``), at least ``min_sites``
+    (floor 2) sites. ``network-totals``: the network forecast's digits, decoded to totals, at least
+    ``min_sites`` (floor 3) sites."""
+    if kind == ROUND_METRICS:
+        floor, length = max(min_sites, MIN_PUBLISHED_SITES), len(EVAL_METRICS)
+    elif kind == NETWORK_TOTALS:
+        if network is None:
+            raise RefusedToOpen("no network layout in the run config: the network sum is not opened")
+        floor, length = max(min_sites, MIN_SITES), network.length
+    else:
+        raise RefusedToOpen(f"{kind!r} is not a kind of sum this site opens")
+    if vec.fingerprint != key.fingerprint:
+        raise crypto.KeyMismatchError(f"the {kind} sum was made under key {vec.fingerprint}")
+    if vec.length != length:
+        raise RefusedToOpen(f"a {kind} sum has {length} values, this one {vec.length}: not opened")
+    plain = crypto.decrypt(key, vec)
+    values = from_digits(plain, network.cells) if kind == NETWORK_TOTALS and network else plain
+    sites = round(float(values[-1]))  # the count is inside the ciphertext, summed like the rest
+    if sites < floor:
+        raise RefusedToOpen(f"the {kind} sum counts {sites} sites, fewer than {floor}: not opened")
+    return [float(v) for v in values], sites
