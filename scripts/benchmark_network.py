@@ -1,8 +1,8 @@
-"""The network forecast on Walmart: what the planner decrypts vs the true total weekly sales.
+"""The network forecast on Walmart: what the planner is shown vs the true total weekly sales.
 
 45 stores federate under CKKS (history up to 2012-04-27, the same cut and presets as the accuracy
 benchmark); after the last round every store encrypts its forecast totals per department and week,
-the coordinator sums the 45 ciphertexts, and the planner decrypts the network forecast. It is
+the coordinator sums the 45 ciphertexts, the sites open the sum for the planner. It is
 scored on the 13 held-out weeks (2012-05-04 .. 2012-07-27) against the sum of every true series:
 MAE, MAPE and interval coverage under each dependence assumption (common/network.py), for the
 network total and for the department totals. Writes BENCHMARKS.md (network-forecast section) and
@@ -75,7 +75,7 @@ def fan_with_truth(frame: pd.DataFrame, truth: pd.Series, history: pd.Series, pa
     ax.plot(recent.index, recent / 1e6, color="black", label="true total (history)")
     for lo, hi, alpha in (("q05", "q95", 0.15), ("q10", "q90", 0.3)):
         ax.fill_between(total["date"], total[lo] / 1e6, total[hi] / 1e6, color="tab:blue", alpha=alpha, lw=0)
-    ax.plot(total["date"], total["mean"] / 1e6, color="tab:blue", label="network forecast (decrypted)")
+    ax.plot(total["date"], total["mean"] / 1e6, color="tab:blue", label="network forecast (opened)")
     ax.plot(truth.index, truth / 1e6, color="tab:red", marker="o", ms=3, label="true total (held out)")
     ax.set_ylabel("weekly sales, $M")
     sites, dependence = int(total["sites"].iloc[0]), total["dependence"].iloc[0]
@@ -112,7 +112,6 @@ def main(data_root: str, rounds: int, seed: int, work: str) -> None:
     settings = SimulationSettings("walmart", data, "he", rounds, seed, CUT, overrides)
     simulate(out, settings, log)
     seconds = time.monotonic() - started
-    key = crypto.load_context(out / "keys" / crypto.SECRET_CONTEXT_FILE)
     run_dir = out / "checkpoints"
     meta = json.loads((run_dir / NETWORK_META).read_text())
 
@@ -138,7 +137,7 @@ def main(data_root: str, rounds: int, seed: int, work: str) -> None:
 
     rows = []
     for dependence in DEPENDENCE:
-        frame = network_forecast(run_dir, key, dependence=dependence)
+        frame = network_forecast(run_dir, dependence=dependence)  # as the sites opened it
         total = scores(frame[frame["group"] == "total"], truth_total)
         dept = dept_coverage(frame, truth_dept)
         rows.append(
@@ -154,9 +153,9 @@ def main(data_root: str, rounds: int, seed: int, work: str) -> None:
         if dependence == DEFAULT_DEPENDENCE:
             fan_with_truth(frame, truth_total, by_week, PNG)
     layout = Layout("Dept", tuple(meta["groups"]), len(meta["dates"]))
-    chunks = -(-layout.length // key.slot_count)
+    chunks = -(-layout.length // crypto.load_public(out / "keys").slot_count)
     lines = [
-        "## Network forecast (what the planner decrypts, vs the true network total)",
+        "## Network forecast (what the planner is shown, vs the true network total)",
         "",
         "Command (2 CPU cores, no GPU): "
         "`.venv/bin/python scripts/benchmark_network.py --data-root ../shared/data`",
@@ -164,8 +163,8 @@ def main(data_root: str, rounds: int, seed: int, work: str) -> None:
         f"45 Walmart stores federate under CKKS ({rounds} rounds, seed {seed}, history up to {CUT}); "
         f"after the last round each store encrypts its forecast totals for {len(meta['groups'])} groups "
         f"(network total, {len(meta['groups']) - 2} departments, other) × {len(meta['dates'])} weeks; "
-        f"the coordinator summed {meta['sites']} ciphertexts and the planner decrypted the sum. Scored "
-        f"against the sum of every true series in the 13 held-out weeks ({meta['dates'][0]} .. "
+        f"the coordinator summed {meta['sites']} ciphertexts and the sites opened the sum for the planner. "
+        f"Scored against the sum of every true series in the 13 held-out weeks ({meta['dates'][0]} .. "
         f"{meta['dates'][-1]}). Whole run {seconds / 60:.1f} min.",
         "",
         "| dependence assumed | total: MAE ($) | total: MAPE | total: 80% coverage | total: 90% coverage "

@@ -48,6 +48,7 @@ def test_tls_and_node_auth_refuse_an_unregistered_node_and_run_with_the_register
     assert [(h["phase"], h["replies"]) for h in done["history"]] == [
         ("train", 3),
         ("evaluate", 3),
+        ("publish", 3),  # the round's summed metrics, opened by the sites for the planner
         ("decide", 3),  # the sites' decision arrives through the real SuperLink too
         ("stop", 0),
     ]

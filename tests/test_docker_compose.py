@@ -53,3 +53,12 @@ def test_compose_transport_is_tls_with_registered_supernode_keys():
     register = " ".join(services["register"]["command"])
     assert "flwr supernode register" in register and "root-certificates" in register
     assert not any("ca.key" in v for svc in services.values() for v in svc.get("volumes", []))
+
+
+def test_compose_makes_the_key_pair_at_a_site_and_gives_the_planner_the_public_half():
+    text = COMPOSE.read_text()
+    assert "fedstock-planner keygen" not in text
+    assert "fedstock-node keygen --out deploy/nodes/warehouse-00/keys --publish deploy/keys" in text
+    services = yaml.safe_load(text)["services"]
+    for name in ("superlink", "planner", "register"):  # the planner's site mounts no secret key
+        assert "secret.ctx" not in " ".join(services[name].get("volumes", []))

@@ -168,9 +168,9 @@ def publish(msg: Message, context: Context) -> Message:
     except crypto.CryptoError as exc:
         say(context, f"run {context.run_id}: refused to open a {kind or 'nameless'} sum: {exc}")
         raise
-    journal.record(
-        session.cfg, "publish", run=context.run_id, round=settings.server_round, opened=kind, sites=sites
-    )
+    run, rnd = context.run_id, settings.server_round
+    journal.record(session.cfg, "publish", run=run, round=rnd, opened=kind, sites=sites)
+    say(context, f"run {run} round {rnd}: opened the {kind} sum of {sites} sites")
     config = ConfigRecord({"fingerprint": session.key.fingerprint, "publish-kind": kind, "values": values})
     return Message(RecordDict({CONFIG: config}), reply_to=msg)
 
