@@ -68,6 +68,11 @@ def test_resume_continues_after_the_last_checkpoint_without_losing_or_repeating_
     assert (out / "decisions.csv").is_file() and len((out / "rounds.csv").read_text().splitlines()) == 4
     node_journal = journal.read_status(load_node_config(out / "nodes" / "warehouse-00"))
     assert node_journal["last_forecast"]["series"] == SETTINGS.items  # `fedstock-node status` sees it
+    # the key pair was made at a node; the planner's and coordinator's keys/ hold the public half
+    public_half = [crypto.MANIFEST_FILE, crypto.PUBLIC_CONTEXT_FILE]
+    assert sorted(p.name for p in (out / "keys").iterdir()) == public_half
+    assert all((d / "keys" / crypto.SECRET_CONTEXT_FILE).is_file() for d in (out / "nodes").iterdir())
+    assert not [p for p in out.rglob(crypto.SECRET_CONTEXT_FILE) if "nodes" not in p.relative_to(out).parts]
 
 
 def test_torn_checkpoint_is_detected_and_the_previous_round_is_used(tmp_path, secret_key, caplog):
