@@ -1,9 +1,9 @@
 """When the federation's model is done: one deterministic rule over the summed validation scores.
 
 Every node decrypts the same summed hold-out sums of every round so far and applies ``decide``;
-identical inputs give identical decisions, so the coordinator learns only that the nodes want to
-stop (and which round's model they keep), never a score. Local-only and centralized training in
-the benchmarks apply the same rule to their own scores, epoch by epoch.
+identical inputs give identical decisions, so the coordinator learns from this step only that the
+nodes want to stop (and which round's model they keep), never a score. Local-only and centralized
+training in the benchmarks apply the same rule to their own scores, epoch by epoch.
 """
 
 from __future__ import annotations

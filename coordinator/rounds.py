@@ -4,7 +4,8 @@ After each round's evaluation the coordinator sends every node the summed hold-o
 rounds so far (ciphertexts it cannot read; ``SCORES-NNNN``). Each node decrypts them, applies the
 run's stopping rule (common/stopping.py) and replies with its decision only: continue, or stop
 and keep round k's model. The coordinator follows the decision most valid replies agree on, and
-records that decision and its reason, never a score. The network forecast then uses round k.
+records that decision and its reason, never one site's score (the round's sum over the sites is
+opened separately, for the planner: coordinator/publish.py). The network forecast then uses round k.
 """
 
 from __future__ import annotations
