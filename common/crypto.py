@@ -4,10 +4,10 @@ Key material
 ------------
 ``keygen`` writes two contexts that share one key pair:
 
-* ``secret.ctx`` – parameters, public key and SECRET key. For warehouse nodes and the planner.
-  Written with file mode 0600.
-* ``public.ctx`` – parameters and public key only. For the coordinator: enough to deserialize and
-  add ciphertexts, never to decrypt.
+* ``secret.ctx`` – parameters, public key and SECRET key. For the warehouse nodes only (made at
+  one of them, ``fedstock-node keygen``). Written with file mode 0600.
+* ``public.ctx`` – parameters and public key only. For the coordinator and the planner
+  (``publish_keys``, ``load_public``): enough to deserialize and add ciphertexts, never to decrypt.
 
 Parameters (measured in BENCHMARKS.md, "CKKS overhead")
 --------------------------------------------------------

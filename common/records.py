@@ -7,7 +7,7 @@ data is ever put into a message: weights, sample counts and metrics are all insi
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from flwr.app import Array, ArrayRecord
@@ -48,7 +48,23 @@ METRIC_SCALE_BITS = 16
 # round's evaluation sums, and the network forecast's totals. Nothing else is ever opened.
 ROUND_METRICS, NETWORK_TOTALS = "round-metrics", "network-totals"
 PUBLISHED_KINDS = (ROUND_METRICS, NETWORK_TOTALS)
+LEGACY_EVAL_LENGTH = 6  # runs made before the training cells: the five sums and the count
+
+
+def eval_sums(values: Sequence[float]) -> dict[str, float]:
+    """Decrypted evaluation sums by name; a run made before the training cells reads with them 0."""
+    if len(values) == LEGACY_EVAL_LENGTH:
+        values = [*values[:5], 0.0, 0.0, values[5]]
+    if len(values) != len(EVAL_METRICS):
+        raise CryptoError(f"a summed score has {len(values)} values, expected {len(EVAL_METRICS)}")
+    return dict(zip(EVAL_METRICS, (float(v) for v in values), strict=True))
+
+
 MIN_PUBLISHED_SITES = 2  # a site never opens a sum of fewer sites: one site's own numbers
+# What the sites reply for a round-metrics sum: ratios of the sums and the count of sites, never the
+# raw sums (points and training weights are fixed per site: two rounds with different sites would
+# give one site's counts by subtraction).
+PUBLISHED_METRICS = ("train_pinball", "holdout_mae", "naive_mae", "holdout_pinball", "coverage_80", "nodes")
 
 
 def to_array(vec: EncryptedVector) -> Array:
@@ -134,7 +150,7 @@ def check_node_settings(cfg: Mapping) -> None:
     for key in NODE_SETTINGS:
         if key in cfg:
             node_setting(cfg, key, None)
-    if node_setting(cfg, "proximal-mu", 0.0) < 0:
+    if not node_setting(cfg, "proximal-mu", 0.0) >= 0:  # NaN too
         raise ValueError(f"run config 'proximal-mu' must be 0 or more, got {cfg['proximal-mu']!r}")
 
 

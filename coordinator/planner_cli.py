@@ -88,17 +88,25 @@ def _summary(outputs: dict, out: Path, seconds: float) -> None:
         )
     console.print(table)
     outcome = progress(out / "checkpoints").get("outcome", {})
-    best = outcome.get("best_round", int(rounds["round"].max()))
+    best = outcome.get("best_round")
     console.print(f"stopped after round {outcome.get('round', best)}: {outcome.get('reason', 'round cap')}")
-    last = rounds[rounds["round"] == best].iloc[0]
     console.print(
         f"the sites forecast with round {best}'s global model, the best on the federation's hold-out window"
     )
+    shown = rounds[rounds["round"] == best] if len(rounds) else rounds
+    if not len(shown):  # the sites did not open that round's sums (too few agreed, or refused)
+        console.print(f"round {best}'s metrics were not opened by the sites: see checkpoints/progress.json")
+        return _counts(outputs, out, seconds)
+    last = shown.iloc[0]
     console.print(
         f"hold-out accuracy: model MAE {last['holdout_mae']:.2f} vs seasonal naive "
         f"{last['naive_mae']:.2f} ({(1 - last['mae_vs_naive']) * 100:+.1f}% better), "
         f"80% interval coverage {last['coverage_80']:.1%}"
     )
+    _counts(outputs, out, seconds)
+
+
+def _counts(outputs: dict, out: Path, seconds: float) -> None:
     console.print(f"decisions: {outputs['decisions']['status'].value_counts().to_dict()}")
     console.print(
         f"availability: {outputs['strategy']['availability'].value_counts().to_dict()}; "

@@ -104,7 +104,8 @@ def follow(runs: Path, run_id: int, folder: Path, fingerprint: str, poll: float 
                 entries = len(history)
                 status = run_status(folder, fingerprint)
                 for r in status["rounds"]:
-                    if r["round"] not in printed and (r["evaluated"] or r["round"] < status["rounds_done"]):
+                    opened = r["opened_by"] is not None  # the sites opened (or refused) its sums
+                    if r["round"] not in printed and (opened or r["round"] < status["rounds_done"]):
                         bar.console.print(_round_line(r))
                         printed.add(r["round"])
                 bar.update(task, completed=status["rounds_done"], total=status["rounds_planned"])

@@ -3,14 +3,16 @@
 After a round's evaluation the coordinator sends the round's summed metrics (training loss,
 hold-out errors, coverage, the count of sites) back to the sites; after the last round, the summed
 network totals. Each site checks the sum (warehouse_node/published.py), decrypts it and replies
-with its plaintext. The coordinator keeps the values only when at least ``min_nodes`` sites reply
-with the same ones (decryption is deterministic: honest sites agree to the bit), and records them
-in progress.json (round metrics) or network.json (the network totals), where the planner reads them.
+with its plaintext (for the metrics: their ratios, ``PUBLISHED_METRICS``). The coordinator keeps
+the values only when at least ``min_nodes`` sites reply with the same ones (decryption is
+deterministic: honest sites agree), and records them in progress.json (round metrics) or
+network.json (the network totals), where the planner reads them.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections import Counter
 from logging import INFO, WARNING
@@ -21,7 +23,8 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid
 
 from common import crypto
-from common.records import CONFIG, EVAL_METRICS, NETWORK_TOTALS, ROUND_METRICS, encrypted_record
+from common.network import Layout
+from common.records import CONFIG, NETWORK_TOTALS, PUBLISHED_METRICS, ROUND_METRICS, encrypted_record
 from coordinator.strategy import NETWORK_FILE, NETWORK_META, EncryptedFedAvg
 
 
@@ -32,12 +35,15 @@ def open_by_sites(
     vec: crypto.EncryptedVector,
     config: ConfigRecord,
     timeout: float,
+    length: int,
 ) -> tuple[list[float] | None, int, list[str]]:
-    """Ask every site to open the sum ``vec`` of ``kind``; return (the values most sites agree
-    on, or None when fewer than the minimum of nodes agree; how many agree; refusals)."""
+    """Ask every site to open the sum ``vec`` of ``kind`` (``length`` values back); return (the
+    values most sites agree on, or None when fewer than the minimum of nodes agree; how many
+    agree; refusals). Replies are compared to 9 significant digits."""
     ask = ConfigRecord({**dict(config), "publish-kind": kind})
     replies = strategy._ask(grid, encrypted_record(**{kind: vec}), ask, "publish", timeout)
     votes: Counter = Counter()
+    first: dict[tuple, list[float]] = {}
     refused = []
     for msg in replies:
         node = msg.metadata.src_node_id
@@ -45,24 +51,37 @@ def open_by_sites(
             refused.append(f"node {node}: did not open it: {msg.error.reason}")
             continue
         reply = dict(msg.content[CONFIG]) if CONFIG in msg.content.config_records else {}
-        values = reply.get("values")
+        values = _numbers(reply.get("values"), length)
         if (
             reply.get("fingerprint") != strategy.key.fingerprint
             or reply.get("publish-kind") != kind
-            or not isinstance(values, list)
+            or not values
         ):
-            refused.append(f"node {node}: refused: no {kind} values under this run's key")
+            refused.append(f"node {node}: refused: no {length} {kind} values under this run's key")
             continue
-        votes[tuple(float(f"{float(v):.12g}") for v in values)] += 1
+        agreed = tuple(float(f"{v:.9g}") for v in values)
+        votes[agreed] += 1
+        first.setdefault(agreed, values)
     if not votes:
         return None, 0, refused
-    (values, count), disagree = votes.most_common(1)[0], len(votes) > 1
-    if disagree:
+    agreed, count = votes.most_common(1)[0]
+    if len(votes) > 1:
         log(WARNING, "%s: the sites opened different values; %d agree", kind, count)
     if count < strategy.min_nodes:
         refused.append(f"{count} sites agree on the {kind} values, the minimum is {strategy.min_nodes}")
         return None, count, refused
-    return list(values), count, refused
+    return first[agreed], count, refused
+
+
+def _numbers(values: object, length: int) -> list[float] | None:
+    """``values`` as ``length`` floats (NaN allowed: a round nobody trained in), else None."""
+    if not isinstance(values, list) or len(values) != length:
+        return None
+    try:
+        numbers = [float(v) for v in values]
+    except (TypeError, ValueError):
+        return None
+    return None if any(math.isinf(v) for v in numbers) else numbers
 
 
 def publish_round_metrics(
@@ -73,13 +92,23 @@ def publish_round_metrics(
     if not path.is_file():
         return None
     vec = crypto.EncryptedVector.from_bytes(path.read_bytes())
-    values, count, refused = open_by_sites(strategy, grid, ROUND_METRICS, vec, config, timeout)
+    length = len(PUBLISHED_METRICS)
+    values, count, refused = open_by_sites(strategy, grid, ROUND_METRICS, vec, config, timeout, length)
     for line in refused:
         log(WARNING, "round %d metrics: %s", server_round, line)
     entry = {"round": server_round, "phase": "publish", "replies": count, "refused": refused}
-    entry["metrics"] = None if values is None else dict(zip(EVAL_METRICS, values, strict=True))
+    entry["metrics"] = None if values is None else dict(zip(PUBLISHED_METRICS, values, strict=True))
     strategy.record(entry | {"time": time.time()})
     return entry["metrics"]
+
+
+def publish_missing(strategy: EncryptedFedAvg, grid: Grid, config: ConfigRecord, timeout: float) -> None:
+    """On resume: open the rounds already done whose metrics were summed but never opened (the
+    coordinator stopped in between); the sites open the same ciphertext again."""
+    opened = {h["round"] for h in strategy.history if h["phase"] == "publish"}
+    for r in range(1, strategy.round_offset + 1):
+        if r not in opened and (strategy.checkpoint_dir / f"round_{r:04d}.eval_metrics.ckks").is_file():
+            publish_round_metrics(strategy, grid, r, config, timeout)
 
 
 def publish_network(
@@ -90,7 +119,8 @@ def publish_network(
     if meta.get("status") != "summed":
         return meta
     vec = crypto.EncryptedVector.from_bytes(Path(folder / NETWORK_FILE).read_bytes())
-    values, count, refused = open_by_sites(strategy, grid, NETWORK_TOTALS, vec, config, timeout)
+    length = Layout(str(meta["group_by"]), tuple(meta["groups"]), len(meta["dates"])).cells
+    values, count, refused = open_by_sites(strategy, grid, NETWORK_TOTALS, vec, config, timeout, length)
     for line in refused:
         log(WARNING, "network forecast: %s", line)
     if values is None:

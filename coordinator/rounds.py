@@ -22,7 +22,7 @@ from flwr.serverapp import Grid
 from common import crypto
 from common.records import CONFIG, SCORES, encrypted_record
 from common.stopping import CONTINUE, STOP, StopRule
-from coordinator.publish import publish_round_metrics
+from coordinator.publish import publish_missing, publish_round_metrics
 from coordinator.strategy import EncryptedFedAvg, load_state
 
 DECIDE = f"{MessageType.QUERY}.decide"
@@ -110,6 +110,7 @@ def run_rounds(
     """Rounds after ``strategy.round_offset`` up to the cap, stopping when the nodes decide to.
     Returns the global state the nodes keep (the best round's when they decide) and its round."""
     arrays, done = initial, strategy.round_offset
+    publish_missing(strategy, grid, config, timeout)  # a resumed run's rounds summed but not opened
     if strategy.outcome:  # a resumed run that had already stopped
         best = int(strategy.outcome["best_round"])
         return load_state(strategy.key, _state_path(strategy, best)), best

@@ -94,3 +94,34 @@ def test_resume_refuses_a_folder_that_is_not_a_demo_run(tmp_path):
     assert result.output.strip().splitlines()[-1] == (
         f"Error: {tmp_path.resolve()} holds no demo.json: not a demo run folder"
     )
+
+
+def test_a_round_summed_but_not_opened_before_the_coordinator_died_is_opened_on_resume(
+    nodes, keys, tmp_path, monkeypatch
+):
+    from coordinator import publish, rounds
+    from coordinator.inprocess import run_inprocess
+    from coordinator.planner import round_metrics
+    from coordinator.server_app import app as server_app
+    from tests.conftest import run_config
+    from warehouse_node import client_app as client_module
+
+    ckpt = tmp_path / "ckpt"
+    real = publish.publish_round_metrics
+
+    def dies_opening_round_two(strategy, grid, server_round, config, timeout):
+        if server_round == 2:  # the sites open the sum, the coordinator dies before recording it
+            vec = crypto.EncryptedVector.from_bytes((ckpt / "round_0002.eval_metrics.ckks").read_bytes())
+            assert publish.open_by_sites(strategy, grid, "round-metrics", vec, config, timeout, 6)[0]
+            raise RuntimeError("coordinator killed")
+        return real(strategy, grid, server_round, config, timeout)
+
+    with monkeypatch.context() as m:
+        m.setattr(rounds, "publish_round_metrics", dies_opening_round_two)
+        with pytest.raises(RuntimeError, match="coordinator killed"):
+            run_inprocess(server_app, client_module.app, nodes[0], run_config(keys, ckpt, rounds=3))
+    assert latest_checkpoint(ckpt)[0] == 2 and list(round_metrics(ckpt)["round"]) == [1]
+    run_inprocess(
+        server_app, client_module.app, nodes[0], {**run_config(keys, ckpt, rounds=3), "resume": True}
+    )
+    assert list(round_metrics(ckpt)["round"]) == [1, 2, 3]  # round 2's same sum, opened again

@@ -13,7 +13,16 @@ from flwr.app import ConfigRecord, Message, RecordDict
 
 from common import crypto
 from common.config import load_node_config
-from common.records import CONFIG, METRICS, STATE, STATE_TAIL, UPDATE, encrypted_record, read_encrypted
+from common.records import (
+    CONFIG,
+    METRICS,
+    STATE,
+    STATE_TAIL,
+    UPDATE,
+    encrypted_record,
+    eval_sums,
+    read_encrypted,
+)
 from coordinator.inprocess import run_inprocess
 from coordinator.planner import round_metrics
 from coordinator.server_app import app as server_app
@@ -22,6 +31,7 @@ from tests.conftest import FAST_RUN, run_config
 from warehouse_node import client_app as client_module
 from warehouse_node import federated
 from warehouse_node.pipeline import MODEL_FILE
+from warehouse_node.published import metric_ratios
 
 
 def test_three_nodes_two_rounds_aggregate_is_the_weighted_average(nodes, keys, secret_key, tmp_path):
@@ -128,14 +138,15 @@ def test_replies_carry_no_plaintext_figure_but_the_sums_the_sites_opened(
             assert all(a.stype == "fedstock.ckks" for a in m.content.array_records[UPDATE].values())
     assert kinds == {"train", "evaluate", "query.decide", "query.publish"}
     assert len(opened) == 6 and len(set(opened)) == 2  # each round: three sites, one same sum
-    for group, kind, values in set(opened):  # the sum of the three sites' evaluation replies
+    for group, kind, values in set(opened):  # ratios of the sum of the three sites' evaluation replies
         sent = [
             crypto.decrypt(secret_key, read_encrypted(m.content[UPDATE], METRICS))
             for m in replies
             if m.metadata.message_type == "evaluate" and m.metadata.group_id == group
         ]
-        assert kind == "round-metrics" and round(values[-1]) == 3
-        np.testing.assert_allclose(values, np.sum(sent, axis=0), rtol=1e-3, atol=1e-2)
+        assert kind == "round-metrics" and values[-1] == 3
+        expected = metric_ratios(eval_sums(np.sum(sent, axis=0)))
+        np.testing.assert_allclose(values, expected, rtol=1e-3, atol=1e-3)
 
 
 def _damaged(kind: str, state: crypto.EncryptedVector, key: crypto.KeyContext, rogue: crypto.KeyContext):

@@ -7,6 +7,7 @@ its secret half, in a file or in the SuperLink's memory."""
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -123,6 +124,8 @@ def test_three_sites_join_and_the_keyless_planner_runs_watches_and_reads_the_net
         assert first.returncode == 0, first.stderr[-3000:] + _logs(logs) + _logs(sites / "logs")
         run_id = first.stdout.split()[0]
         assert "round 2: 3 nodes trained" in first.stderr
+        for r in (1, 2):  # each round is shown with the losses the sites opened, not "-"
+            assert re.search(rf"round {r}: 3 nodes trained, loss \d", first.stderr), first.stderr
 
         status = _planner("status", run_id, *common[1:], "--json")
         assert status.returncode == 0, status.stderr

@@ -13,7 +13,7 @@ import pytest
 from common import crypto
 from common.config import load_node_config
 from common.network import DIGIT_SCALE_BITS, Layout, to_digits
-from common.records import EVAL_METRICS, METRIC_SCALE_BITS, NETWORK_TOTALS, ROUND_METRICS
+from common.records import METRIC_SCALE_BITS, NETWORK_TOTALS, PUBLISHED_METRICS, ROUND_METRICS
 from coordinator import publish
 from coordinator.inprocess import run_inprocess
 from coordinator.server_app import app as server_app
@@ -21,14 +21,17 @@ from coordinator.strategy import PROGRESS_FILE
 from tests.conftest import run_config
 from warehouse_node import client_app as client_module
 from warehouse_node import journal
-from warehouse_node.published import RefusedToOpen, open_sum
+from warehouse_node.published import RefusedToOpen, check_first_opening, open_sum
 
 LAYOUT = Layout.of("sku", "SKU-0000,SKU-0001", 14)
 
 
+# abs_err_model, abs_err_naive, pinball_scaled, covered_80, points, weight·train loss, train weight
+SUMS = [1000.0, 2000.0, 400.0, 160.0, 200.0, 60.0, 300.0]
+
+
 def _metrics(public_key, sites: int) -> crypto.EncryptedVector:
-    values = np.append(np.arange(1.0, len(EVAL_METRICS)), float(sites))
-    return crypto.encrypt(public_key, values, METRIC_SCALE_BITS)
+    return crypto.encrypt(public_key, np.array([*SUMS, float(sites)]), METRIC_SCALE_BITS)
 
 
 def _network(public_key, sites: int) -> crypto.EncryptedVector:
@@ -39,7 +42,8 @@ def _network(public_key, sites: int) -> crypto.EncryptedVector:
 
 def test_a_site_opens_a_round_metrics_sum_of_enough_sites(secret_key, public_key):
     values, sites = open_sum(secret_key, ROUND_METRICS, _metrics(public_key, 3), 2)
-    assert sites == 3 and np.allclose(values[:-1], np.arange(1.0, len(EVAL_METRICS)), atol=0.1)
+    assert sites == 3 and len(values) == len(PUBLISHED_METRICS)  # ratios, never the raw sums
+    np.testing.assert_allclose(values, [0.2, 5.0, 10.0, 2.0, 0.8, 3.0], rtol=2e-3)
     values, sites = open_sum(secret_key, NETWORK_TOTALS, _network(public_key, 3), 3, LAYOUT)
     assert sites == 3 and np.allclose(values[:-1], 5.0)
 
@@ -61,8 +65,22 @@ def test_a_site_refuses_a_vector_that_is_not_a_published_kind_of_sum(secret_key,
         open_sum(secret_key, "state", model, 2)
     with pytest.raises(RefusedToOpen, match="has 8 values, this one 5000: not opened"):
         open_sum(secret_key, ROUND_METRICS, model, 2)
-    with pytest.raises(RefusedToOpen, match="no network layout"):
+    with pytest.raises(RefusedToOpen, match="does not share network totals"):  # [network] share = false
         open_sum(secret_key, NETWORK_TOTALS, _network(public_key, 3), 3)
+
+
+def test_a_site_opens_one_sum_per_round_and_one_network_sum_per_run(nodes):
+    """Two different sums of one round would give the site that differs by subtraction."""
+    cfg = load_node_config(nodes[0][0])
+    check_first_opening(cfg, "run-a", ROUND_METRICS, 1, "digest-1")
+    check_first_opening(cfg, "run-a", ROUND_METRICS, 1, "digest-1")  # the same sum again (a resume)
+    with pytest.raises(RefusedToOpen, match="already opened another round-metrics sum in this round 1"):
+        check_first_opening(cfg, "run-a", ROUND_METRICS, 1, "digest-2")
+    check_first_opening(cfg, "run-a", ROUND_METRICS, 2, "digest-2")  # the next round
+    check_first_opening(cfg, "run-b", ROUND_METRICS, 1, "digest-3")  # another run
+    check_first_opening(cfg, "run-a", NETWORK_TOTALS, 2, "digest-4")
+    with pytest.raises(RefusedToOpen, match="already opened another network-totals sum in this run"):
+        check_first_opening(cfg, "run-a", NETWORK_TOTALS, 3, "digest-5")
 
 
 def test_a_site_refuses_a_sum_under_another_key(secret_key, tmp_path):
@@ -89,10 +107,15 @@ def test_sites_open_each_rounds_sum_and_it_adds_up_to_their_own_scores(nodes, ke
             for d in nodes[0]
         ]
         points = sum(e["points"] for e in own)
-        assert round(h["metrics"]["nodes"]) == 3 and h["metrics"]["points"] == pytest.approx(points, abs=0.5)
-        mae = sum(e["mae"] * e["points"] for e in own)
-        assert h["metrics"]["abs_err_model"] == pytest.approx(mae, rel=1e-3)
-        assert h["metrics"]["train_weight"] > 0 and h["metrics"]["weight_x_train_pinball"] > 0
+        assert set(h["metrics"]) == set(PUBLISHED_METRICS) and h["metrics"]["nodes"] == 3
+        for mine, opened in (
+            ("mae", "holdout_mae"),
+            ("naive_mae", "naive_mae"),
+            ("coverage_80", "coverage_80"),
+        ):
+            pooled = sum(e[mine] * e["points"] for e in own) / points
+            assert h["metrics"][opened] == pytest.approx(pooled, rel=1e-3, abs=1e-3)
+        assert h["metrics"]["train_pinball"] > 0
 
 
 def test_sites_refuse_to_open_a_model_or_a_sum_of_too_few_sites_and_the_run_goes_on(
@@ -101,11 +124,10 @@ def test_sites_refuse_to_open_a_model_or_a_sum_of_too_few_sites_and_the_run_goes
     ckpt = tmp_path / "ckpt"
     real = publish.open_by_sites
 
-    def dressed_as_metrics(strategy, grid, kind, vec, config, timeout):  # a curious coordinator
+    def dressed_as_metrics(strategy, grid, kind, vec, config, timeout, length):  # a curious coordinator
         state = ckpt / "round_0001.state.ckks"  # the global model, presented as the round's metrics
-        return real(
-            strategy, grid, kind, crypto.EncryptedVector.from_bytes(state.read_bytes()), config, timeout
-        )
+        model = crypto.EncryptedVector.from_bytes(state.read_bytes())
+        return real(strategy, grid, kind, model, config, timeout, length)
 
     monkeypatch.setattr(publish, "open_by_sites", dressed_as_metrics)
     run_inprocess(server_app, client_module.app, nodes[0], run_config(keys, ckpt, rounds=1))

@@ -43,6 +43,7 @@ from common.records import (
     WEIGHT_UNIT,
     check_node_settings,
     denoise_settings,
+    eval_sums,
     node_setting,
     server_optimizer,
     stop_rule,
@@ -295,7 +296,7 @@ class NodeSession:
     def decide(self, s: RoundSettings, summed_scores: list[crypto.EncryptedVector]) -> Decision:
         """Apply the run's stopping rule to the summed hold-out sums of every round so far and keep
         the best round's model; every node reaches the same decision from the same sums."""
-        sums = [dict(zip(EVAL_METRICS, crypto.decrypt(self.key, v), strict=True)) for v in summed_scores]
+        sums = [eval_sums(crypto.decrypt(self.key, v)) for v in summed_scores]
         if any(round(x["nodes"]) < 1 for x in sums):
             raise crypto.CryptoError("a summed score holds no site: refused")
         decision = decide([validation_score(x, s.stop.metric) for x in sums], s.stop)
@@ -359,7 +360,11 @@ class NodeSession:
     ) -> tuple[list[float], int]:
         """Decrypt a sum the planner may see, after the checks of warehouse_node/published.py."""
         minimum = s.network_min_sites if kind == published.NETWORK_TOTALS else s.publish_min_sites
-        return published.open_sum(self.key, kind, vec, minimum, s.network)
+        network = s.network if self.cfg.share_network else None
+        values, sites = published.open_sum(self.key, kind, vec, minimum, network)
+        digest = hashlib.sha256(vec.to_bytes()).hexdigest()[:32]
+        published.check_first_opening(self.cfg, s.run_token, kind, s.server_round, digest)
+        return values, sites
 
     def network_totals(
         self, s: RoundSettings, weights: np.ndarray

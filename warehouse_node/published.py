@@ -5,8 +5,10 @@ the network forecast) are sums over sites; the coordinator sends such a sum back
 each site decrypts it and replies with the plaintext, and the coordinator keeps it when the sites
 agree (coordinator/publish.py). A site opens only a published kind of sum (common/records.py
 ``PUBLISHED_KINDS``), of that kind's length, counting at least the minimum of sites inside the
-ciphertext; never a model, never a single site's vector. A coordinator that forges a "sum" from
-one site's ciphertext and an encrypted count could still pass these checks: THREAT_MODEL.md.
+ciphertext, and one sum of each kind per round (never a second, different one); never a model,
+never a single site's vector. For the round metrics it replies with ratios, never the raw sums. A
+coordinator that forges a "sum" from one site's ciphertext and an encrypted count could still pass
+these checks: THREAT_MODEL.md.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from common.network import MIN_SITES, Layout, from_digits
 from common.records import EVAL_METRICS, MIN_PUBLISHED_SITES, NETWORK_TOTALS, ROUND_METRICS
 
 TRAINED_FILE = "trained.json"  # NODE/private: this site's training loss of its latest round
+OPENED_FILE = "opened.json"  # NODE/private: which sum this site opened, per run, kind and round
+KEEP_OPENED = 2000
 
 
 class RefusedToOpen(crypto.CryptoError):
@@ -56,16 +60,18 @@ def open_sum(
     min_sites: int,
     network: Layout | None = None,
 ) -> tuple[list[float], int]:
-    """Decrypt a published kind of sum after checking it; return (its values, the sites it counts).
+    """Decrypt a published kind of sum after checking it; return (what the site replies, the sites
+    it counts).
 
-    ``round-metrics``: the round's evaluation sums (``EVAL_METRICS``), at least ``min_sites``
-    (floor 2) sites. ``network-totals``: the network forecast's digits, decoded to totals, at least
-    ``min_sites`` (floor 3) sites."""
+    ``round-metrics``: the round's evaluation sums (``EVAL_METRICS``) of at least ``min_sites``
+    (floor 2) sites; the reply is their ratios (``PUBLISHED_METRICS``). ``network-totals``: the
+    network forecast's digits of at least ``min_sites`` (floor 3) sites, decoded to totals; only
+    when ``network`` (this site's layout; None where it does not share network totals) is given."""
     if kind == ROUND_METRICS:
         floor, length = max(min_sites, MIN_PUBLISHED_SITES), len(EVAL_METRICS)
     elif kind == NETWORK_TOTALS:
         if network is None:
-            raise RefusedToOpen("no network layout in the run config: the network sum is not opened")
+            raise RefusedToOpen("this site does not share network totals: it opens no network sum")
         floor, length = max(min_sites, MIN_SITES), network.length
     else:
         raise RefusedToOpen(f"{kind!r} is not a kind of sum this site opens")
@@ -78,4 +84,37 @@ def open_sum(
     sites = round(float(values[-1]))  # the count is inside the ciphertext, summed like the rest
     if sites < floor:
         raise RefusedToOpen(f"the {kind} sum counts {sites} sites, fewer than {floor}: not opened")
+    if kind == ROUND_METRICS:
+        return metric_ratios(dict(zip(EVAL_METRICS, plain, strict=True))), sites
     return [float(v) for v in values], sites
+
+
+def metric_ratios(sums: dict[str, float]) -> list[float]:
+    """The round's published metrics (``PUBLISHED_METRICS``) from its summed evaluation sums."""
+    points = max(float(sums["points"]), 1.0)
+    weight = float(sums["train_weight"])
+    return [
+        float(sums["weight_x_train_pinball"]) / weight if weight > 1e-9 else float("nan"),
+        float(sums["abs_err_model"]) / points,
+        float(sums["abs_err_naive"]) / points,
+        float(sums["pinball_scaled"]) / points,
+        float(sums["covered_80"]) / points,
+        float(round(float(sums["nodes"]))),
+    ]
+
+
+def check_first_opening(cfg: NodeConfig, run_token: str, kind: str, server_round: int, digest: str) -> None:
+    """A site opens one sum of each kind per round of a run (the network totals: one per run), or
+    the very same ciphertext again (a coordinator that resumed): opening a second, different sum of
+    other sites would let a coordinator subtract the two and read the site that differs."""
+    path = cfg.private_dir / OPENED_FILE
+    try:
+        ledger = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        ledger = {}
+    slot = f"{run_token}/{kind}" + ("" if kind == NETWORK_TOTALS else f"/{server_round}")
+    if ledger.get(slot, digest) != digest:
+        scope = "run" if kind == NETWORK_TOTALS else f"round {server_round}"
+        raise RefusedToOpen(f"this site already opened another {kind} sum in this {scope}: not opened")
+    ledger[slot] = digest
+    write_json_atomic(path, dict(list(ledger.items())[-KEEP_OPENED:]))
