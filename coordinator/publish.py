@@ -25,7 +25,7 @@ from flwr.serverapp import Grid
 from common import crypto
 from common.network import Layout
 from common.records import CONFIG, NETWORK_TOTALS, PUBLISHED_METRICS, ROUND_METRICS, encrypted_record
-from coordinator.strategy import NETWORK_FILE, NETWORK_META, EncryptedFedAvg
+from coordinator.strategy import NETWORK_FILE, NETWORK_META, EncryptedFedAvg, checkpoint_file
 
 
 def open_by_sites(
@@ -88,7 +88,7 @@ def publish_round_metrics(
     strategy: EncryptedFedAvg, grid: Grid, server_round: int, config: ConfigRecord, timeout: float
 ) -> dict | None:
     """Have the sites open round ``server_round``'s summed metrics; record them in progress.json."""
-    path = strategy.checkpoint_dir / f"round_{server_round:04d}.eval_metrics.ckks"
+    path = checkpoint_file(strategy.checkpoint_dir, server_round, "eval_metrics")
     if not path.is_file():
         return None
     vec = crypto.EncryptedVector.from_bytes(path.read_bytes())
@@ -107,7 +107,7 @@ def publish_missing(strategy: EncryptedFedAvg, grid: Grid, config: ConfigRecord,
     coordinator stopped in between); the sites open the same ciphertext again."""
     opened = {h["round"] for h in strategy.history if h["phase"] == "publish"}
     for r in range(1, strategy.round_offset + 1):
-        if r not in opened and (strategy.checkpoint_dir / f"round_{r:04d}.eval_metrics.ckks").is_file():
+        if r not in opened and checkpoint_file(strategy.checkpoint_dir, r, "eval_metrics").is_file():
             publish_round_metrics(strategy, grid, r, config, timeout)
 
 

@@ -23,7 +23,7 @@ from common import crypto
 from common.records import CONFIG, SCORES, encrypted_record
 from common.stopping import CONTINUE, STOP, StopRule
 from coordinator.publish import publish_missing, publish_round_metrics
-from coordinator.strategy import EncryptedFedAvg, load_state
+from coordinator.strategy import EncryptedFedAvg, checkpoint_file, load_state
 
 DECIDE = f"{MessageType.QUERY}.decide"
 
@@ -33,7 +33,7 @@ def summed_scores(checkpoint_dir: Path, last: int) -> ArrayRecord:
     has none: the nodes count it as no improvement)."""
     vectors = {}
     for r in range(1, last + 1):
-        path = Path(checkpoint_dir) / f"round_{r:04d}.eval_metrics.ckks"
+        path = checkpoint_file(checkpoint_dir, r, "eval_metrics")
         if path.is_file():
             vectors[f"{SCORES}-{r:04d}"] = crypto.EncryptedVector.from_bytes(path.read_bytes())
     return encrypted_record(**vectors)
@@ -149,4 +149,4 @@ def run_rounds(
 
 
 def _state_path(strategy: EncryptedFedAvg, server_round: int) -> Path:
-    return strategy.checkpoint_dir / f"round_{server_round:04d}.state.ckks"
+    return checkpoint_file(strategy.checkpoint_dir, server_round, "state")

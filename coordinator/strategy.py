@@ -47,6 +47,11 @@ OTHER_PERIODS = "forecasts other periods than the network's"
 OTHER_GRID = "its history ends on another date than the network's"
 
 
+def checkpoint_file(folder: Path, server_round: int, name: str) -> Path:
+    """A round's encrypted sum in the run folder: ``state`` (the global model), ``eval_metrics``."""
+    return Path(folder) / f"round_{server_round:04d}.{name}.ckks"
+
+
 class RoundFailed(RuntimeError):
     """Fewer valid replies than the configured minimum."""
 
@@ -116,7 +121,7 @@ class EncryptedFedAvg(Strategy):
             return arrays
         first = self.applied.get(node, 0) + 1
         missed = {
-            f"{STATE}-{r:04d}": (self.checkpoint_dir / f"round_{r:04d}.state.ckks")
+            f"{STATE}-{r:04d}": checkpoint_file(self.checkpoint_dir, r, "state")
             for r in range(first, global_round)
         }
         if not missed:
@@ -359,7 +364,7 @@ class EncryptedFedAvg(Strategy):
         tmp.replace(path)  # atomic: a crash never leaves a half-written file
 
     def _checkpoint(self, server_round: int, name: str, vec: crypto.EncryptedVector) -> None:
-        self._write(self.checkpoint_dir / f"round_{server_round:04d}.{name}.ckks", vec.to_bytes())
+        self._write(checkpoint_file(self.checkpoint_dir, server_round, name), vec.to_bytes())
 
     def _progress(self, server_round: int, phase: str, used: list[dict], refused: list[str]) -> None:
         entry = {"round": server_round, "phase": phase, "replies": len(used), "refused": refused}
