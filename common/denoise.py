@@ -30,10 +30,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import pandas as pd
 
+from common.files import replaced_atomically
 from common.network import MIN_SITES, group_label
 
 Z_CLIP = 20.0  # scaled demand beyond ±20× the series mean does not shape the basis
@@ -217,17 +219,18 @@ class Profile:
         return out
 
     def save(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp.npz")
+        with replaced_atomically(path) as out:
+            self._save(out)
+
+    def _save(self, out: BinaryIO) -> None:
         np.savez(
-            tmp,
+            out,
             basis=self.basis,
             sites=self.sites,
             groups=np.array(self.groups, dtype=str),
             meta=np.array([self.group_by, self.end.date().isoformat(), self.freq, self.profile_id]),
             shrink=np.array(self.shrink),
         )
-        tmp.replace(path)
 
     @classmethod
     def load(cls, path: Path) -> Profile:

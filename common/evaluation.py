@@ -36,12 +36,26 @@ def quantile_columns(frame: pd.DataFrame) -> dict[float, str]:
     return {int(c[1:]) / 100: c for c in frame.columns if c.startswith("q") and c[1:].isdigit()}
 
 
+def pinball_per_point(pred: np.ndarray, actual: np.ndarray, levels: tuple[float, ...]) -> np.ndarray:
+    """The pinball loss of each point of ``actual``, averaged over the quantile ``levels`` (the
+    last axis of ``pred``). The training loss is its torch twin (common/model.py)."""
+    diff = np.asarray(actual, float)[..., None] - np.asarray(pred, float)
+    lv = np.asarray(levels, float)
+    return np.maximum(lv * diff, (lv - 1) * diff).mean(-1)
+
+
 def pinball(actual: np.ndarray, frame: pd.DataFrame) -> float:
     """Mean pinball loss over every output quantile and row (in the data's units)."""
     levels = quantile_columns(frame)
-    a = np.asarray(actual, float)
-    losses = [np.maximum(q * (a - frame[c]), (q - 1) * (a - frame[c])).mean() for q, c in levels.items()]
-    return float(np.mean(losses))
+    pred = frame[list(levels.values())].to_numpy(float)
+    return float(pinball_per_point(pred, actual, tuple(levels)).mean())
+
+
+def naive_positions(length: int, horizon: int, season: int) -> np.ndarray:
+    """Where seasonal naive reads each of ``horizon`` periods after a history of ``length``: the same
+    period the fewest whole seasons back, y(T+h) = y(T+h − season·⌈h/season⌉)."""
+    h = np.arange(1, horizon + 1)
+    return length - 1 + h - season * -(-h // season)
 
 
 def coverage(actual: np.ndarray, low: np.ndarray, high: np.ndarray) -> float:
@@ -103,9 +117,7 @@ def seasonal_naive(
     (the ratio clipped to [0.5, 2] and 1 when undefined)."""
     wide = _regular(history, keys, date, target, freq)
     future = pd.date_range(wide.index[-1], periods=horizon + 1, freq=freq)[1:]
-    steps = range(1, horizon + 1)
-    back = [len(wide) - 1 + h - season * -(-h // season) for h in steps]
-    values = np.vstack([wide.iloc[i].to_numpy() for i in back])
+    values = np.vstack([wide.iloc[i].to_numpy() for i in naive_positions(len(wide), horizon, season)])
     if level_window:
         recent = wide.iloc[-level_window:].sum().to_numpy()
         before = wide.iloc[-season - level_window : -season].sum().to_numpy()

@@ -1,11 +1,14 @@
 """Writing files safely: secrets readable by their owner only (mode 0600), from the first byte;
-JSON state replaced atomically."""
+state (checkpoints, JSON records, arrays) replaced atomically."""
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 
 def write_private(path: Path, data: bytes) -> None:
@@ -16,9 +19,22 @@ def write_private(path: Path, data: bytes) -> None:
     os.chmod(path, 0o600)  # an existing file keeps its old mode through O_CREAT: set it again
 
 
-def write_json_atomic(path: Path, data: object) -> None:
-    """Replace ``path`` with ``data`` as JSON in one rename: a reader never sees half a file."""
+@contextmanager
+def replaced_atomically(path: Path) -> Iterator[BinaryIO]:
+    """Write ``path`` through a temporary file renamed over it once written: a reader (or a process
+    that dies mid-write) never leaves half a file under the name."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as out:
+        yield out
     tmp.replace(path)
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    with replaced_atomically(path) as out:
+        out.write(data)
+
+
+def write_json_atomic(path: Path, data: object) -> None:
+    """Replace ``path`` with ``data`` as JSON in one rename."""
+    write_bytes_atomic(path, (json.dumps(data, indent=2, default=str) + "\n").encode())

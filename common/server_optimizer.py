@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from common.files import replaced_atomically
+
 SERVER_OPTIMIZERS = ("fedavg", "fedavgm", "fedadam", "fedyogi")
 
 
@@ -73,11 +75,8 @@ class ServerState:
         return digest.hexdigest()[:16]
 
     def save(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as out:
+        with replaced_atomically(path) as out:
             np.savez(out, round=self.round, model=self.model, m=self.m, v=self.v)
-        tmp.replace(path)
 
     @classmethod
     def load(cls, path: Path) -> ServerState:

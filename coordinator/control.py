@@ -86,10 +86,6 @@ def run_info(runs: Path, run_id: int) -> dict:
     return reply["runs"][0]
 
 
-def stop_run(runs: Path, run_id: int) -> None:
-    _flwr(Path(runs).resolve(), "stop", str(run_id), CONNECTION)
-
-
 # ---- the sites allowed to join: SuperNode keys registered with the SuperLink -------------------
 SITES_FILE = "sites.json"  # RUNS/.flwr: the node id Flower gave each site's key, by site name
 

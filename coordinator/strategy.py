@@ -23,6 +23,7 @@ from flwr.serverapp.strategy import Strategy
 
 from common import crypto
 from common.denoise import PROFILE_SCALE_BITS, DenoiseSettings
+from common.files import write_bytes_atomic
 from common.network import DIGIT_SCALE_BITS, MIN_SITES, Layout
 from common.records import (
     CONFIG,
@@ -62,14 +63,12 @@ class EncryptedFedAvg(Strategy):
         key: crypto.KeyContext,
         checkpoint_dir: Path,
         min_nodes: int = 2,
-        evaluate_every_round: bool = True,
     ) -> None:
         if key.has_secret_key:
             raise crypto.CryptoError("the coordinator must not hold a secret key; give it public.ctx")
         self.key = key
         self.checkpoint_dir = Path(checkpoint_dir)
         self.min_nodes = min_nodes
-        self.evaluate_every_round = evaluate_every_round
         self.state_length: int | None = None
         self.history: list[dict] = []
         self.round_offset = 0  # rounds already done before a resume
@@ -146,7 +145,7 @@ class EncryptedFedAvg(Strategy):
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        if not self.evaluate_every_round or not len(arrays):
+        if not len(arrays):
             return []
         this = server_round + self.round_offset
         return self._messages(arrays, config, grid, MessageType.EVALUATE, server_round, this)
@@ -358,10 +357,7 @@ class EncryptedFedAvg(Strategy):
 
     # ---- checkpoints --------------------------------------------------------------------------
     def _write(self, path: Path, blob: bytes) -> None:
-        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(blob)
-        tmp.replace(path)  # atomic: a crash never leaves a half-written file
+        write_bytes_atomic(path, blob)  # a crash never leaves a half-written file
 
     def _checkpoint(self, server_round: int, name: str, vec: crypto.EncryptedVector) -> None:
         self._write(checkpoint_file(self.checkpoint_dir, server_round, name), vec.to_bytes())

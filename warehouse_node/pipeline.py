@@ -21,6 +21,7 @@ from common.config import ConfigError, NodeConfig, require_columns
 from common.deid import load_or_create_secret, pseudonym, series_label
 from common.demand import mark_events, prepare
 from common.denoise import PROFILE_FILE, DenoiseError, Profile
+from common.evaluation import naive_positions, pinball_per_point
 from common.model import ModelConfig, build_model, load_vector, model_vector
 from common.tables import (
     FLAG_WORDS,
@@ -193,14 +194,13 @@ def local_update(
 
 
 def seasonal_naive(panel: pd.DataFrame, series: list[str], horizon: int, season: int) -> np.ndarray:
-    """[S, H] forecasts of each series' last H periods: ŷ(T+h) = y(T+h − m·(1 + ⌊(h−1)/m⌋))."""
+    """[S, H] forecasts of each series' last H periods (common/evaluation.py ``naive_positions``);
+    a period before the history starts gets the history's mean."""
     by_series = panel.sort_values("date").groupby("series")["demand"]
-    h = np.arange(1, horizon + 1)
-    back = season * (1 + (h - 1) // season)
     out = np.zeros((len(series), horizon))
     for i, s in enumerate(series):
         hist = by_series.get_group(s).to_numpy()[:-horizon]
-        idx = len(hist) - back + (h - 1)
+        idx = naive_positions(len(hist), horizon, season)
         out[i] = np.where(idx >= 0, hist[np.clip(idx, 0, None)], hist.mean())
     return out
 
@@ -222,17 +222,10 @@ def holdout_metrics(data: NodeData, m: ModelConfig, vector: np.ndarray, season: 
     return {
         "abs_err_model": float(np.abs(median - actual).sum()),
         "abs_err_naive": float(np.abs(naive - actual).sum()),
-        "pinball_scaled": _pinball(scaled, target, levels),
+        "pinball_scaled": float(pinball_per_point(scaled, target, levels).sum()),
         "covered_80": float(((actual >= pred[..., lo]) & (actual <= pred[..., hi])).sum()),
         "points": float(actual.size),
     }
-
-
-def _pinball(pred: np.ndarray, actual: np.ndarray, levels: tuple[float, ...]) -> float:
-    """Sum over points of the mean pinball loss across quantile levels."""
-    diff = actual[..., None] - pred
-    lv = np.asarray(levels)
-    return float(np.maximum(lv * diff, (lv - 1) * diff).mean(-1).sum())
 
 
 def save_global_model(
