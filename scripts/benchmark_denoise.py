@@ -6,7 +6,7 @@ share (``common.model.SHIFT_SHRINK``) of how much the last 13 weeks differ from 
 year before. This script computes it on the raw Walmart file, once from each store's own history
 and once with the lag taken from the history denoised by ``common.denoise`` (every store a site,
 departments as groups; the moments are summed in plaintext here: encryption changes them by less
-than 1e-5, see tests/test_cross_site_denoising.py). WMAE with holiday weeks ×5 over the 13 weeks
+than 1e-5, see tests/federation/test_cross_site_denoising.py). WMAE with holiday weeks ×5 over the 13 weeks
 after each origin. The settings of the Walmart preset and the share of the shift were chosen on
 the origins before the benchmark window; the benchmark origin (2012-04-27) is shown, not used to
 choose.

@@ -1,4 +1,4 @@
-"""The harness of the bad-input table (tests/test_bad_input_table.py): a warehouse copied afresh
+"""The harness of the bad-input table (tests/unit/test_bad_input_table.py): a warehouse copied afresh
 for each case, the case record, and the helpers that damage one input."""
 
 from __future__ import annotations

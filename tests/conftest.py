@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -12,8 +13,32 @@ from common.synthetic import SyntheticSpec, write_warehouse
 from coordinator.demo import provision_node
 
 SMALL = SyntheticSpec(items=5, days=300, horizon_days=28, customers=40)
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+ROOT = Path(__file__).resolve().parents[1]  # the repository
+SHARED = ROOT.parent / "shared" / "data"
 FAST_RUN = {"local-epochs": 1, "max-batches": 8, "lookback": 21, "horizon": 14, "hidden": 16, "seed": 3}
+
+
+def toy_panel(n_series: int = 4, periods: int = 200) -> pd.DataFrame:
+    """Learnable: a weekly pattern times a per-series level, plus promotion uplift."""
+    rows = []
+    dates = pd.date_range("2024-01-01", periods=periods, freq="D")
+    for s in range(n_series):
+        promo = (np.arange(periods) % 17 < 3).astype(float)
+        y = (10 * (s + 1)) * (1 + 0.5 * np.sin(2 * np.pi * np.arange(periods) / 7)) * (1 + 0.5 * promo)
+        rows.append(
+            pd.DataFrame(
+                {
+                    "series": f"s{s}",
+                    "date": dates,
+                    "demand": y,
+                    "price": 1.0,
+                    "promo": promo,
+                    "holiday": 0.0,
+                    "category": f"c{s % 2}",
+                }
+            )
+        )
+    return pd.concat(rows, ignore_index=True)
 
 
 @pytest.fixture(scope="session")
@@ -112,3 +137,14 @@ def walmart_slice(tmp_path_factory) -> Path:
         frame = pd.read_parquet(src / f"{name}.parquet")
         frame[frame["Store"].isin(stores)].to_parquet(out / f"{name}.parquet", index=False)
     return out
+
+
+GROUPS = ("unit", "federation", "deployment")  # the folders: what a test needs to run
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test by its folder, so that `pytest -m unit` (seconds) or `-m "not deployment"` selects."""
+    for item in items:
+        group = next((g for g in GROUPS if g in item.path.parts), None)
+        if group:
+            item.add_marker(group)

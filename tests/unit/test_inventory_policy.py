@@ -13,6 +13,7 @@ from common.inventory import (
     order_quantity,
     sample_paths,
 )
+from tests.conftest import ROOT
 
 LEVELS = (0.1, 0.5, 0.9)
 ORIGIN = pd.Timestamp("2025-01-10")
@@ -139,9 +140,8 @@ def test_stock_on_order_serves_demand_only_from_its_due_period():
 
 def _replenish_benchmark():
     import importlib.util
-    from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "scripts" / "benchmark_replenish.py"
+    path = ROOT / "scripts" / "benchmark_replenish.py"
     spec = importlib.util.spec_from_file_location("benchmark_replenish", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -1,33 +1,10 @@
 import numpy as np
-import pandas as pd
 import torch
 
 from common.model import ModelConfig, build_model, load_vector, model_vector
 from common.training import TrainConfig, mean_pinball, predict_scaled, train_local
 from common.windows import EVENT_BUCKETS, KNOWN_FEATURES, MAX_STATIC, PAST_ONLY, build_windows, series_stats
-
-
-def _toy_panel(n_series: int = 4, periods: int = 200) -> pd.DataFrame:
-    """Learnable: a weekly pattern times a per-series level, plus promotion uplift."""
-    rows = []
-    dates = pd.date_range("2024-01-01", periods=periods, freq="D")
-    for s in range(n_series):
-        promo = (np.arange(periods) % 17 < 3).astype(float)
-        y = (10 * (s + 1)) * (1 + 0.5 * np.sin(2 * np.pi * np.arange(periods) / 7)) * (1 + 0.5 * promo)
-        rows.append(
-            pd.DataFrame(
-                {
-                    "series": f"s{s}",
-                    "date": dates,
-                    "demand": y,
-                    "price": 1.0,
-                    "promo": promo,
-                    "holiday": 0.0,
-                    "category": f"c{s % 2}",
-                }
-            )
-        )
-    return pd.concat(rows, ignore_index=True)
+from tests.conftest import toy_panel
 
 
 def test_output_shapes_and_attention():
@@ -75,7 +52,7 @@ def test_same_seed_gives_same_initial_weights():
 
 def test_loss_decreases_on_a_learnable_toy_series():
     torch.manual_seed(0)
-    panel = _toy_panel()
+    panel = toy_panel()
     stats = series_stats(panel, ("category",))
     cfg = ModelConfig(lookback=14, horizon=7, hidden=16)
     windows = build_windows(panel, stats, cfg.lookback, cfg.horizon)
@@ -90,13 +67,13 @@ def test_parameter_vector_round_trip():
     cfg = ModelConfig(hidden=16)
     a, b = build_model(cfg, 1), build_model(cfg, 2)
     load_vector(b, model_vector(a))
-    panel = _toy_panel(2, 60)
+    panel = toy_panel(2, 60)
     windows = build_windows(panel, series_stats(panel, ()), cfg.lookback, cfg.horizon)
     assert np.allclose(predict_scaled(a, windows), predict_scaled(b, windows))
 
 
 def test_young_series_are_left_padded_not_dropped():
-    panel = _toy_panel(1, 30)
+    panel = toy_panel(1, 30)
     windows = build_windows(panel, series_stats(panel, ()), lookback=28, horizon=7, origins="last")
     assert len(windows) == 1
     past = windows.batch(np.array([0]))["past"][0]
@@ -105,7 +82,7 @@ def test_young_series_are_left_padded_not_dropped():
 
 def test_a_proximal_term_keeps_local_steps_near_the_starting_model():
     """FedProx's μ: the larger it is, the less a site's training moves the model it was given."""
-    panel = _toy_panel()
+    panel = toy_panel()
     cfg = ModelConfig(lookback=14, horizon=7, hidden=16)
     windows = build_windows(panel, series_stats(panel, ("category",)), cfg.lookback, cfg.horizon)
     start = model_vector(build_model(cfg, 0))

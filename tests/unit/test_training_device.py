@@ -17,11 +17,9 @@ from common.config import load_node_config
 from common.model import ModelConfig, build_model, model_vector
 from common.training import TrainConfig, train_local, training_device
 from common.windows import build_windows, series_stats
-from tests.conftest import FAST_RUN
-from tests.test_model import _toy_panel
+from tests.conftest import FAST_RUN, ROOT, toy_panel
 from warehouse_node import federated
 
-ROOT = Path(__file__).resolve().parents[1]
 NO_GPU = not torch.cuda.is_available()
 SCRIPT = ROOT / "scripts" / "benchmark_throughput.py"
 
@@ -49,7 +47,7 @@ def test_training_on_cuda_without_a_gpu_says_so_before_touching_the_model():
     cfg = ModelConfig(lookback=14, horizon=5, hidden=8, heads=2)
     model = build_model(cfg, 0)
     before = model_vector(model)
-    windows = _windows(_toy_panel(2, 80), cfg)
+    windows = _windows(toy_panel(2, 80), cfg)
     with pytest.raises(ValueError, match="this machine has no CUDA GPU"):
         train_local(model, windows, TrainConfig(epochs=1, max_batches_per_epoch=1), 0, device="cuda")
     assert np.array_equal(model_vector(model), before)
@@ -58,7 +56,7 @@ def test_training_on_cuda_without_a_gpu_says_so_before_touching_the_model():
 @pytest.mark.skipif(NO_GPU, reason="needs a CUDA GPU")
 def test_a_gpu_trained_model_and_optimizer_state_come_back_on_the_cpu_close_to_a_cpu_run():
     cfg = ModelConfig(lookback=14, horizon=5, hidden=16, dropout=0.0)  # no device-dependent masks
-    windows = _windows(_toy_panel(4, 200), cfg)
+    windows = _windows(toy_panel(4, 200), cfg)
     train = TrainConfig(epochs=2, batch_size=32, max_batches_per_epoch=6)
     start = model_vector(build_model(cfg, 1))
     on_cpu, on_gpu = build_model(cfg, 1), build_model(cfg, 1)

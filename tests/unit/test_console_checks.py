@@ -6,7 +6,6 @@ import shutil
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -16,6 +15,7 @@ from common import crypto
 from common.config import load_node_config
 from coordinator.certs import make_certificates, make_node_key
 from coordinator.planner_cli import cli as planner
+from tests.conftest import ROOT
 from warehouse_node import join as join_module
 from warehouse_node import journal
 from warehouse_node.cli import cli as node
@@ -209,7 +209,7 @@ def test_ctrl_c_stops_the_supernode_cleanly_even_when_sigint_was_inherited_as_ig
         stdout=subprocess.PIPE,
         text=True,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),  # as under `cmd &` in a script
-        cwd=Path(__file__).resolve().parents[1],
+        cwd=ROOT,
     )
     try:
         assert "SuperNode started" in proc.stdout.readline()

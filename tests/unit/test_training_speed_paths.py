@@ -21,11 +21,11 @@ from common.training import (
     window_weight,
 )
 from common.windows import build_windows, concat_windows, like_forecasts, series_stats
-from tests.test_model import _toy_panel
+from tests.conftest import toy_panel
 
 
 def _windows(cfg: ModelConfig, **kwargs):
-    panel = _toy_panel(n_series=5, periods=160)
+    panel = toy_panel(n_series=5, periods=160)
     return build_windows(panel, series_stats(panel, ("category",)), cfg.lookback, cfg.horizon, **kwargs)
 
 

@@ -1,5 +1,5 @@
 """The planner's names for registered sites (coordinator/control.py), against a stand-in for the
-``flwr supernode`` commands; tests/test_deployment_engine.py runs them against a real SuperLink."""
+``flwr supernode`` commands; tests/deployment/test_deployment_engine.py runs them against a real SuperLink."""
 
 import json
 

@@ -1,10 +1,10 @@
 """No Docker engine runs here: check the compose file parses and names what a deployment needs."""
 
-from pathlib import Path
-
 import yaml
 
-COMPOSE = Path(__file__).resolve().parent.parent / "docker-compose.yml"
+from tests.conftest import ROOT
+
+COMPOSE = ROOT / "docker-compose.yml"
 
 
 def test_compose_file_defines_superlink_three_supernodes_and_the_serverapp_runner():
