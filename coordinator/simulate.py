@@ -155,12 +155,13 @@ def run_he(nodes: list[NodeConfig], rc: dict, report: Report) -> Outcome:
 
     rc = {**rc, "min-nodes": len(nodes)}
     messages = {"n": 0}
-    # train + evaluate (+ decide) per round, the profile's three steps, the network forecast's query
-    per_round = 2 + (int(rc.get("validation-periods", -1)) != 0)
+    # train, evaluate, publish (+ decide) per round; the profile's three steps; the network
+    # forecast's query and its opening
+    per_round = 3 + (int(rc.get("validation-periods", -1)) != 0)
     steps = (
         per_round * int(rc["num-rounds"])
         + 3 * bool(rc.get("denoise-rank"))
-        + bool(rc.get("network-forecast"))
+        + 2 * bool(rc.get("network-forecast"))
     )
     total = steps * len(nodes)
 
