@@ -36,12 +36,15 @@ def open_by_sites(
     config: ConfigRecord,
     timeout: float,
     length: int,
+    server_round: int | None = None,
 ) -> tuple[list[float] | None, int, list[str]]:
-    """Ask every site to open the sum ``vec`` of ``kind`` (``length`` values back); return (the
-    values most sites agree on, or None when fewer than the minimum of nodes agree; how many
-    agree; refusals). Replies are compared to 9 significant digits."""
+    """Ask every site to open the sum ``vec`` of ``kind`` (``length`` values back) of
+    ``server_round`` (default: the latest round); return (the values most sites agree on, or None
+    when fewer than the minimum of nodes agree; how many agree; refusals). Replies are compared to
+    9 significant digits."""
     ask = ConfigRecord({**dict(config), "publish-kind": kind})
-    replies = strategy._ask(grid, encrypted_record(**{kind: vec}), ask, "publish", timeout)
+    record = encrypted_record(**{kind: vec})
+    replies = strategy._ask(grid, record, ask, "publish", timeout, server_round=server_round)
     votes: Counter = Counter()
     first: dict[tuple, list[float]] = {}
     refused = []
@@ -93,7 +96,9 @@ def publish_round_metrics(
         return None
     vec = crypto.EncryptedVector.from_bytes(path.read_bytes())
     length = len(PUBLISHED_METRICS)
-    values, count, refused = open_by_sites(strategy, grid, ROUND_METRICS, vec, config, timeout, length)
+    values, count, refused = open_by_sites(
+        strategy, grid, ROUND_METRICS, vec, config, timeout, length, server_round
+    )
     for line in refused:
         log(WARNING, "round %d metrics: %s", server_round, line)
     entry = {"round": server_round, "phase": "publish", "replies": count, "refused": refused}

@@ -235,9 +235,11 @@ class EncryptedFedAvg(Strategy):
         action: str,
         timeout: float,
         global_round: int | None = None,
+        server_round: int | None = None,
     ):
-        """Send ``query.action`` (plain ``query`` when empty) to every node; return the replies."""
-        done = max((h["round"] for h in self.history), default=self.round_offset)
+        """Send ``query.action`` (plain ``query`` when empty) to every node, as of ``server_round``
+        (default: the latest round done); return the replies."""
+        done = server_round or max((h["round"] for h in self.history), default=self.round_offset)
         kind = f"{MessageType.QUERY}.{action}" if action else MessageType.QUERY
         messages = self._messages(arrays, config, grid, kind, done - self.round_offset, global_round)
         return grid.send_and_receive(messages, timeout=timeout)

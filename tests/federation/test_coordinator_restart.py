@@ -110,9 +110,11 @@ def test_a_round_summed_but_not_opened_before_the_coordinator_died_is_opened_on_
     real = publish.publish_round_metrics
 
     def dies_opening_round_two(strategy, grid, server_round, config, timeout):
+        if server_round == 1:  # not opened (say the sites did not agree): opened on resume too
+            return None
         if server_round == 2:  # the sites open the sum, the coordinator dies before recording it
             vec = crypto.EncryptedVector.from_bytes((ckpt / "round_0002.eval_metrics.ckks").read_bytes())
-            assert publish.open_by_sites(strategy, grid, "round-metrics", vec, config, timeout, 6)[0]
+            assert publish.open_by_sites(strategy, grid, "round-metrics", vec, config, timeout, 6, 2)[0]
             raise RuntimeError("coordinator killed")
         return real(strategy, grid, server_round, config, timeout)
 
@@ -120,7 +122,7 @@ def test_a_round_summed_but_not_opened_before_the_coordinator_died_is_opened_on_
         m.setattr(rounds, "publish_round_metrics", dies_opening_round_two)
         with pytest.raises(RuntimeError, match="coordinator killed"):
             run_inprocess(server_app, client_module.app, nodes[0], run_config(keys, ckpt, rounds=3))
-    assert latest_checkpoint(ckpt)[0] == 2 and list(round_metrics(ckpt)["round"]) == [1]
+    assert latest_checkpoint(ckpt)[0] == 2 and len(round_metrics(ckpt)) == 0
     run_inprocess(
         server_app, client_module.app, nodes[0], {**run_config(keys, ckpt, rounds=3), "resume": True}
     )

@@ -124,10 +124,9 @@ def test_sites_refuse_to_open_a_model_or_a_sum_of_too_few_sites_and_the_run_goes
     ckpt = tmp_path / "ckpt"
     real = publish.open_by_sites
 
-    def dressed_as_metrics(strategy, grid, kind, vec, config, timeout, length):  # a curious coordinator
+    def dressed_as_metrics(strategy, grid, kind, vec, *rest):  # a curious coordinator
         state = ckpt / "round_0001.state.ckks"  # the global model, presented as the round's metrics
-        model = crypto.EncryptedVector.from_bytes(state.read_bytes())
-        return real(strategy, grid, kind, model, config, timeout, length)
+        return real(strategy, grid, kind, crypto.EncryptedVector.from_bytes(state.read_bytes()), *rest)
 
     monkeypatch.setattr(publish, "open_by_sites", dressed_as_metrics)
     run_inprocess(server_app, client_module.app, nodes[0], run_config(keys, ckpt, rounds=1))
