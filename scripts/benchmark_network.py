@@ -184,7 +184,8 @@ def main(data_root: str, rounds: int, seed: int, work: str) -> None:
         f"- Department-week cells scored: {rows[0]['dept_cells']}. {unforecast:.2%} of the held-out sales "
         "come from series with no history at the cut (nobody forecast them), and count in the truth only.",
         f"- Each store sends {layout.length} values ({layout.cells} cells × 3 fixed-point digits) in "
-        f"{chunks} ciphertexts; the sums are exact to 2^-24 per cell (tests/federation/test_network_forecast.py).",
+        f"{chunks} ciphertexts; the sums are exact to 2^-24 per cell "
+        "(tests/federation/test_network_forecast.py).",
         "- The temperature, fuel price, CPI and unemployment inputs are past-only (no oracle); holidays and "
         "markdowns are known-future inputs, as in the accuracy benchmark.",
         f"- Figure: `benchmarks/network_forecast_walmart.png` (dependence '{DEFAULT_DEPENDENCE}', "

@@ -22,7 +22,7 @@ from common import crypto
 from common.config import NodeConfig
 from common.files import write_json_atomic
 from common.network import MIN_SITES, Layout, from_digits
-from common.records import EVAL_METRICS, MIN_PUBLISHED_SITES, NETWORK_TOTALS, ROUND_METRICS
+from common.records import EVAL_METRICS, MIN_PUBLISHED_SITES, NETWORK_TOTALS, PUBLISHED_KINDS, ROUND_METRICS
 
 TRAINED_FILE = "trained.json"  # NODE/private: this site's training loss of its latest round
 OPENED_FILE = "opened.json"  # NODE/private: which sum this site opened, per run, kind and round
@@ -74,7 +74,7 @@ def open_sum(
             raise RefusedToOpen("this site does not share network totals: it opens no network sum")
         floor, length = max(min_sites, MIN_SITES), network.length
     else:
-        raise RefusedToOpen(f"{kind!r} is not a kind of sum this site opens")
+        raise RefusedToOpen(f"{kind!r} is not a kind of sum this site opens ({', '.join(PUBLISHED_KINDS)})")
     if vec.fingerprint != key.fingerprint:
         raise crypto.KeyMismatchError(f"the {kind} sum was made under key {vec.fingerprint}")
     if vec.length != length:
