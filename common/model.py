@@ -19,12 +19,12 @@ volume train one shared model; callers multiply by the scale.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from common.settings import ANCHORS, DEFAULT_QUANTILES, ModelConfig  # noqa: F401 (re-exported)
 from common.windows import EVENT_BUCKETS, KNOWN_FEATURES, MAX_STATIC, PAST_ONLY, STATIC_BUCKETS
 
 LAG_SEASON, LAG_KNOWN = KNOWN_FEATURES.index("lag_season"), KNOWN_FEATURES.index("lag_known")
@@ -34,39 +34,6 @@ SEASONAL_RECENT = 13  # periods over which the seasonal anchor measures this yea
 # The shift is a mean of 13 noisy differences; taking 0.7 of it beat the full shift at 6 of 6
 # origins before the benchmark window (scripts/benchmark_denoise.py, BENCHMARKS.md)
 SHIFT_SHRINK = 0.7
-ANCHORS = ("none", "level", "seasonal")
-
-DEFAULT_QUANTILES = (0.02, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.98)
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    lookback: int = 28
-    horizon: int = 14
-    hidden: int = 32
-    heads: int = 4
-    dropout: float = 0.1
-    quantiles: tuple[float, ...] = DEFAULT_QUANTILES
-    anchor: str = "none"  # what the quantiles are learned around: none, level or seasonal
-    denoise: bool = False  # seasonal-lag input from the run's cross-site profile (common/denoise.py)
-    season_blend: float = 0.0  # share of two seasons earlier in the seasonal-lag input (common.windows)
-
-    def __post_init__(self) -> None:
-        if self.anchor not in ANCHORS:
-            raise ValueError(f"anchor must be one of {', '.join(ANCHORS)}, got {self.anchor!r}")
-        qs = tuple(float(q) for q in self.quantiles)
-        if list(qs) != sorted(qs) or not all(0 < q < 1 for q in qs) or 0.5 not in qs:
-            raise ValueError(f"quantiles must be increasing in (0, 1) and include 0.5, got {qs}")
-        if not 0.0 <= self.season_blend < 1.0:
-            raise ValueError(f"season blend must be in [0, 1), got {self.season_blend}")
-        if self.hidden % self.heads:
-            raise ValueError("hidden must be a multiple of heads")
-        object.__setattr__(self, "quantiles", qs)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
 class DemandForecaster(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()

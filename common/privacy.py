@@ -72,16 +72,3 @@ def privacy_report(s: PrivacySettings, rounds: int) -> dict:
         "nodes": s.nodes,
         "accountant": "dp_accounting RDP, Gaussian mechanism on the sum of clipped node updates",
     }
-
-
-def privacy_from_config(cfg: dict) -> PrivacySettings | None:
-    """DP settings from a run config (``dp-clip`` 0 or absent: off)."""
-    clip = float(cfg.get("dp-clip", 0.0) or 0.0)
-    if clip == 0:
-        return None
-    return PrivacySettings(
-        clip=clip,
-        noise_multiplier=float(cfg.get("dp-noise", 1.0)),
-        nodes=int(cfg.get("dp-nodes") or cfg.get("min-nodes", 2)),
-        delta=float(cfg.get("dp-delta", 1e-5)),
-    )

@@ -4,34 +4,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from common.model import DemandForecaster, pinball_loss
+from common.settings import TrainConfig
 from common.windows import PAST_ONLY, WindowSet
 
 MIN_LR_FACTOR = 0.1
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """``scale_weight`` p weights each window's loss by (series scale)^p: p = 1 trains for error
-    in units (what WMAE and on-hand value measure), p = 0 treats every series alike.
-    ``progress`` is the part of the whole training run this call covers; the learning rate follows
-    one cosine from ``learning_rate`` to a tenth of it over the run (across federated rounds too).
-    ``proximal`` μ adds μ/2·‖w − w_start‖² to the loss (FedProx, Li et al. 2020): a site's steps stay
-    near the global model the round started from, against drift towards its own data."""
-
-    epochs: int = 2
-    batch_size: int = 256
-    learning_rate: float = 3e-3
-    max_batches_per_epoch: int = 60
-    grad_clip: float = 1.0
-    scale_weight: float = 0.0
-    progress: tuple[float, float] = (0.0, 1.0)
-    proximal: float = 0.0
 
 
 def cosine_factor(progress: float) -> float:

@@ -23,8 +23,8 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid
 
 from common import crypto
+from common.codec import CONFIG, NETWORK_TOTALS, PUBLISHED_METRICS, ROUND_METRICS, encrypted_record
 from common.network import Layout
-from common.records import CONFIG, NETWORK_TOTALS, PUBLISHED_METRICS, ROUND_METRICS, encrypted_record
 from coordinator.strategy import NETWORK_FILE, NETWORK_META, EncryptedFedAvg, checkpoint_file
 
 

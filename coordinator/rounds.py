@@ -20,7 +20,7 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid
 
 from common import crypto
-from common.records import CONFIG, SCORES, encrypted_record
+from common.codec import CONFIG, SCORES, encrypted_record
 from common.stopping import CONTINUE, STOP, StopRule
 from coordinator.publish import publish_missing, publish_round_metrics
 from coordinator.strategy import EncryptedFedAvg, checkpoint_file, load_state

@@ -22,10 +22,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from common import crypto
-from common.denoise import PROFILE_SCALE_BITS, DenoiseSettings
-from common.files import write_bytes_atomic
-from common.network import DIGIT_SCALE_BITS, MIN_SITES, Layout
-from common.records import (
+from common.codec import (
     CONFIG,
     EVAL_METRICS,
     GLOBAL,
@@ -40,6 +37,9 @@ from common.records import (
     read_encrypted,
     to_array,
 )
+from common.denoise import PROFILE_SCALE_BITS, DenoiseSettings
+from common.files import write_bytes_atomic
+from common.network import DIGIT_SCALE_BITS, MIN_SITES, Layout
 
 PROGRESS_FILE = "progress.json"
 NETWORK_FILE, NETWORK_META = "network.ckks", "network.json"

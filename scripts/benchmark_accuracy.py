@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from common.evaluation import current_commit, ets, score, seasonal_naive, write_marked_section
 from common.public_data import DATASETS, load_sales
-from coordinator.simulate import PRESETS, SimulationSettings, prepare_nodes, train_and_forecast
+from coordinator.planner.simulate import PRESETS, SimulationSettings, prepare_nodes, train_and_forecast
 from coordinator.strategy import PROGRESS_FILE
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -338,7 +338,7 @@ def write_markdown(rows: pd.DataFrame) -> None:
             "`rounds (best)`: rounds trained (the round kept), per seed; `seconds`: wall time here, sites "
             "one after another on 2 cores; `deployment s`: sites in parallel (each round's slowest site, "
             "plus the coordinator). Model settings: "
-            f"`coordinator/simulate.py` PRESETS (walmart {json.dumps(PRESETS['walmart'])}). Weather, "
+            f"`coordinator/planner/simulate.py` PRESETS (walmart {json.dumps(PRESETS['walmart'])}). Weather, "
             "fuel, CPI and unemployment are fed as past-only inputs (no oracle); markdowns and "
             "holidays as known-future inputs. Walmart nodes keep one-off spikes (`cap_outliers = "
             "false` in their `[data]`).",

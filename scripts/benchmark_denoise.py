@@ -31,7 +31,7 @@ from common.evaluation import write_marked_section
 from common.model import RECENT, SEASONAL_RECENT, SHIFT_SHRINK
 from common.network import group_label
 from common.windows import _seasonal_lag
-from coordinator.simulate import PRESETS
+from coordinator.planner.simulate import PRESETS
 
 ROOT = Path(__file__).resolve().parents[1]
 EARLIER = ("2011-05-27", "2011-07-29", "2011-09-30", "2011-10-28", "2011-11-18", "2012-01-27")

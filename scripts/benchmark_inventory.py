@@ -45,8 +45,8 @@ from common.inventory import sample_paths
 from common.policies import POLICIES, DemandForecast
 from common.public_data import DATASETS, WRITERS, load_sales, to_dataset_columns
 from common.replay import ReplaySettings, SkuHistory, replay, summarise
-from coordinator.demo import provision_node
-from coordinator.simulate import SimulationSettings, prepare_nodes, train_and_forecast
+from coordinator.planner.demo import provision_node
+from coordinator.planner.simulate import SimulationSettings, prepare_nodes, train_and_forecast
 from warehouse_node.pipeline import forecast
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -5,7 +5,7 @@ A federated round trains each node's model from the global weights on its own wi
 ``common.training.train_local``). This times that call for one real node per preset: store 1 of
 Walmart and store 1 of store_item, written by ``common.public_data.WRITERS``, prepared by the node
 pipeline (``prepare_node``, ``NodeData``) and windowed with the preset's model (round 1 of
-``coordinator.simulate``'s settings, no validation hold-out). The cross-site denoising of the
+``coordinator.planner.simulate``'s settings, no validation hold-out). The cross-site denoising of the
 Walmart preset is left off: it needs every store's history, and it changes the values of the
 seasonal-lag input, not the work of a training step.
 
@@ -55,13 +55,13 @@ def prepare(dataset: str, data: Path, node: int, work: Path, seed: int) -> dict:
     sys.path.insert(0, str(ROOT))
     from common.config import load_node_config
     from common.public_data import WRITERS
-    from coordinator.simulate import SimulationSettings
-    from warehouse_node.federated import round_settings
+    from coordinator.planner.simulate import SimulationSettings
+    from warehouse_node.federated import RoundSettings
     from warehouse_node.pipeline import NodeData, prepare_node
 
     s = SimulationSettings(dataset, data, mode="plain", seed=seed)
     rc = {**s.run_config(work), "denoise-rank": 0}
-    settings = round_settings({**rc, "server-round": 1})  # what a node reads from round 1's config
+    settings = RoundSettings.of({**rc, "server-round": 1})  # what a node reads from round 1's config
     dirs = WRITERS[dataset](data, work / dataset / "nodes", None)
     cfg = load_node_config(dirs[node - 1])
     prepare_node(cfg)
@@ -117,6 +117,7 @@ def worker(tree: Path) -> None:
             grad_clip=t["grad_clip"],
             scale_weight=t["scale_weight"],
             progress=tuple(t["progress"]),
+            proximal=t.get("proximal", 0.0),
         )
         torch.set_num_threads(job["threads"])
         windows = WindowSet(

@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from common.evaluation import current_commit, score, write_marked_section
 from common.public_data import DATASETS, load_sales
-from coordinator.simulate import SimulationSettings, prepare_nodes, train_and_forecast
+from coordinator.planner.simulate import SimulationSettings, prepare_nodes, train_and_forecast
 from warehouse_node import pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -119,7 +119,8 @@ def main(data_root: str, work: str, seed: int, rounds: int) -> None:
         "",
         f"Written by `scripts/benchmark_origins.py` on {time.strftime('%Y-%m-%d')} at commit "
         f"{current_commit(ROOT)}; {platform.machine()}, CPU only. Walmart, 45 nodes, seed {seed}, "
-        f"{rounds} rounds, the preset of `coordinator/simulate.py`; WMAE over the {HORIZON} weeks after "
+        f"{rounds} rounds, the preset `coordinator/planner/presets/walmart.toml`; WMAE over the "
+        f"{HORIZON} weeks after "
         "each origin. Untrained = learning rate 0: the forecast is the anchor itself.",
         "",
         "Command: `.venv/bin/python scripts/benchmark_origins.py`",

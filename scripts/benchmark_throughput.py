@@ -2,11 +2,12 @@
 
 The windows are the ones ``fedstock-planner simulate --mode central`` trains on: the 45 Walmart
 stores prepared through the node pipeline up to the accuracy benchmark's cutoff, pooled
-(``coordinator.reference_modes.pooled_windows``), with the Walmart preset's model. Each timing is one call
-of ``common.training.train_local`` over ``--batches`` batches, as a training round runs it: batches
-built from the windows on the CPU and copied to the device, loss and optimizer on the device, model
-back on the CPU at the end. Devices and batch sizes take turns within each repeat, so the ratios
-compare runs made side by side; one untimed warm-up call per device and batch size comes first.
+(``coordinator.planner.reference_modes.pooled_windows``), with the Walmart preset's model. Each
+timing is one call of ``common.training.train_local`` over ``--batches`` batches, as a training
+round runs it: batches built from the windows on the CPU and copied to the device, loss and
+optimizer on the device, model back on the CPU at the end. Devices and batch sizes take turns
+within each repeat, so the ratios compare runs made side by side; one untimed warm-up call per
+device and batch size comes first.
 
     .venv/bin/python scripts/benchmark_throughput.py                    # CPU, and CUDA when present
     .venv/bin/python scripts/benchmark_throughput.py --devices cpu,cuda  # fails without a GPU
@@ -49,8 +50,8 @@ WINDOW_ARRAYS = ("past", "events", "target", "static_ids", "log_scale", "index")
 
 def prepare_windows(data: str, seed: int) -> tuple[ModelConfig, TrainConfig, WindowSet, int]:
     """The pooled windows of ``simulate --mode central`` (needs Flower and TenSEAL: node keys)."""
-    from coordinator.reference_modes import pooled_windows
-    from coordinator.simulate import SimulationSettings, prepare_nodes
+    from coordinator.planner.reference_modes import pooled_windows
+    from coordinator.planner.simulate import SimulationSettings, prepare_nodes
 
     with tempfile.TemporaryDirectory(prefix="fedstock-throughput-") as work:
         s = SimulationSettings("walmart", Path(data), mode="central", until=CUTOFF, seed=seed)

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from common import crypto  # noqa: E402
-from common.records import STATE_TAIL, WEIGHT_UNIT  # noqa: E402
+from common.codec import STATE_TAIL, WEIGHT_UNIT  # noqa: E402
 
 MODELS = {"project": 32, "1M": 184}  # hidden size; lookback/horizon/heads as the Walmart preset
 # Distinct encrypted updates; larger counts reuse them (the sum's cost does not depend on values).
@@ -33,7 +33,9 @@ DISTINCT = 10
 def model_config(name: str):
     from common.model import ModelConfig
 
-    return ModelConfig(lookback=26, horizon=13, hidden=MODELS[name], heads=4, anchor="seasonal")
+    return ModelConfig(
+        lookback=26, horizon=13, hidden=MODELS[name], heads=4, anchor="seasonal", season_blend=0.0
+    )
 
 
 def model_weights(name: str) -> np.ndarray:
@@ -53,12 +55,12 @@ def _median(fn: Callable[[], object], repeats: int) -> tuple[float, object]:
 
 # ---- 1. parameters -----------------------------------------------------------------------------
 def _fedavg_error(sk, pk, base: np.ndarray, windows: np.ndarray, rng) -> float:
-    from warehouse_node.federated import global_weights, update_values
+    from common.codec import encode_update, global_weights
 
     weights = [base + rng.standard_t(5, base.size) * 0.35 for _ in windows]
     total = crypto.RunningSum(pk, base.size + len(STATE_TAIL))
     for w, n in zip(weights, windows, strict=True):
-        total.add(crypto.encrypt(sk, update_values(w, n / WEIGHT_UNIT, 0.3), addends=100))
+        total.add(encode_update(sk, w, n / WEIGHT_UNIT, 0.3, addends=100))
     encrypted = global_weights(crypto.decrypt(sk, total.result()))
     plain = sum(n * w for n, w in zip(windows, weights, strict=True)) / windows.sum()
     return float(np.abs(encrypted - plain).max() / np.abs(plain).max())
@@ -100,15 +102,14 @@ def _record_bytes(content) -> int:
 def update_costs(key_dir: Path, repeats: int) -> list[dict]:
     from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
-    from common.records import CONFIG, STATE, UPDATE, encrypted_record
-    from warehouse_node.federated import global_weights, update_values
+    from common.codec import CONFIG, STATE, UPDATE, encode_update, encrypted_record, global_weights
 
     key = crypto.load_context(key_dir / crypto.SECRET_CONTEXT_FILE)
     rows = []
     for name in MODELS:
         w = model_weights(name)
         enc_s, vec = _median(
-            lambda w=w: crypto.encrypt(key, update_values(w, 6.6, 0.3), addends=100), repeats
+            lambda w=w: encode_update(key, w, 6.6, 0.3, addends=100), repeats
         )
         dec_s, _ = _median(lambda vec=vec: global_weights(crypto.decrypt(key, vec)), repeats)
         encrypted = RecordDict(
@@ -173,7 +174,7 @@ def run_probe(args: dict) -> dict:
 
 
 def aggregation_probe(key_dir: Path, name: str, count: int, repeats: int, work: Path) -> dict:
-    from warehouse_node.federated import update_values
+    from common.codec import encode_update
 
     folder = work / name
     w = model_weights(name)
@@ -182,7 +183,7 @@ def aggregation_probe(key_dir: Path, name: str, count: int, repeats: int, work: 
         key = crypto.load_context(key_dir / crypto.SECRET_CONTEXT_FILE)
         rng = np.random.default_rng(1)
         for i in range(DISTINCT):
-            vec = crypto.encrypt(key, update_values(w + rng.normal(0, 0.01, w.size), 6.6, 0.3), addends=100)
+            vec = encode_update(key, w + rng.normal(0, 0.01, w.size), 6.6, 0.3, addends=100)
             (folder / f"{i:02d}.ckks").write_bytes(vec.to_bytes())
     args = {
         "public": str(key_dir / crypto.PUBLIC_CONTEXT_FILE),

@@ -23,9 +23,9 @@ from flwr.app import Message  # noqa: E402
 from common import crypto  # noqa: E402
 from common.config import load_node_config  # noqa: E402
 from common.synthetic import SyntheticSpec, write_warehouse  # noqa: E402
-from coordinator.demo import provision_node  # noqa: E402
-from coordinator.inprocess import InProcessGrid, run_inprocess  # noqa: E402
-from coordinator.simulate import PRESETS, SimulationSettings, prepare_nodes  # noqa: E402
+from coordinator.planner.demo import provision_node  # noqa: E402
+from coordinator.planner.inprocess import InProcessGrid, run_inprocess  # noqa: E402
+from coordinator.planner.simulate import PRESETS, SimulationSettings, prepare_nodes  # noqa: E402
 from warehouse_node.pipeline import prepare_node  # noqa: E402
 
 Say = Callable[[str], None]

@@ -17,8 +17,8 @@ from flwr.serverapp.strategy import FedAvg
 
 from common.config import NodeConfig, load_node_config
 from common.model import build_model, model_vector
-from coordinator.server_app import node_config_record
-from warehouse_node.federated import RoundSettings, round_settings, round_update
+from common.settings import Settings
+from warehouse_node.federated import RoundSettings, round_update
 from warehouse_node.pipeline import NodeData, holdout_metrics, save_global_model
 
 client = ClientApp()
@@ -28,7 +28,7 @@ server = ServerApp()
 def _node(msg: Message, context: Context) -> tuple[NodeConfig, RoundSettings, NodeData, np.ndarray]:
     torch.set_num_threads(int(context.node_config.get("torch-threads", 1)))
     cfg = load_node_config(str(context.node_config["node-dir"]))
-    s = round_settings(msg.content["config"])
+    s = RoundSettings.of(msg.content["config"])
     weights = np.concatenate([a.ravel() for a in msg.content["arrays"].to_numpy_ndarrays()])
     return cfg, s, NodeData.load(cfg, s.model.horizon, s.validation), weights.astype(np.float64)
 
@@ -55,16 +55,16 @@ def evaluate(msg: Message, context: Context) -> Message:
 
 @server.main()
 def main(grid: Grid, context: Context) -> None:
-    rc = context.run_config
-    config: ConfigRecord = node_config_record(rc)
-    start = round_settings({**config, "server-round": 1})
+    run = Settings.of(context.run_config)
+    config = ConfigRecord(run.federation.record)
+    start = RoundSettings.of({**config, "server-round": 1})
     initial = model_vector(build_model(start.model, start.round_seed)).astype(np.float32)
-    nodes = int(rc["min-nodes"])
+    nodes = run.min_nodes
     strategy = FedAvg(min_train_nodes=nodes, min_evaluate_nodes=nodes, min_available_nodes=nodes)
     strategy.start(
         grid,
         initial_arrays=ArrayRecord([initial]),
-        num_rounds=int(rc["num-rounds"]),
+        num_rounds=run.rounds,
         train_config=config,
         evaluate_config=config,
     )

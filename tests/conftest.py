@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -9,8 +10,9 @@ import pandas as pd
 import pytest
 
 from common import crypto
+from common.settings import ModelConfig, Settings, TrainConfig, with_defaults
 from common.synthetic import SyntheticSpec, write_warehouse
-from coordinator.demo import provision_node
+from coordinator.planner.demo import provision_node
 
 SMALL = SyntheticSpec(items=5, days=300, horizon_days=28, customers=40)
 ROOT = Path(__file__).resolve().parents[1]  # the repository
@@ -113,6 +115,27 @@ def process_memory_holds(pid: int, pieces: list[bytes]) -> bool | None:
             if any(piece in region for piece in pieces):
                 return True
     return False
+
+
+MESSAGE_KEYS = ("server-round", "round-nodes", "global-round", "run-token", "denoise-id")
+
+
+def model_config(**changes) -> ModelConfig:
+    """The app's default model with ``changes`` (unit tests use small shapes)."""
+    return replace(Settings.defaults().federation.model, **changes)
+
+
+def train_config(**changes) -> TrainConfig:
+    return replace(Settings.defaults().federation.train, **changes)
+
+
+def node_round(config: dict):
+    """What a node reads from a message carrying ``config`` (run-config keys over the app's
+    defaults, and the message's own keys, e.g. ``server-round``)."""
+    from warehouse_node.federated import RoundSettings
+
+    run = with_defaults({k: v for k, v in config.items() if k not in MESSAGE_KEYS})
+    return RoundSettings.of({**run, **{k: v for k, v in config.items() if k in MESSAGE_KEYS}})
 
 
 def run_config(keys: Path, checkpoints: Path, rounds: int = 2, min_nodes: int = 3) -> dict:

@@ -18,7 +18,8 @@ from common.policies import POLICIES
 from common.tables import output_table, write_table
 from warehouse_node import journal
 from warehouse_node.join import JoinSettings, check_site, run_supernode, status_lines, superlink_reachable
-from warehouse_node.pipeline import QUARANTINE_FILE, forecast, prepare_node
+from warehouse_node.node import Node
+from warehouse_node.pipeline import QUARANTINE_FILE
 from warehouse_node.replenish import run_replenish
 
 console = Console(stderr=True)
@@ -47,7 +48,7 @@ def cli() -> None:
 def prepare(node_dir: str) -> None:
     """De-identify and clean the raw data into NODE/private (quarantine counts printed)."""
     cfg = load_node_config(node_dir)
-    counts = prepare_node(cfg)
+    counts = Node(cfg).prepare()
     table = Table(title=f"{cfg.name}: prepared")
     table.add_column("item")
     table.add_column("count", justify="right")
@@ -71,7 +72,7 @@ def forecast_cmd(node_dir: str, out_path: str | None) -> None:
     """Forecast the next H periods of every live series with the last global model."""
     cfg = load_node_config(node_dir)
     path = output_table(Path(out_path)) if out_path else cfg.out_dir / "forecasts.parquet"
-    frame = forecast(cfg)
+    frame = Node(cfg).forecast()
     write_table(frame, path)
     journal.record_forecast(cfg, frame)
     console.print(f"{cfg.name}: {frame['sku'].nunique()} skus x {frame['date'].nunique()} periods -> {path}")

@@ -1,12 +1,17 @@
-"""Warehouse node ClientApp: decrypt the global model, train locally, reply encrypted.
+"""Warehouse node ClientApp: the message edge of a warehouse node (warehouse_node/node.py).
 
-Node config (``flower-supernode --node-config``): ``node-dir`` (folder with node.toml), optionally
-``data`` (raw data file) and ``keys`` (folder with secret.ctx) overriding node.toml, and
-``torch-threads``. Each step prints one ``fedstock-node |`` line, which ``fedstock-node join`` shows
-(``quiet=true`` in the node config, as in-process runs set it, keeps them off).
+Each handler decrypts what the message carries, asks the node (plain arrays, no key) for its part,
+and encrypts the reply (common/codec.py); in plaintext a reply carries only the key's fingerprint,
+digests and the node's decisions. Node config (``flower-supernode --node-config``): ``node-dir``
+(folder with node.toml), optionally ``data`` (raw data file) and ``keys`` (folder with secret.ctx)
+overriding node.toml, and ``torch-threads``. Each step prints one ``fedstock-node |`` line, which
+``fedstock-node join`` shows (``quiet=true`` in the node config, as in-process runs set it).
 """
 
 from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -14,25 +19,14 @@ import torch
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
-from common import crypto
+from common import codec, crypto
+from common.codec import CONFIG, GLOBAL, METRICS, MOMENTS, NETWORK, SCORES, SITE_GROUPS, STATE, UPDATE
 from common.config import NodeConfig, load_node_config, with_site_files
 from common.denoise import DenoiseError
 from common.network import NetworkError
-from common.records import (
-    CONFIG,
-    GLOBAL,
-    METRICS,
-    MOMENTS,
-    NETWORK,
-    SCORES,
-    SITE_GROUPS,
-    STATE,
-    UPDATE,
-    encrypted_record,
-    read_encrypted,
-)
-from warehouse_node import journal
-from warehouse_node.federated import NodeSession, RoundSettings, round_settings
+from warehouse_node import journal, published
+from warehouse_node.federated import RoundSettings
+from warehouse_node.node import Node
 from warehouse_node.pipeline import saved_model_vector
 from warehouse_node.server_state import latest_round
 
@@ -52,43 +46,70 @@ def node_config(context: Context) -> NodeConfig:
     return with_site_files(load_node_config(str(nc["node-dir"])), str(nc.get("data", "")), secret)
 
 
-def _session(msg: Message, context: Context) -> NodeSession:
+def _open(msg: Message, context: Context) -> tuple[Node, crypto.KeyContext, RoundSettings]:
+    """The node, its secret key (checked against the one the coordinator announces) and the
+    round's settings from the message."""
     threads = int(context.node_config.get("torch-threads", 0))
     if threads > 0:
         torch.set_num_threads(threads)
-    session = NodeSession.open(node_config(context))
+    cfg = node_config(context)
+    key = crypto.load_context(cfg.secret_context, cfg.key_fingerprint)
+    if not key.has_secret_key:
+        raise crypto.CryptoError(f"{cfg.secret_context} holds no secret key: a node needs one")
     announced = str(msg.content[CONFIG].get("fingerprint", ""))
-    if announced != session.key.fingerprint:
+    if announced != key.fingerprint:
         say(context, f"refused: the coordinator announces key {announced or '(none)'}")
         raise crypto.KeyMismatchError(
-            f"coordinator announces key {announced or '(none)'}, this node holds {session.key.fingerprint}"
+            f"coordinator announces key {announced or '(none)'}, this node holds {key.fingerprint}"
         )
-    return session
+    return Node(cfg), key, RoundSettings.of(msg.content[CONFIG])
 
 
-def _global_weights(session: NodeSession, msg: Message, s: RoundSettings) -> np.ndarray | None:
+def _global_weights(node: Node, key: crypto.KeyContext, msg: Message, s: RoundSettings) -> np.ndarray | None:
     """The global model the message carries (the aggregate of round ``s.global_round``, and any
     earlier aggregates this site missed, named ``state-NNNN``); None in round 1."""
     if GLOBAL not in msg.content.array_records or STATE not in msg.content[GLOBAL]:
         return None  # first round: every node starts from the same seeded model
     record = msg.content[GLOBAL]
-    aggregates = {s.global_round: read_encrypted(record, STATE)}
-    for name in record:
-        if name.startswith(f"{STATE}-"):
-            aggregates[int(name.split("-", 1)[1])] = read_encrypted(record, name)
-    return session.global_model(s, aggregates)
+    names = {s.global_round: STATE} | {
+        int(n.split("-", 1)[1]): n for n in record if n.startswith(f"{STATE}-")
+    }
+    fetch: dict[int, Callable[[], np.ndarray]] = {
+        r: (lambda n=n: codec.decode_global(key, codec.read_encrypted(record, n))) for r, n in names.items()
+    }
+    return node.global_model(s, fetch)
+
+
+def _with_global_model(msg: Message, context: Context, step: str):
+    node, key, s = _open(msg, context)
+    weights = _global_weights(node, key, msg, s)
+    if weights is None:
+        raise ValueError(f"{step} needs the global model, none was sent")
+    return node, key, s, weights
 
 
 def _reply(
-    msg: Message, session: NodeSession, name: str, vec: crypto.EncryptedVector, s: RoundSettings, **extra
+    msg: Message,
+    node: Node,
+    key: crypto.KeyContext,
+    name: str,
+    vec: crypto.EncryptedVector,
+    s: RoundSettings,
+    **extra,
 ) -> Message:
     """The encrypted reply; in plaintext only the key's fingerprint, the model's fingerprint (a
     digest: sites on the same model show the same one) and, with a server optimizer, the newest
     aggregate this site has applied (so the coordinator resends what it missed)."""
-    config = ConfigRecord({"fingerprint": session.key.fingerprint, **extra})
+    config = ConfigRecord({"fingerprint": key.fingerprint, **extra})
     if s.optimizer.stateful and s.run_token:
-        config["applied-round"] = latest_round(session.cfg, s.run_token)
-    return Message(RecordDict({UPDATE: encrypted_record(**{name: vec}), CONFIG: config}), reply_to=msg)
+        config["applied-round"] = latest_round(node.cfg, s.run_token)
+    return Message(RecordDict({UPDATE: codec.encrypted_record(**{name: vec}), CONFIG: config}), reply_to=msg)
+
+
+def _plain_reply(msg: Message, key: crypto.KeyContext, **values) -> Message:
+    return Message(
+        RecordDict({CONFIG: ConfigRecord({"fingerprint": key.fingerprint, **values})}), reply_to=msg
+    )
 
 
 def _sent(vec: crypto.EncryptedVector) -> int:
@@ -97,101 +118,91 @@ def _sent(vec: crypto.EncryptedVector) -> int:
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
-    session = _session(msg, context)
-    settings = round_settings(msg.content[CONFIG])
-    run, rnd = context.run_id, settings.server_round
-    say(
-        context,
-        f"run {run} round {rnd}: joined ({settings.nodes} sites), training {settings.train.epochs} epochs",
-    )
-    weights = _global_weights(session, msg, settings)
+    node, key, s = _open(msg, context)
+    run, rnd = context.run_id, s.server_round
+    say(context, f"run {run} round {rnd}: joined ({s.nodes} sites), training {s.train.epochs} epochs")
+    weights = _global_weights(node, key, msg, s)
 
     def on_epoch(epoch: int, epochs: int, loss: float) -> None:
         say(context, f"run {run} round {rnd}: epoch {epoch}/{epochs}, pinball loss {loss:.4f}")
 
-    state, start = session.train(settings, weights, on_epoch)
-    model = journal.model_fingerprint(start)
-    journal.record(session.cfg, "train", run=run, round=rnd, start_model=model, bytes=_sent(state))
+    update = node.train(s, weights, on_epoch)
+    state = codec.encode_update(key, update.weights, update.weight, update.loss, s.nodes)
+    model = journal.model_fingerprint(update.start)
+    journal.record(node.cfg, "train", run=run, round=rnd, start_model=model, bytes=_sent(state))
     say(context, f"run {run} round {rnd}: update sent, {_sent(state) / 1e6:.2f} MB encrypted")
-    return _reply(msg, session, STATE, state, settings, **{"start-model": model})
-
-
-def _with_global_model(
-    msg: Message, context: Context, step: str
-) -> tuple[NodeSession, np.ndarray, RoundSettings]:
-    session = _session(msg, context)
-    settings = round_settings(msg.content[CONFIG])
-    weights = _global_weights(session, msg, settings)
-    if weights is None:
-        raise ValueError(f"{step} needs the global model, none was sent")
-    return session, weights, settings
+    return _reply(msg, node, key, STATE, state, s, **{"start-model": model})
 
 
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
-    session, weights, settings = _with_global_model(msg, context, "evaluate")
-    run, rnd = context.run_id, settings.server_round
-    metrics = session.evaluate(settings, weights, run)
+    """Keep the round's global model and reply with this site's encrypted hold-out sums of it."""
+    node, key, s, weights = _with_global_model(msg, context, "evaluate")
+    run, rnd = context.run_id, s.server_round
+    node.keep_global_model(s, weights)
+    metrics = codec.encode_scores(key, node.score(s, weights, run), s.nodes)
     model = journal.model_fingerprint(weights)
-    journal.record(session.cfg, "evaluate", run=run, round=rnd, model=model, bytes=_sent(metrics))
+    journal.record(node.cfg, "evaluate", run=run, round=rnd, model=model, bytes=_sent(metrics))
     say(context, f"run {run} round {rnd}: global model {model} decrypted and scored, encrypted scores sent")
-    return _reply(msg, session, METRICS, metrics, settings, model=model)
+    return _reply(msg, node, key, METRICS, metrics, s, model=model)
 
 
 @app.query("decide")
 def decide(msg: Message, context: Context) -> Message:
     """Decrypt the summed hold-out scores of every round so far, apply the run's stopping rule
     and keep the best round's model; reply with the decision only (never a score)."""
-    session = _session(msg, context)
-    settings = round_settings(msg.content[CONFIG])
+    node, key, s = _open(msg, context)
     record = msg.content[GLOBAL]
     names = sorted(n for n in record if n.startswith(f"{SCORES}-"))
-    decision = session.decide(settings, [read_encrypted(record, n) for n in names])
-    run, rnd = context.run_id, settings.server_round
-    kept = saved_model_vector(session.cfg)
+    decision = node.decide(s, [codec.decode_scores(key, codec.read_encrypted(record, n)) for n in names])
+    run, rnd = context.run_id, s.server_round
+    kept = saved_model_vector(node.cfg)
     model = journal.model_fingerprint(kept[1]) if kept else "-"
-    journal.record(session.cfg, "decide", run=run, round=rnd, kept_model=model, **decision.as_config())
+    journal.record(node.cfg, "decide", run=run, round=rnd, kept_model=model, **decision.as_config())
     say(context, f"run {run} round {rnd}: {decision.action} ({decision.reason}); forecasting model {model}")
-    config = ConfigRecord({"fingerprint": session.key.fingerprint, **decision.as_config()})
-    return Message(RecordDict({CONFIG: config}), reply_to=msg)
+    return _plain_reply(msg, key, **decision.as_config())
 
 
 @app.query("publish")
 def publish(msg: Message, context: Context) -> Message:
     """Open a sum the planner may see (warehouse_node/published.py checks its kind and how many
     sites it counts) and reply with its plaintext; any other vector is refused."""
-    session = _session(msg, context)
-    settings = round_settings(msg.content[CONFIG])
+    node, key, s = _open(msg, context)
     kind = str(msg.content[CONFIG].get("publish-kind", ""))
     try:
-        values, sites = session.open_published(settings, kind, read_encrypted(msg.content[GLOBAL], kind))
+        vec = codec.read_encrypted(msg.content[GLOBAL], kind)
+        minimum = s.network_min_sites if kind == published.NETWORK_TOTALS else s.publish_min_sites
+        network = s.network if node.cfg.share_network else None
+        values, sites = published.open_sum(key, kind, vec, minimum, network)
+        digest = hashlib.sha256(vec.to_bytes()).hexdigest()[:32]
+        published.check_first_opening(node.cfg, s.run_token, kind, s.server_round, digest)
     except crypto.CryptoError as exc:
         say(context, f"run {context.run_id}: refused to open a {kind or 'nameless'} sum: {exc}")
         raise
-    run, rnd = context.run_id, settings.server_round
-    journal.record(session.cfg, "publish", run=run, round=rnd, opened=kind, sites=sites)
+    run, rnd = context.run_id, s.server_round
+    journal.record(node.cfg, "publish", run=run, round=rnd, opened=kind, sites=sites)
     say(context, f"run {run} round {rnd}: opened the {kind} sum of {sites} sites")
-    config = ConfigRecord({"fingerprint": session.key.fingerprint, "publish-kind": kind, "values": values})
-    return Message(RecordDict({CONFIG: config}), reply_to=msg)
+    return _plain_reply(msg, key, **{"publish-kind": kind, "values": values})
 
 
 @app.query()
 def network_totals(msg: Message, context: Context) -> Message:
     """After the last round: forecast with the final model and send encrypted network totals."""
-    session, weights, settings = _with_global_model(msg, context, "the network forecast")
+    node, key, s, weights = _with_global_model(msg, context, "the network forecast")
     run = context.run_id
     try:
-        vec, dates, series = session.network_totals(settings, weights)
+        values, dates, series = node.network_cells(s, weights)
     except NetworkError as exc:
         say(context, f"run {run}: network forecast refused: {exc}")
         raise
+    vec = codec.encode_totals(key, values, s.nodes)
     start, end = (pd.Timestamp(d).date().isoformat() for d in (dates[0], dates[-1]))
     model = journal.model_fingerprint(weights)
     journal.record(
-        session.cfg,
+        node.cfg,
         "forecast",
         run=run,
-        round=settings.server_round,
+        round=s.server_round,
         model=model,
         start=start,
         end=end,
@@ -204,15 +215,14 @@ def network_totals(msg: Message, context: Context) -> Message:
         f"run {run}: forecast {start}..{end} with model {model}; encrypted totals sent, {_sent(vec)} bytes",
     )
     iso = ",".join(pd.Timestamp(d).date().isoformat() for d in dates)
-    return _reply(msg, session, NETWORK, vec, settings, **{"network-dates": iso})
+    return _reply(msg, node, key, NETWORK, vec, s, **{"network-dates": iso})
 
 
 # ---- the cross-site profile, before round 1 (common/denoise.py) ---------------------------------
 def _profile_step(msg: Message, context: Context, step: str, work) -> Message:
-    session = _session(msg, context)
-    settings = round_settings(msg.content[CONFIG])
+    node, key, s = _open(msg, context)
     try:
-        return work(session, settings)
+        return work(node, key, s)
     except DenoiseError as exc:
         say(context, f"run {context.run_id}: cross-site profile, {step} refused: {exc}")
         raise
@@ -222,9 +232,10 @@ def _profile_step(msg: Message, context: Context, step: str, work) -> Message:
 def profile_site_groups(msg: Message, context: Context) -> Message:
     """Which shared groups this site holds (encrypted 0/1 per group)."""
 
-    def work(session: NodeSession, s: RoundSettings) -> Message:
-        vec, end = session.profile_site_groups(s)
-        return _reply(msg, session, SITE_GROUPS, vec, s, **{"profile-end": end})
+    def work(node: Node, key: crypto.KeyContext, s: RoundSettings) -> Message:
+        held, end = node.profile_site_groups(s)
+        vec = codec.encode(key, SITE_GROUPS, held, s.nodes)
+        return _reply(msg, node, key, SITE_GROUPS, vec, s, **{"profile-end": end})
 
     return _profile_step(msg, context, "groups", work)
 
@@ -233,10 +244,12 @@ def profile_site_groups(msg: Message, context: Context) -> Message:
 def profile_moments(msg: Message, context: Context) -> Message:
     """This site's second moments of the groups enough sites hold (encrypted)."""
 
-    def work(session: NodeSession, s: RoundSettings) -> Message:
-        vec, end = session.profile_moments(s, read_encrypted(msg.content[GLOBAL], SITE_GROUPS))
+    def work(node: Node, key: crypto.KeyContext, s: RoundSettings) -> Message:
+        counts = crypto.decrypt(key, codec.read_encrypted(msg.content[GLOBAL], SITE_GROUPS))
+        moments, end = node.profile_moments(s, counts)
+        vec = codec.encode(key, MOMENTS, moments, s.nodes)
         say(context, f"run {context.run_id}: cross-site profile, moments sent, {_sent(vec) / 1e6:.2f} MB")
-        return _reply(msg, session, MOMENTS, vec, s, **{"profile-end": end})
+        return _reply(msg, node, key, MOMENTS, vec, s, **{"profile-end": end})
 
     return _profile_step(msg, context, "moments", work)
 
@@ -245,11 +258,11 @@ def profile_moments(msg: Message, context: Context) -> Message:
 def profile_adopt(msg: Message, context: Context) -> Message:
     """Decrypt the network's summed moments and keep their shapes (NODE/private)."""
 
-    def work(session: NodeSession, s: RoundSettings) -> Message:
-        profile = session.adopt_profile(s, read_encrypted(msg.content[GLOBAL], MOMENTS), s.denoise_id)
+    def work(node: Node, key: crypto.KeyContext, s: RoundSettings) -> Message:
+        summed = crypto.decrypt(key, codec.read_encrypted(msg.content[GLOBAL], MOMENTS))
+        profile = node.adopt_profile(s, summed, s.denoise_id)
         shared = int((profile.sites > 0).sum())
         say(context, f"run {context.run_id}: cross-site profile {s.denoise_id} kept, {shared} groups shared")
-        config = ConfigRecord({"fingerprint": session.key.fingerprint, "denoise-id": s.denoise_id})
-        return Message(RecordDict({CONFIG: config}), reply_to=msg)
+        return _plain_reply(msg, key, **{"denoise-id": s.denoise_id})
 
     return _profile_step(msg, context, "adopting it", work)

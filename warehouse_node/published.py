@@ -3,7 +3,7 @@
 The planner holds no secret key. What it is shown (each round's training and hold-out metrics,
 the network forecast) are sums over sites; the coordinator sends such a sum back to the sites,
 each site decrypts it and replies with the plaintext, and the coordinator keeps it when the sites
-agree (coordinator/publish.py). A site opens only a published kind of sum (common/records.py
+agree (coordinator/publish.py). A site opens only a published kind of sum (common/codec.py
 ``PUBLISHED_KINDS``), of that kind's length, counting at least the minimum of sites inside the
 ciphertext, and one sum of each kind per round (never a second, different one); never a model,
 never a single site's vector. For the round metrics it replies with ratios, never the raw sums. A
@@ -19,10 +19,11 @@ from pathlib import Path
 import numpy as np
 
 from common import crypto
+from common.codec import EVAL_METRICS, NETWORK_TOTALS, PUBLISHED_KINDS, ROUND_METRICS
 from common.config import NodeConfig
 from common.files import write_json_atomic
 from common.network import MIN_SITES, Layout, from_digits
-from common.records import EVAL_METRICS, MIN_PUBLISHED_SITES, NETWORK_TOTALS, PUBLISHED_KINDS, ROUND_METRICS
+from common.settings import MIN_PUBLISHED_SITES
 
 TRAINED_FILE = "trained.json"  # NODE/private: this site's training loss of its latest round
 OPENED_FILE = "opened.json"  # NODE/private: which sum this site opened, per run, kind and round

@@ -17,9 +17,10 @@ import torch
 from common import crypto
 from common.config import load_node_config
 from common.processes import still_running, write_run_config
-from coordinator.deployment import LocalDeployment
-from coordinator.planner import progress
-from warehouse_node.federated import NodeSession, round_settings
+from coordinator.planner.deployment import LocalDeployment
+from coordinator.planner.runs import progress
+from tests.conftest import node_round
+from warehouse_node.node import Node
 
 pytestmark = pytest.mark.slow
 
@@ -67,8 +68,8 @@ def _a_site_added_joins_and_once_removed_is_refused(dep: LocalDeployment, node_d
     """`fedstock-planner site add / list / remove` against the deployment's SuperLink."""
     from click.testing import CliRunner
 
-    from coordinator.certs import make_node_key
-    from coordinator.planner_cli import cli as planner
+    from coordinator.planner.certs import make_node_key
+    from coordinator.planner.cli import cli as planner
 
     def planner_says(*args: str):
         return CliRunner().invoke(planner, ["site", *args, "--runs", str(runs)])
@@ -104,12 +105,11 @@ def _a_site_added_joins_and_once_removed_is_refused(dep: LocalDeployment, node_d
 def _survivors_average(node_dirs, rc: dict, secret_key) -> tuple[np.ndarray, np.ndarray]:
     """Round 1 recomputed at each node (same seed, same start): (survivors' average, all nodes')."""
     torch.set_num_threads(1)
-    settings = round_settings({**rc, "server-round": 1})
+    settings = node_round({**rc, "server-round": 1})
     states = []
     for d in node_dirs:
-        session = NodeSession.open(load_node_config(d))
-        state, _ = session.train(settings, None)
-        states.append(crypto.decrypt(secret_key, state))
+        u = Node(load_node_config(d)).train(settings, None)
+        states.append(np.append(u.weight * u.weights, [u.weight * u.loss, u.weight]))
     survivors = states[:2]
     return (
         sum(s[:-1] for s in survivors) / sum(s[-1] for s in survivors),

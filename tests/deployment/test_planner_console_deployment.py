@@ -18,9 +18,9 @@ import pandas as pd
 import pytest
 
 from common.processes import flower_env, flower_tool, stop_group, write_run_config
-from coordinator.deployment import free_port, wait_for_port
+from coordinator.planner.deployment import free_port, wait_for_port
 from tests.conftest import FAST_RUN, make_nodes, process_memory_holds, secret_only_slices
-from warehouse_node.federated import NETWORK_TOTALS_FILE
+from warehouse_node.node import NETWORK_TOTALS_FILE
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent

@@ -16,16 +16,15 @@ import pytest
 import torch
 
 from common import crypto
+from common.codec import EVAL_METRICS, global_weights
 from common.config import load_node_config
-from common.records import EVAL_METRICS
-from coordinator.inprocess import InProcessGrid, run_inprocess
-from coordinator.planner import run_status
+from coordinator.planner.inprocess import InProcessGrid, run_inprocess
+from coordinator.planner.runs import run_status
 from coordinator.server_app import app as server_app
 from coordinator.strategy import PROGRESS_FILE
 from tests.conftest import run_config
 from warehouse_node import client_app as client_module
 from warehouse_node import journal
-from warehouse_node.federated import global_weights
 from warehouse_node.pipeline import CANDIDATE_FILE, MODEL_FILE
 from warehouse_node.server_state import STATE_DIR
 

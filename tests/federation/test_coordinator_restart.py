@@ -11,11 +11,11 @@ from click.testing import CliRunner
 from flwr.common.constant import SUPERLINK_NODE_ID
 
 from common import crypto
+from common.codec import GLOBAL, STATE, read_encrypted
 from common.config import load_node_config
-from common.records import GLOBAL, STATE, read_encrypted
-from coordinator import inprocess
-from coordinator.demo import DemoSettings, run_demo
-from coordinator.planner_cli import cli
+from coordinator.planner import inprocess
+from coordinator.planner.cli import cli
+from coordinator.planner.demo import DemoSettings, run_demo
 from coordinator.strategy import EncryptedFedAvg, latest_checkpoint
 from warehouse_node import journal
 
@@ -100,8 +100,8 @@ def test_a_round_summed_but_not_opened_before_the_coordinator_died_is_opened_on_
     nodes, keys, tmp_path, monkeypatch
 ):
     from coordinator import publish, rounds
-    from coordinator.inprocess import run_inprocess
-    from coordinator.planner import round_metrics
+    from coordinator.planner.inprocess import run_inprocess
+    from coordinator.planner.runs import round_metrics
     from coordinator.server_app import app as server_app
     from tests.conftest import run_config
     from warehouse_node import client_app as client_module

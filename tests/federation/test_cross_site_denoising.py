@@ -10,12 +10,14 @@ import pytest
 from conftest import run_config
 
 from common import crypto
+from common.codec import CONFIG
 from common.denoise import PROFILE_FILE, DenoiseError, DenoiseSettings, Profile, SiteHistory, grid_dates
-from common.records import CONFIG, denoise_settings
-from coordinator.inprocess import run_inprocess
+from common.settings import Settings, SettingsError
+from coordinator.planner.inprocess import run_inprocess
 from coordinator.server_app import app as server_app
 from coordinator.strategy import PROFILE_FILE as SUMMED_FILE
 from coordinator.strategy import PROFILE_META, RoundFailed
+from tests.conftest import node_round
 from warehouse_node.client_app import app as client_app
 
 GRID = grid_dates(pd.Timestamp("2012-04-27"), 30, "W-FRI")
@@ -148,8 +150,8 @@ def test_unobserved_periods_stay_unobserved_and_rows_off_the_grid_are_kept():
 )
 def test_bad_denoise_settings_are_refused_by_name(change, message):
     cfg = {"denoise-rank": 2, "network-group": "sku", "network-groups": "SKU-0000", **change}
-    with pytest.raises(DenoiseError, match=message):
-        denoise_settings(cfg)
+    with pytest.raises(SettingsError, match=message):
+        Settings.defaults(**{k.replace("-", "_"): v for k, v in cfg.items()})
 
 
 # ---- the protocol, through the real ServerApp and ClientApp ---------------------------------------
@@ -169,7 +171,7 @@ def denoised_run(keys, tmp_path, **extra) -> dict:
 
 def test_the_profile_is_summed_encrypted_and_every_node_trains_with_the_same_one(nodes, keys, tmp_path):
     from common.config import load_node_config
-    from warehouse_node.federated import round_settings, site_history
+    from warehouse_node.federated import site_history
 
     dirs, _ = nodes
     rc = denoised_run(keys, tmp_path)
@@ -188,7 +190,7 @@ def test_the_profile_is_summed_encrypted_and_every_node_trains_with_the_same_one
     cfgs = [load_node_config(d) for d in dirs]
     profiles = [Profile.load(c.private_dir / PROFILE_FILE) for c in cfgs]
     assert {p.profile_id for p in profiles} == {meta["id"]}
-    s = round_settings({**rc, "round-nodes": 3})
+    s = node_round({**rc, "round-nodes": 3})
     histories = [site_history(c, s)[0] for c in cfgs]
     plain = Profile.from_moments(summed(histories, s.denoise), s.denoise, profiles[0].end, "D", "plain")
     for group in np.flatnonzero(plain.sites):  # the same shapes as a plaintext sum, up to CKKS noise
@@ -199,16 +201,16 @@ def test_the_profile_is_summed_encrypted_and_every_node_trains_with_the_same_one
 
 def test_a_node_refuses_to_train_with_another_runs_profile(nodes, keys, tmp_path):
     from common.config import load_node_config
-    from warehouse_node.federated import NodeSession, round_settings
+    from warehouse_node.node import Node
 
     dirs, _ = nodes
     rc = denoised_run(keys, tmp_path)
     run_inprocess(server_app, client_app, dirs, rc)
     meta = json.loads((tmp_path / "ckpt" / PROFILE_META).read_text())
-    session = NodeSession.open(load_node_config(dirs[0]))
-    s = round_settings({**rc, "denoise-id": "0123456789abcdef", "server-round": 2})
+    node = Node(load_node_config(dirs[0]))
+    s = node_round({**rc, "denoise-id": "0123456789abcdef", "server-round": 2})
     with pytest.raises(DenoiseError, match=f"profile is {meta['id']}, the run announces 0123456789abcdef"):
-        session.train(s, None)
+        node.train(s, None)
 
 
 def test_fewer_sites_than_the_minimum_stop_the_run_before_round_one(nodes, keys, tmp_path):
@@ -225,14 +227,14 @@ def test_fewer_sites_than_the_minimum_stop_the_run_before_round_one(nodes, keys,
 def test_a_node_sends_no_moments_into_a_sum_of_too_few_sites(nodes, keys, tmp_path, secret_key):
     """Even when the coordinator announces enough nodes, the encrypted site count decides."""
     from common.config import load_node_config
-    from warehouse_node.federated import NodeSession, round_settings
+    from warehouse_node.node import Node
 
     dirs, _ = nodes
-    session = NodeSession.open(load_node_config(dirs[0]))
-    s = round_settings({**denoised_run(keys, tmp_path), "round-nodes": 3})
-    two_sites = crypto.encrypt(secret_key, np.array([2.0] * 5 + [2.0]), 16)
+    node = Node(load_node_config(dirs[0]))
+    s = node_round({**denoised_run(keys, tmp_path), "round-nodes": 3})
+    two_sites = crypto.decrypt(secret_key, crypto.encrypt(secret_key, np.array([2.0] * 5 + [2.0]), 16))
     with pytest.raises(DenoiseError, match="would sum 2 sites, fewer than the minimum of 3"):
-        session.profile_moments(s, two_sites)
+        node.profile_moments(s, two_sites)
 
 
 def test_denoising_with_differential_privacy_is_refused(nodes, keys, tmp_path):

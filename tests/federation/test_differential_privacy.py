@@ -7,9 +7,10 @@ import pytest
 from flwr.app import Message
 
 from common import crypto
-from common.privacy import PrivacySettings, epsilon, privacy_from_config, privatize
-from common.records import STATE, UPDATE, read_encrypted
-from coordinator.inprocess import run_inprocess
+from common.codec import STATE, UPDATE, read_encrypted
+from common.privacy import PrivacySettings, epsilon, privatize
+from common.settings import Settings
+from coordinator.planner.inprocess import run_inprocess
 from coordinator.server_app import app as server_app
 from tests.conftest import run_config
 from warehouse_node import client_app as client_module
@@ -48,9 +49,10 @@ def test_epsilon_falls_with_more_noise_and_grows_with_more_rounds():
 
 def test_bad_privacy_settings_are_refused_by_name():
     with pytest.raises(ValueError, match="dp-clip > 0, dp-noise > 0"):
-        privacy_from_config({"dp-clip": 1.0, "dp-noise": 0.0})
-    assert privacy_from_config({"dp-clip": 0.0}) is None
-    assert privacy_from_config({"dp-clip": 1.0, "min-nodes": 5}).nodes == 5
+        Settings.defaults(dp_clip=1.0, dp_noise=0.0)
+    assert Settings.defaults(dp_clip=0.0).federation.privacy is None
+    assert Settings.defaults(dp_clip=1.0, min_nodes=5).federation.privacy.nodes == 5
+    assert Settings.defaults(dp_clip=1.0, dp_nodes=7, min_nodes=5).min_nodes == 7  # the round minimum
 
 
 def test_federated_round_with_privacy_weighs_every_node_one_and_reports_epsilon(

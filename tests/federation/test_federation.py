@@ -12,24 +12,26 @@ import torch
 from flwr.app import ConfigRecord, Message, RecordDict
 
 from common import crypto
-from common.config import load_node_config
-from common.records import (
+from common.codec import (
     CONFIG,
     METRICS,
     STATE,
     STATE_TAIL,
     UPDATE,
+    encode_update,
     encrypted_record,
     eval_sums,
     read_encrypted,
 )
-from coordinator.inprocess import run_inprocess
-from coordinator.planner import round_metrics
+from common.config import load_node_config
+from coordinator.planner.inprocess import run_inprocess
+from coordinator.planner.runs import round_metrics
 from coordinator.server_app import app as server_app
 from coordinator.strategy import RoundFailed
-from tests.conftest import FAST_RUN, run_config
+from tests.conftest import FAST_RUN, node_round, run_config
 from warehouse_node import client_app as client_module
 from warehouse_node import federated
+from warehouse_node.node import Node
 from warehouse_node.pipeline import MODEL_FILE
 from warehouse_node.published import metric_ratios
 
@@ -259,15 +261,16 @@ def test_coordinator_refuses_to_start_with_a_secret_key(nodes, keys, tmp_path):
         run_inprocess(server_app, client_module.app, nodes[0], rc)
 
 
-def test_node_refuses_an_update_whose_sum_over_the_round_could_wrap(nodes):
+def test_node_refuses_an_update_whose_sum_over_the_round_could_wrap(nodes, secret_key):
     """The coordinator announces how many replies it will add; a node whose values, summed over that
     many, could pass the CKKS bound sends nothing rather than a sum that decrypts to garbage."""
-    session = federated.NodeSession.open(load_node_config(nodes[0][0]))
-    fine = federated.round_settings({**FAST_RUN, "server-round": 1, "round-nodes": 3})
-    assert fine.nodes == 3 and session.train(fine, None)[0].length > 0
-    huge = federated.round_settings({**FAST_RUN, "server-round": 1, "round-nodes": 10**7})
+    node = Node(load_node_config(nodes[0][0]))
+    fine = node_round({**FAST_RUN, "server-round": 1, "round-nodes": 3})
+    u = node.train(fine, None)
+    assert fine.nodes == 3 and encode_update(secret_key, u.weights, u.weight, u.loss, fine.nodes).length > 0
+    huge = node_round({**FAST_RUN, "server-round": 1, "round-nodes": 10**7})
     with pytest.raises(crypto.CryptoError, match="too large: a sum of 10000000"):
-        session.train(huge, None)
+        encode_update(secret_key, u.weights, u.weight, u.loss, huge.nodes)
 
 
 def _round_one_global(keys, secret_key, nodes, folder, **settings) -> np.ndarray:
@@ -285,7 +288,7 @@ def test_a_server_learning_rate_moves_the_global_model_that_many_mean_updates(
     aggregate is start + 3 × (FedAvg's aggregate − start), through the real apps and CKKS."""
     fedavg = _round_one_global(keys, secret_key, nodes[0], tmp_path / "a")
     stepped = _round_one_global(keys, secret_key, nodes[0], tmp_path / "b", **{"server-learning-rate": 3.0})
-    s = federated.round_settings({**FAST_RUN, "server-round": 1})
+    s = node_round({**FAST_RUN, "server-round": 1})
     start = federated.round_start(s, None)
     assert not np.allclose(fedavg, start)
     assert np.allclose(stepped, start + 3.0 * (fedavg - start), rtol=1e-5, atol=1e-6)
@@ -311,14 +314,14 @@ def test_coordinator_refuses_a_negative_proximal_term_before_round_one(nodes, ke
 def test_a_node_continues_its_own_optimizer_state_only_from_its_previous_round_of_the_same_run(nodes):
     cfg = load_node_config(nodes[0][0])
     settings = {**FAST_RUN, "num-rounds": 3}
-    first = federated.round_settings({**settings, "server-round": 1})
-    session = federated.NodeSession.open(cfg)
+    first = node_round({**settings, "server-round": 1})
+    session = Node(cfg)
     _, after_one, _, _ = federated.round_update(cfg, session.data(first), first, None)
     saved = torch.load(cfg.private_dir / federated.OPTIMIZER_FILE, weights_only=True)
     assert saved["round"] == 1 and saved["state"]["state"]  # AdamW moments per weight tensor
 
     def held(**changes) -> dict:
-        return federated.load_optimizer_state(cfg, federated.round_settings({**settings, **changes}))
+        return federated.load_optimizer_state(cfg, node_round({**settings, **changes}))
 
     assert held(**{"server-round": 2})
     assert not held(**{"server-round": 1})  # a run's first round starts fresh
@@ -326,7 +329,7 @@ def test_a_node_continues_its_own_optimizer_state_only_from_its_previous_round_o
     assert not held(**{"server-round": 2, "seed": 4})  # another run's moments
     assert not held(**{"server-round": 2, "learning-rate": 0.01})
     # round 2 continues the state: not what a fresh optimizer would send
-    second = federated.round_settings({**settings, "server-round": 2})
+    second = node_round({**settings, "server-round": 2})
     _, continued, _, _ = federated.round_update(cfg, session.data(second), second, after_one)
     (cfg.private_dir / federated.OPTIMIZER_FILE).unlink()
     _, fresh, _, _ = federated.round_update(cfg, session.data(second), second, after_one)

@@ -4,7 +4,7 @@ so the round-time ratio it reports compares like with like: only the encryption 
 import numpy as np
 import torch
 
-from coordinator.inprocess import run_inprocess
+from coordinator.planner.inprocess import run_inprocess
 from coordinator.server_app import app as server_app
 from scripts import plaintext_fedavg
 from tests.conftest import run_config

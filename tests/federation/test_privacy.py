@@ -16,8 +16,8 @@ import pytest
 
 from common import crypto
 from common.config import load_node_config
-from coordinator import inprocess
-from coordinator.inprocess import run_inprocess
+from coordinator.planner import inprocess
+from coordinator.planner.inprocess import run_inprocess
 from coordinator.server_app import app as server_app
 from tests.conftest import make_nodes, process_memory_holds, run_config, secret_only_slices
 from warehouse_node import client_app as client_module

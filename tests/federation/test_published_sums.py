@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 from common import crypto
+from common.codec import METRIC_SCALE_BITS, NETWORK_TOTALS, PUBLISHED_METRICS, ROUND_METRICS
 from common.config import load_node_config
 from common.network import DIGIT_SCALE_BITS, Layout, to_digits
-from common.records import METRIC_SCALE_BITS, NETWORK_TOTALS, PUBLISHED_METRICS, ROUND_METRICS
 from coordinator import publish
-from coordinator.inprocess import run_inprocess
+from coordinator.planner.inprocess import run_inprocess
 from coordinator.server_app import app as server_app
 from coordinator.strategy import PROGRESS_FILE
 from tests.conftest import run_config

@@ -16,8 +16,8 @@ from click.testing import CliRunner
 
 from common.config import load_node_config
 from common.public_data import write_store_item_nodes, write_walmart_nodes
-from coordinator.planner_cli import cli as planner
-from coordinator.simulate import SimulationSettings, prepare_nodes, simulate, train_and_forecast
+from coordinator.planner.cli import cli as planner
+from coordinator.planner.simulate import SimulationSettings, prepare_nodes, simulate, train_and_forecast
 from tests.conftest import SHARED
 
 TINY = (("hidden", 8), ("heads", 2), ("max-batches", 2), ("lookback", 12), ("denoise-min-sites", 3))

@@ -17,10 +17,10 @@ from click.testing import CliRunner
 
 from common import crypto
 from common.config import load_node_config
-from common.model import ModelConfig, build_model, model_vector
-from common.records import check_node_settings
+from common.model import build_model, model_vector
+from common.settings import Settings
 from common.synthetic import SyntheticSpec, write_warehouse
-from coordinator.planner_cli import cli as planner
+from coordinator.planner.cli import cli as planner
 from tests.bad_input import (
     Base,
     Case,
@@ -37,6 +37,7 @@ from tests.bad_input import (
     stock_edit,
     write_file,
 )
+from tests.conftest import model_config
 from warehouse_node.cli import EXIT_PARTIAL
 from warehouse_node.cli import cli as node
 from warehouse_node.pipeline import MAP_FILE, MODEL_FILE, forecast, prepare_node, save_global_model
@@ -61,7 +62,7 @@ def base(tmp_path_factory) -> Base:
     write_warehouse(node_dir, 0, SPEC, seed=5)
     cfg = load_node_config(node_dir)
     prepare_node(cfg)
-    m = ModelConfig(lookback=14, horizon=14, hidden=8)
+    m = model_config(lookback=14, horizon=14, hidden=8)
     save_global_model(cfg, model_vector(build_model(m, 0)), m, 1)
     fc = forecast(cfg)
     fc.to_parquet(root / "forecasts.parquet", index=False)
@@ -296,12 +297,12 @@ CASES: list[Case] = [
          "with fedstock-node prepare --node {node}"),
     # ---- run config -------------------------------------------------------------------------
     Case("run-config-epochs-not-integer", None,
-         lambda w: lambda: check_node_settings({"local-epochs": "two"}), 1,
+         lambda w: lambda: Settings.defaults(local_epochs="two"), 1,
          "run config 'local-epochs' must be int, got 'two'"),
     Case("run-config-learning-rate-not-number", None,
-         lambda w: lambda: check_node_settings({"learning-rate": "fast"}), 1,
+         lambda w: lambda: Settings.defaults(learning_rate="fast"), 1,
          "run config 'learning-rate' must be float, got 'fast'"),
-    Case("run-config-rounds-fractional", None, lambda w: lambda: check_node_settings({"num-rounds": 2.5}), 1,
+    Case("run-config-rounds-fractional", None, lambda w: lambda: Settings.defaults(num_rounds=2.5), 1,
          "run config 'num-rounds' must be int, got 2.5"),
     # ---- command-line arguments -------------------------------------------------------------
     Case("unknown-option", node, lambda w: w.replenish("--frobnicate"), 2,

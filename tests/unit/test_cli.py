@@ -9,7 +9,8 @@ import pandas as pd
 from click.testing import CliRunner
 
 from common import crypto
-from coordinator.planner_cli import cli as planner
+from coordinator.planner.cli import cli as planner
+from tests.conftest import model_config
 from warehouse_node.cli import EXIT_PARTIAL
 from warehouse_node.cli import cli as node
 
@@ -43,7 +44,7 @@ def _replenish(forecasts, stock, out, *extra):
 
 def test_prepare_forecast_replenish_on_a_node(nodes, tmp_path):
     from common.config import load_node_config
-    from common.model import ModelConfig, build_model, model_vector
+    from common.model import build_model, model_vector
     from warehouse_node.pipeline import save_global_model
 
     node_dir = nodes[0][0]
@@ -51,7 +52,7 @@ def test_prepare_forecast_replenish_on_a_node(nodes, tmp_path):
     result = runner.invoke(node, ["prepare", "--node", str(node_dir)])
     assert result.exit_code == 0, result.output
     assert "return" in result.output and "quarantine" in result.output
-    m = ModelConfig(lookback=21, horizon=14, hidden=16)
+    m = model_config(lookback=21, horizon=14, hidden=16)
     save_global_model(load_node_config(node_dir), model_vector(build_model(m, 0)), m, 1)
     result = runner.invoke(node, ["forecast", "--node", str(node_dir)])
     assert result.exit_code == 0, result.output
@@ -105,14 +106,14 @@ def test_prepare_forecast_replenish_on_a_node(nodes, tmp_path):
 
 def test_node_commands_take_the_folder_or_its_node_toml_under_either_name(nodes):
     from common.config import load_node_config
-    from common.model import ModelConfig, build_model, model_vector
+    from common.model import build_model, model_vector
     from warehouse_node.pipeline import save_global_model
 
     node_dir = nodes[0][0]
     toml = str(node_dir / "node.toml")
     runner = CliRunner()
     assert runner.invoke(node, ["prepare", "--config", toml]).exit_code == 0
-    m = ModelConfig(lookback=21, horizon=14, hidden=16)
+    m = model_config(lookback=21, horizon=14, hidden=16)
     save_global_model(load_node_config(node_dir), model_vector(build_model(m, 0)), m, 1)
     result = runner.invoke(node, ["forecast", "--config", toml])
     assert result.exit_code == 0, result.output
@@ -124,7 +125,7 @@ def test_node_commands_take_the_folder_or_its_node_toml_under_either_name(nodes)
 
 def test_a_forecast_written_as_csv_decides_as_the_parquet_one(nodes, tmp_path):
     from common.config import load_node_config
-    from common.model import ModelConfig, build_model, model_vector
+    from common.model import build_model, model_vector
     from warehouse_node.pipeline import save_global_model
 
     node_dir = nodes[0][0]
@@ -132,7 +133,7 @@ def test_a_forecast_written_as_csv_decides_as_the_parquet_one(nodes, tmp_path):
     assert runner.invoke(node, ["prepare", "--node", str(node_dir)]).exit_code == 0
     refused = runner.invoke(node, ["forecast", "--node", str(node_dir), "--out", str(tmp_path / "f.txt")])
     assert refused.exit_code != 0 and "end its name in .parquet or .csv" in refused.output
-    m = ModelConfig(lookback=21, horizon=14, hidden=16)
+    m = model_config(lookback=21, horizon=14, hidden=16)
     save_global_model(load_node_config(node_dir), model_vector(build_model(m, 0)), m, 1)
     decisions = []
     for name in ("f.parquet", "f.csv"):

@@ -13,8 +13,8 @@ from click.testing import CliRunner
 
 from common import crypto
 from common.config import load_node_config
-from coordinator.certs import make_certificates, make_node_key
-from coordinator.planner_cli import cli as planner
+from coordinator.planner.certs import make_certificates, make_node_key
+from coordinator.planner.cli import cli as planner
 from tests.conftest import ROOT
 from warehouse_node import join as join_module
 from warehouse_node import journal

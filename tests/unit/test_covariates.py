@@ -15,6 +15,7 @@ from common.windows import (
     like_forecasts,
     series_stats,
 )
+from tests.conftest import model_config
 
 LAG = KNOWN_FEATURES.index("lag_season")
 
@@ -110,7 +111,7 @@ def test_named_holidays_get_distinct_event_ids():
 def test_anchor_shifts_last_season_by_this_years_change_in_level():
     import torch
 
-    from common.model import SHIFT_SHRINK, ModelConfig, build_model
+    from common.model import SHIFT_SHRINK, build_model
 
     lookback, horizon, k = 10, 3, len(KNOWN_FEATURES)
     past = torch.zeros(1, lookback, PAST_ONLY + k)
@@ -119,10 +120,11 @@ def test_anchor_shifts_last_season_by_this_years_change_in_level():
     future = torch.zeros(1, horizon, k)
     future[..., LAG] = torch.tensor([3.0, 0.5, 4.0])
     future[0, :2, KNOWN_FEATURES.index("lag_known")] = 1.0  # the last step has no season-earlier value
-    seasonal = build_model(ModelConfig(lookback, horizon, hidden=8, heads=2, anchor="seasonal"), 0)
+    shape = {"lookback": lookback, "horizon": horizon, "hidden": 8, "heads": 2}
+    seasonal = build_model(model_config(**shape, anchor="seasonal"), 0)
     shift = SHIFT_SHRINK * 1.0  # this year's demand is 1 above last season's
     assert torch.allclose(seasonal._anchor(past, future), torch.tensor([[3.0 + shift, 0.5 + shift, 2.0]]))
-    level = build_model(ModelConfig(lookback, horizon, hidden=8, heads=2, anchor="level"), 0)
+    level = build_model(model_config(**shape, anchor="level"), 0)
     assert torch.allclose(level._anchor(past, future), torch.tensor([[2.0, 2.0, 2.0]]))
 
 
@@ -141,9 +143,9 @@ def _inputs(lookback: int = 10, horizon: int = 3, seed: int = 0):
 def test_untrained_anchored_model_forecasts_its_anchor_with_ordered_quantiles():
     import torch
 
-    from common.model import ModelConfig, build_model
+    from common.model import build_model
 
-    model = build_model(ModelConfig(10, 3, hidden=8, heads=2, anchor="seasonal"), 0).eval()
+    model = build_model(model_config(lookback=10, horizon=3, hidden=8, heads=2, anchor="seasonal"), 0).eval()
     past, future, *rest = _inputs()
     q = model(past, future, *rest)
     assert torch.allclose(q[..., model.median_index], model._anchor(past, future))
@@ -153,14 +155,14 @@ def test_untrained_anchored_model_forecasts_its_anchor_with_ordered_quantiles():
 def test_seasonal_anchor_ignores_the_position_in_the_year():
     import torch
 
-    from common.model import YEAR_POSITION, ModelConfig, build_model
+    from common.model import YEAR_POSITION, build_model
 
     past, future, *rest = _inputs()
     shifted_past, shifted_future = past.clone(), future.clone()
     shifted_past[..., [PAST_ONLY + j for j in YEAR_POSITION]] += 0.7
     shifted_future[..., list(YEAR_POSITION)] -= 0.4
     for anchor, same in (("seasonal", True), ("level", False)):
-        model = build_model(ModelConfig(10, 3, hidden=8, heads=2, anchor=anchor), 1).eval()
+        model = build_model(model_config(lookback=10, horizon=3, hidden=8, heads=2, anchor=anchor), 1).eval()
         torch.nn.init.normal_(model.head.weight)  # as if trained: the network's output matters
         a, b = model(past, future, *rest), model(shifted_past, shifted_future, *rest)
         assert torch.allclose(a, b) is same

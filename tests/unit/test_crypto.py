@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from common import crypto
-from common.model import ModelConfig, build_model, model_vector
-from common.records import STATE_TAIL, WEIGHT_UNIT
-from warehouse_node.federated import global_weights, update_values
+from common.codec import STATE_TAIL, WEIGHT_UNIT, encode_update, global_weights
+from common.model import build_model, model_vector
+from tests.conftest import model_config
 
 
 def test_round_trip_recovers_values(secret_key):
@@ -101,7 +101,7 @@ def test_weighted_average_of_100_nodes_is_within_1e_6_of_plaintext_fedavg(secret
     """Realistic federation: the project's model, weights as large as trained ones (max |w| ≈ 4),
     training windows as on Walmart (≈ 6,500 per store), store_item (76,450) and small sites."""
     rng = np.random.default_rng(5)
-    base = model_vector(build_model(ModelConfig(), 0))
+    base = model_vector(build_model(model_config(), 0))
     windows = np.concatenate(
         [rng.integers(6000, 6900, 45), np.full(10, 76_450), np.round(10 ** rng.uniform(2, 5, 45))]
     )
@@ -109,8 +109,7 @@ def test_weighted_average_of_100_nodes_is_within_1e_6_of_plaintext_fedavg(secret
     assert max(np.abs(w).max() for w in weights) > 3
     total = crypto.RunningSum(public_key, base.size + len(STATE_TAIL))
     for w, n in zip(weights, windows, strict=True):
-        values = update_values(w, n / WEIGHT_UNIT, loss=0.3)
-        total.add(crypto.encrypt(secret_key, values, addends=len(windows)))
+        total.add(encode_update(secret_key, w, n / WEIGHT_UNIT, 0.3, addends=len(windows)))
     encrypted = global_weights(crypto.decrypt(secret_key, total.result()))
     plain = sum(n * w for n, w in zip(windows, weights, strict=True)) / windows.sum()
     err = encrypted - plain

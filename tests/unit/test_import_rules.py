@@ -5,7 +5,7 @@ import json
 import subprocess
 import sys
 
-FORBIDDEN = ("warehouse_node", "coordinator.planner", "coordinator.demo", "coordinator.simulate", "torch")
+FORBIDDEN = ("warehouse_node", "coordinator.planner", "torch")
 
 
 def test_the_serverapps_import_closure_holds_no_node_planner_or_torch_module():

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 
 from common.calibration import IntervalCalibration, conformal_margins
-from common.model import ModelConfig
 from common.windows import series_stats
+from tests.conftest import model_config
 from warehouse_node.pipeline import NodeData
 
 LEVELS = (0.1, 0.25, 0.5, 0.75, 0.9)
@@ -70,7 +70,7 @@ def test_calibration_windows_cover_the_same_weeks_one_season_before_each_series_
             rows.append((series, d, 10.0, 1.0, 0.0, 0.0, ""))
     panel = pd.DataFrame(rows, columns=["series", "date", "demand", "price", "promo", "holiday", "event"])
     data = NodeData(panel, panel, series_stats(panel, ()), panel["date"].max(), lag=52)
-    m = ModelConfig(lookback=8, horizon=12, hidden=8, heads=2, quantiles=LEVELS)
+    m = model_config(lookback=8, horizon=12, hidden=8, heads=2, quantiles=LEVELS)
     windows = data.calibration_windows(m)
     length = {"long": 120, "short": 100}
     seasons_back = [length[windows.series[s]] - (t - m.lookback) for s, t in windows.index]
@@ -83,6 +83,6 @@ def test_a_node_younger_than_a_season_calibrates_on_its_most_recent_windows():
     panel = pd.DataFrame({"series": "a", "date": dates, "demand": 10.0, "price": 1.0, "promo": 0.0})
     panel = panel.assign(holiday=0.0, event="")
     data = NodeData(panel, panel, series_stats(panel, ()), dates[-1], lag=52)
-    m = ModelConfig(lookback=8, horizon=12, hidden=8, heads=2, quantiles=LEVELS)
+    m = model_config(lookback=8, horizon=12, hidden=8, heads=2, quantiles=LEVELS)
     first_target = data.calibration_windows(m).index[:, 1] - m.lookback
     assert sorted(first_target) == list(range(40 - 12 - 8, 40 - 12 + 1))

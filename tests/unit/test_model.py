@@ -1,14 +1,14 @@
 import numpy as np
 import torch
 
-from common.model import ModelConfig, build_model, load_vector, model_vector
-from common.training import TrainConfig, mean_pinball, predict_scaled, train_local
+from common.model import build_model, load_vector, model_vector
+from common.training import mean_pinball, predict_scaled, train_local
 from common.windows import EVENT_BUCKETS, KNOWN_FEATURES, MAX_STATIC, PAST_ONLY, build_windows, series_stats
-from tests.conftest import toy_panel
+from tests.conftest import model_config, toy_panel, train_config
 
 
 def test_output_shapes_and_attention():
-    cfg = ModelConfig(lookback=14, horizon=5, hidden=16)
+    cfg = model_config(lookback=14, horizon=5, hidden=16)
     model = build_model(cfg, 0).eval()
     b, k = 3, len(KNOWN_FEATURES)
     q, attn = model(
@@ -26,7 +26,7 @@ def test_output_shapes_and_attention():
 
 
 def test_quantiles_never_cross_even_for_random_weights():
-    cfg = ModelConfig(lookback=10, horizon=4, hidden=8, heads=2)
+    cfg = model_config(lookback=10, horizon=4, hidden=8, heads=2)
     for seed in range(5):
         model = build_model(cfg, seed)
         with torch.no_grad():
@@ -45,7 +45,7 @@ def test_quantiles_never_cross_even_for_random_weights():
 
 
 def test_same_seed_gives_same_initial_weights():
-    cfg = ModelConfig(hidden=16)
+    cfg = model_config(hidden=16)
     assert np.array_equal(model_vector(build_model(cfg, 5)), model_vector(build_model(cfg, 5)))
     assert not np.array_equal(model_vector(build_model(cfg, 5)), model_vector(build_model(cfg, 6)))
 
@@ -54,17 +54,17 @@ def test_loss_decreases_on_a_learnable_toy_series():
     torch.manual_seed(0)
     panel = toy_panel()
     stats = series_stats(panel, ("category",))
-    cfg = ModelConfig(lookback=14, horizon=7, hidden=16)
+    cfg = model_config(lookback=14, horizon=7, hidden=16)
     windows = build_windows(panel, stats, cfg.lookback, cfg.horizon)
     model = build_model(cfg, 0)
     before = mean_pinball(model, windows)
-    train_local(model, windows, TrainConfig(epochs=6, max_batches_per_epoch=30, batch_size=64), seed=0)
+    train_local(model, windows, train_config(epochs=6, max_batches_per_epoch=30, batch_size=64), seed=0)
     after = mean_pinball(model, windows)
     assert after < 0.5 * before
 
 
 def test_parameter_vector_round_trip():
-    cfg = ModelConfig(hidden=16)
+    cfg = model_config(hidden=16)
     a, b = build_model(cfg, 1), build_model(cfg, 2)
     load_vector(b, model_vector(a))
     panel = toy_panel(2, 60)
@@ -83,13 +83,13 @@ def test_young_series_are_left_padded_not_dropped():
 def test_a_proximal_term_keeps_local_steps_near_the_starting_model():
     """FedProx's μ: the larger it is, the less a site's training moves the model it was given."""
     panel = toy_panel()
-    cfg = ModelConfig(lookback=14, horizon=7, hidden=16)
+    cfg = model_config(lookback=14, horizon=7, hidden=16)
     windows = build_windows(panel, series_stats(panel, ("category",)), cfg.lookback, cfg.horizon)
     start = model_vector(build_model(cfg, 0))
     moved = []
     for mu in (0.0, 0.0, 50.0):
         model = build_model(cfg, 0)
-        train = TrainConfig(epochs=2, max_batches_per_epoch=10, batch_size=64, proximal=mu)
+        train = train_config(epochs=2, max_batches_per_epoch=10, batch_size=64, proximal=mu)
         train_local(model, windows, train, seed=0)
         moved.append(float(np.linalg.norm(model_vector(model) - start)))
     assert moved[0] == moved[1] > 0  # without it, training is unchanged and deterministic

@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from coordinator.planner_cli import cli
-from coordinator.report import decisions_section
+from coordinator.planner.cli import cli
+from coordinator.planner.report import decisions_section
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 FLAGS = [

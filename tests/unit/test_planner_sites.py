@@ -1,11 +1,11 @@
-"""The planner's names for registered sites (coordinator/control.py), against a stand-in for the
+"""The planner's names for registered sites (coordinator/planner/control.py), against a stand-in for the
 ``flwr supernode`` commands; tests/deployment/test_deployment_engine.py runs them against a real SuperLink."""
 
 import json
 
 import pytest
 
-from coordinator import control
+from coordinator.planner import control
 
 
 class FakeSuperLink:
@@ -74,7 +74,7 @@ def test_a_damaged_sites_file_is_named(link, tmp_path):
 def test_site_commands_need_one_way_to_reach_the_superlink(tmp_path):
     from click.testing import CliRunner
 
-    from coordinator.planner_cli import cli as planner
+    from coordinator.planner.cli import cli as planner
 
     ca = tmp_path / "ca.crt"
     ca.write_text("not used")

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from common.records import server_optimizer, stop_rule
 from common.server_optimizer import ServerOptimizer, ServerState, step
+from common.settings import Settings
 from common.stopping import StopRule, best_round, decide, validation_score
 
 scores = st.lists(st.floats(0.01, 100, allow_nan=False), min_size=1, max_size=40)
@@ -55,11 +55,11 @@ def test_a_round_with_nothing_held_out_is_never_best():
 
 def test_run_config_settings_are_checked_by_name():
     with pytest.raises(ValueError, match="stop metric"):
-        stop_rule({"num-rounds": 5, "stop-metric": "rmse"})
+        Settings.defaults(num_rounds=5, stop_metric="rmse")
     with pytest.raises(ValueError, match="server optimizer"):
-        server_optimizer({"server-optimizer": "sgd"})
+        Settings.defaults(server_optimizer="sgd")
     with pytest.raises(ValueError, match="'stop-patience' must be int"):
-        stop_rule({"stop-patience": "soon"})
+        Settings.defaults(stop_patience="soon")
 
 
 def test_fedadam_follows_the_papers_update():

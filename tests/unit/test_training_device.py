@@ -15,10 +15,11 @@ import torch
 
 from common.config import load_node_config
 from common.model import ModelConfig, build_model, model_vector
-from common.training import TrainConfig, train_local, training_device
+from common.training import train_local, training_device
 from common.windows import build_windows, series_stats
-from tests.conftest import FAST_RUN, ROOT, toy_panel
+from tests.conftest import FAST_RUN, ROOT, model_config, node_round, toy_panel, train_config
 from warehouse_node import federated
+from warehouse_node.node import Node
 
 NO_GPU = not torch.cuda.is_available()
 SCRIPT = ROOT / "scripts" / "benchmark_throughput.py"
@@ -44,20 +45,20 @@ def test_a_device_this_machine_lacks_is_a_one_line_error(name, message):
 
 @pytest.mark.skipif(not NO_GPU, reason="this machine has a CUDA GPU")
 def test_training_on_cuda_without_a_gpu_says_so_before_touching_the_model():
-    cfg = ModelConfig(lookback=14, horizon=5, hidden=8, heads=2)
+    cfg = model_config(lookback=14, horizon=5, hidden=8, heads=2)
     model = build_model(cfg, 0)
     before = model_vector(model)
     windows = _windows(toy_panel(2, 80), cfg)
     with pytest.raises(ValueError, match="this machine has no CUDA GPU"):
-        train_local(model, windows, TrainConfig(epochs=1, max_batches_per_epoch=1), 0, device="cuda")
+        train_local(model, windows, train_config(epochs=1, max_batches_per_epoch=1), 0, device="cuda")
     assert np.array_equal(model_vector(model), before)
 
 
 @pytest.mark.skipif(NO_GPU, reason="needs a CUDA GPU")
 def test_a_gpu_trained_model_and_optimizer_state_come_back_on_the_cpu_close_to_a_cpu_run():
-    cfg = ModelConfig(lookback=14, horizon=5, hidden=16, dropout=0.0)  # no device-dependent masks
+    cfg = model_config(lookback=14, horizon=5, hidden=16, dropout=0.0)  # no device-dependent masks
     windows = _windows(toy_panel(4, 200), cfg)
-    train = TrainConfig(epochs=2, batch_size=32, max_batches_per_epoch=6)
+    train = train_config(epochs=2, batch_size=32, max_batches_per_epoch=6)
     start = model_vector(build_model(cfg, 1))
     on_cpu, on_gpu = build_model(cfg, 1), build_model(cfg, 1)
     train_local(on_cpu, windows, train, 1)
@@ -75,8 +76,8 @@ def _node_with_device(node_dir: Path, device: str):
     toml = node_dir / "node.toml"
     toml.write_text(toml.read_text() + f'\n[training]\ndevice = "{device}"\n')
     cfg = load_node_config(node_dir)
-    first = federated.round_settings({**FAST_RUN, "server-round": 1})
-    return cfg, first, federated.NodeSession.open(cfg).data(first)
+    first = node_round({**FAST_RUN, "server-round": 1})
+    return cfg, first, Node(cfg).data(first)
 
 
 @pytest.mark.skipif(not NO_GPU, reason="this machine has a CUDA GPU")
@@ -158,7 +159,7 @@ def test_windows_saved_here_are_timed_elsewhere_without_flower_or_tenseal(walmar
         f"    runpy.run_path({str(SCRIPT)!r}, run_name='__main__')\n"
         "except SystemExit as done:\n"
         "    assert not done.code, done.code\n"
-        "print('loaded:', sorted({'flwr', 'tenseal', 'coordinator.simulate'} & set(sys.modules)))\n"
+        "print('loaded:', sorted({'flwr', 'tenseal', 'coordinator.planner.simulate'} & set(sys.modules)))\n"
     )
     no_git = {"PATH": "", "PYTHONPATH": str(ROOT)}  # like a lent GPU machine: no git there
     timed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=no_git)

@@ -21,7 +21,7 @@ from common.training import (
     window_weight,
 )
 from common.windows import build_windows, concat_windows, like_forecasts, series_stats
-from tests.conftest import toy_panel
+from tests.conftest import model_config, toy_panel, train_config
 
 
 def _windows(cfg: ModelConfig, **kwargs):
@@ -30,7 +30,7 @@ def _windows(cfg: ModelConfig, **kwargs):
 
 
 def test_gathered_batches_equal_window_set_batches():
-    cfg = ModelConfig(lookback=14, horizon=5, hidden=8, heads=2)
+    cfg = model_config(lookback=14, horizon=5, hidden=8, heads=2)
     plain = _windows(cfg)
     ragged = concat_windows([plain, replace(plain, index=plain.index[::3])])  # unequal padding, subsets
     for windows in (plain, like_forecasts(plain), ragged):
@@ -77,9 +77,9 @@ def _reference_fit(model, windows, cfg: TrainConfig, seed: int) -> float:
 
 @pytest.mark.parametrize("anchor", ["level", "seasonal"])
 def test_training_is_bit_identical_to_the_per_tensor_loop(anchor):
-    cfg = ModelConfig(lookback=14, horizon=5, hidden=8, heads=2, anchor=anchor)
+    cfg = model_config(lookback=14, horizon=5, hidden=8, heads=2, anchor=anchor)
     windows = _windows(cfg, lag=52)
-    train = TrainConfig(
+    train = train_config(
         epochs=2, batch_size=32, max_batches_per_epoch=3, scale_weight=1.0, progress=(0.2, 0.4)
     )
     fast, slow = build_model(cfg, 5), build_model(cfg, 5)
@@ -89,9 +89,9 @@ def test_training_is_bit_identical_to_the_per_tensor_loop(anchor):
 
 
 def test_optimizer_state_carries_over_between_rounds():
-    cfg = ModelConfig(lookback=14, horizon=5, hidden=8, heads=2)
+    cfg = model_config(lookback=14, horizon=5, hidden=8, heads=2)
     windows = _windows(cfg)
-    train = TrainConfig(epochs=1, batch_size=32, max_batches_per_epoch=2)
+    train = train_config(epochs=1, batch_size=32, max_batches_per_epoch=2)
     state: dict = {}
     model = build_model(cfg, 1)
     train_local(model, windows, train, seed=1, optimizer_state=state)

@@ -6,9 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from common.model import ModelConfig
 from common.windows import KNOWN_FEATURES, build_windows, series_stats
-from warehouse_node.federated import round_settings
+from tests.conftest import model_config, node_round
 
 LAG = KNOWN_FEATURES.index("lag_season")
 HORIZON = 13
@@ -88,10 +87,10 @@ def test_blend_refuses_a_horizon_that_would_reach_its_own_targets():
 @pytest.mark.parametrize("blend", [-0.1, 1.0])
 def test_blend_outside_zero_to_one_is_refused(blend: float):
     with pytest.raises(ValueError, match="season blend must be in"):
-        ModelConfig(season_blend=blend)
+        model_config(season_blend=blend)
 
 
 def test_season_blend_reaches_the_node_model_from_the_run_config():
-    assert round_settings({"season-blend": 0.3}).model.season_blend == 0.3
+    assert node_round({"season-blend": 0.3}).model.season_blend == 0.3
     with pytest.raises(ValueError, match="'season-blend' must be float"):
-        round_settings({"season-blend": "half"})
+        node_round({"season-blend": "half"})

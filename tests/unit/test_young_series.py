@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 
 from common.config import load_node_config
-from common.model import ModelConfig, build_model, model_vector
+from common.model import build_model, model_vector
+from tests.conftest import model_config
 from warehouse_node.pipeline import NodeData, forecast, holdout_metrics, prepare_node, save_global_model
 
 TOML = """[node]
@@ -30,7 +31,7 @@ def test_young_series_do_not_shift_hold_out_scores_or_forecasts(tmp_path):
     (tmp_path / "node.toml").write_text(TOML)
     cfg = load_node_config(tmp_path)
     prepare_node(cfg)
-    m = ModelConfig(lookback=26, horizon=13, hidden=8, heads=2)
+    m = model_config(lookback=26, horizon=13, hidden=8, heads=2)
     data = NodeData.load(cfg, m.horizon)
     assert len(data.holdout_windows(m)) == 1 and len(data.holdout_windows(m).series) == 2
     vector = model_vector(build_model(m, 0))

@@ -1,8 +1,8 @@
 """fedstock-planner: the central planner's commands.
 
 certs (TLS and SuperNode keys), demo, resume, simulate, report; and, against a real
-SuperLink, run, status and network-forecast (coordinator/planner_console.py), and site, which
-registers and removes the sites allowed to join (coordinator/planner_sites.py).
+SuperLink, run, status and network-forecast (coordinator/planner/console.py), and site, which
+registers and removes the sites allowed to join (coordinator/planner/sites.py).
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ from rich.console import Console
 from rich.table import Table
 
 from common.cli_errors import one_line_errors
-from coordinator.demo import DemoSettings, resume_demo, run_demo
-from coordinator.planner import progress
-from coordinator.planner_console import network_forecast_cmd, run_cmd, status_cmd
-from coordinator.planner_sites import site
-from coordinator.simulate import MODES, OUTCOME_FILE, SimulationSettings, simulate
+from coordinator.planner.console import network_forecast_cmd, run_cmd, status_cmd
+from coordinator.planner.demo import DemoSettings, resume_demo, run_demo
+from coordinator.planner.runs import progress
+from coordinator.planner.simulate import MODES, OUTCOME_FILE, SimulationSettings, simulate
+from coordinator.planner.sites import site
 
 console = Console(stderr=True)
 
@@ -51,7 +51,7 @@ def cli() -> None:
 @one_line_errors
 def certs(out_dir: str, hosts: tuple[str, ...], node_names: tuple[str, ...]) -> None:
     """Make the federation's CA, the SuperLink certificate and SuperNode auth keys (TLS + node auth)."""
-    from coordinator.certs import make_certificates, make_node_key
+    from coordinator.planner.certs import make_certificates, make_node_key
 
     out = Path(out_dir)
     try:
@@ -288,7 +288,7 @@ def report(
     inventory_path: str | None,
 ) -> None:
     """Write one self-contained HTML report of a run: forecast fans, rounds, decisions, service curves."""
-    from coordinator.report import build_report
+    from coordinator.planner.report import build_report
 
     path = build_report(
         Path(run_dir),

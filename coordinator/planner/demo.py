@@ -27,9 +27,9 @@ from common import crypto
 from common.config import load_node_config
 from common.processes import write_run_config
 from common.synthetic import SyntheticSpec, write_warehouse
-from coordinator.planner import progress, round_metrics
+from coordinator.planner.runs import progress, round_metrics
 from warehouse_node import journal
-from warehouse_node.pipeline import forecast, prepare_node
+from warehouse_node.node import Node
 from warehouse_node.replenish import run_replenish
 
 Report = Callable[[str], None]
@@ -93,13 +93,13 @@ def run_config(out: Path, s: DemoSettings, resume: bool = False) -> dict:
 def federate(out: Path, node_dirs: list[Path], s: DemoSettings, report: Report, resume: bool = False) -> None:
     rc = run_config(out, s, resume)
     if s.engine == "inprocess":
-        from coordinator.inprocess import run_inprocess
+        from coordinator.planner.inprocess import run_inprocess
         from coordinator.server_app import app as server_app
         from warehouse_node.client_app import app as client_app
 
         run_inprocess(server_app, client_app, node_dirs, rc, progress=report)
         return
-    from coordinator.deployment import LocalDeployment
+    from coordinator.planner.deployment import LocalDeployment
 
     rc_file = out / "run_config.toml"
     write_run_config(rc_file, rc)
@@ -148,7 +148,7 @@ def run_demo(out: Path, s: DemoSettings, report: Report) -> dict[str, pd.DataFra
     steward = node_dirs[0].name
     report(f"keys made at {steward} (the key steward), fingerprint {fingerprint}; keys/: the public half")
     for node_dir in node_dirs:
-        counts = prepare_node(load_node_config(node_dir))
+        counts = Node(load_node_config(node_dir)).prepare()
         dropped = counts.pop("dropped_columns")
         report(
             f"{node_dir.name}: prepared {counts.pop('series')} series, "
@@ -179,7 +179,7 @@ def finish(
     forecasts, decisions, strategies = [], [], []
     for node_dir in node_dirs:
         cfg = load_node_config(node_dir)
-        fc = forecast(cfg)
+        fc = Node(cfg).forecast()
         cfg.out_dir.mkdir(parents=True, exist_ok=True)
         fc.to_parquet(cfg.out_dir / "forecasts.parquet", index=False)
         journal.record_forecast(cfg, fc)

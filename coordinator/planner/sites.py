@@ -19,8 +19,8 @@ from rich.console import Console
 from rich.table import Table
 
 from common.cli_errors import one_line_errors
-from coordinator import control
-from coordinator.planner_console import runs_option
+from coordinator.planner import control
+from coordinator.planner.console import runs_option
 
 console = Console(stderr=True)
 

@@ -19,18 +19,21 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
+from common.codec import EVAL_METRICS
 from common.config import NodeConfig
 from common.model import build_model, model_vector
-from common.records import EVAL_METRICS, server_optimizer, stop_rule
 from common.server_optimizer import ServerState, step
+from common.settings import Settings
 from common.stopping import Decision, StopRule, decide, validation_score
 from common.training import train_local
 from common.windows import WindowSet, concat_windows
-from warehouse_node.federated import RoundSettings, adopt_profile, initial_model, round_settings, round_update
+from warehouse_node.federated import RoundSettings, adopt_profile, initial_model
 from warehouse_node.federated import site_history as _site_history
-from warehouse_node.pipeline import NodeData, holdout_metrics, save_global_model
+from warehouse_node.node import Node
+from warehouse_node.pipeline import NodeData, holdout_metrics
 
 Report = Callable[[str], None]
+MESSAGE_KEYS = ("round-nodes", "denoise-id")  # what the coordinator's messages would add
 Sums = dict[str, float]
 
 
@@ -47,7 +50,10 @@ class Outcome:
 
 
 def settings(rc: dict, server_round: int = 0) -> RoundSettings:
-    return round_settings({**rc, "server-round": server_round, "global-round": max(server_round - 1, 0)})
+    """What a node of the run would read from round ``server_round``'s message."""
+    run = Settings.of({k: v for k, v in rc.items() if k not in MESSAGE_KEYS}).federation
+    nodes, profile = int(rc.get("round-nodes", 1)), str(rc.get("denoise-id", ""))
+    return RoundSettings(run, server_round, nodes, max(server_round - 1, 0), "", profile)
 
 
 def add_sums(parts: list[Sums]) -> Sums:
@@ -111,19 +117,19 @@ def _timed(work: Callable[[], object]) -> tuple[object, float]:
 def run_plain(nodes: list[NodeConfig], rc: dict, report: Report) -> Outcome:
     """The he mode's rounds in plaintext: the same updates, server step and stopping rule."""
     rc = plaintext_profile(nodes, rc, report)
-    opt = server_optimizer(rc)
+    opt = settings(rc).optimizer
     state = ServerState.initial(initial_model(settings(rc, 1)))
     weights: np.ndarray | None = None  # the global model the next round starts from
 
     def train_round(r: int) -> tuple[np.ndarray, Sums | None, float]:
         nonlocal state, weights
         s = settings(rc, r)
-        total, n_sum, slowest = 0.0, 0, 0.0
+        total, weight, slowest = 0.0, 0.0, 0.0
         for cfg in nodes:
-            data = NodeData.load(cfg, s.model.horizon, s.validation, s.model.denoise)
-            (_, new, n, _), seconds = _timed(lambda cfg=cfg, data=data: round_update(cfg, data, s, weights))
-            total, n_sum, slowest = total + n * new, n_sum + n, max(slowest, seconds)
-        mean = total / n_sum
+            update, seconds = _timed(lambda cfg=cfg: Node(cfg).train(s, weights))
+            total, weight = total + update.weight * update.weights, weight + update.weight
+            slowest = max(slowest, seconds)
+        mean = total / weight
         state = step(opt, state, mean) if opt.stateful else state
         weights = state.model if opt.stateful else mean
         if s.validation == 0:
@@ -131,9 +137,9 @@ def run_plain(nodes: list[NodeConfig], rc: dict, report: Report) -> Outcome:
         timed = [_timed(lambda cfg=cfg: scores_of(cfg, s, weights)) for cfg in nodes]
         return weights, add_sums([t[0] for t in timed]), slowest + max(t[1] for t in timed)
 
-    best, outcome = until_done(stop_rule(rc), train_round, report)
+    best, outcome = until_done(settings(rc).stop, train_round, report)
     for cfg in nodes:
-        save_global_model(cfg, best, settings(rc, 1).model, outcome.best_round)
+        Node(cfg).keep_final_model(settings(rc).model, best, outcome.best_round)
     return outcome
 
 
@@ -159,8 +165,8 @@ def run_local(nodes: list[NodeConfig], rc: dict, report: Report) -> Outcome:
             sums = None if s.validation == 0 else holdout_metrics(data, s.model, vector, cfg.data.season)
             return vector, sums, seconds
 
-        best, outcome = until_done(stop_rule(rc), train_round, lambda line: None)
-        save_global_model(cfg, best, s0.model, outcome.best_round)
+        best, outcome = until_done(settings(rc).stop, train_round, lambda line: None)
+        Node(cfg).keep_final_model(s0.model, best, outcome.best_round)
         report(f"{cfg.name}: trained alone, {outcome.reason}")
         outcomes.append(outcome)
     rounds = [o.rounds for o in outcomes]
@@ -204,7 +210,7 @@ def run_central(nodes: list[NodeConfig], rc: dict, report: Report) -> Outcome:
         timed, evaluating = _timed(lambda: add_sums([scores_of(cfg, s, vector) for cfg in nodes]))
         return vector, timed, seconds + evaluating
 
-    best, outcome = until_done(stop_rule(rc), train_round, report)
+    best, outcome = until_done(settings(rc).stop, train_round, report)
     for cfg in nodes:
-        save_global_model(cfg, best, s0.model, outcome.best_round)
+        Node(cfg).keep_final_model(s0.model, best, outcome.best_round)
     return outcome

@@ -12,7 +12,7 @@ Every mode prepares the nodes through the node pipeline (de-identification inclu
 through ``warehouse_node.pipeline.forecast``: each node maps its pseudonyms back to its own keys.
 Every mode holds out the last horizon of the history, trains round after round until its own
 validation score on it stops improving (common/stopping.py; the preset's cap, patience and minimum
-improvement) and keeps its best round's model (coordinator/reference_modes.py).
+improvement) and keeps its best round's model (coordinator/planner/reference_modes.py).
 """
 
 from __future__ import annotations
@@ -31,54 +31,21 @@ from common.config import NodeConfig, load_node_config
 from common.files import write_json_atomic
 from common.network import group_label
 from common.public_data import DATASETS, WRITERS, load_sales, to_dataset_columns
+from common.settings import load_run_config, with_defaults
 from common.training import training_device
-from coordinator.demo import site_keys
-from coordinator.planner import round_metrics
-from coordinator.reference_modes import Outcome, Report, run_central, run_local, run_plain
+from coordinator.planner.demo import site_keys
+from coordinator.planner.reference_modes import Outcome, Report, run_central, run_local, run_plain
+from coordinator.planner.runs import round_metrics
 from coordinator.strategy import PROGRESS_FILE
-from warehouse_node.pipeline import forecast, prepare_node
+from warehouse_node.node import Node
 
 MODES = ("he", "plain", "local", "central")
 OUTCOME_FILE = "outcome.json"  # RUN_DIR: how training ended (rounds, best round, reason, seconds)
 
-# Model and training settings per dataset (tuned on the training history only; see BENCHMARKS.md).
-PRESETS: dict[str, dict[str, object]] = {
-    "walmart": {
-        "lookback": 26,
-        "horizon": 13,
-        "hidden": 32,
-        "heads": 4,
-        "anchor": "seasonal",
-        "local-epochs": 1,
-        "max-batches": 12,
-        "batch-size": 256,
-        "learning-rate": 0.001,
-        "scale-weight": 1.0,
-        # cross-site denoising of last season (common/denoise.py), chosen on origins before the
-        # benchmark window (BENCHMARKS.md, "Cross-site denoising"); groups: the departments
-        "denoise-rank": 10,
-        "denoise-shrink": 0.5,
-        "denoise-periods": 104,
-        "denoise-min-sites": 5,
-        # last season's shape averaged with the season before's, re-levelled (common/windows.py);
-        # chosen at 2012-01-27, the one earlier origin where two seasons exist (BENCHMARKS.md notes)
-        "season-blend": 0.3,
-        **{"num-rounds": 40, "stop-patience": 5, "stop-min-improvement": 0.002, "stop-metric": "mae"},
-    },
-    "store_item": {
-        "lookback": 56,
-        "horizon": 90,
-        "hidden": 32,
-        "heads": 4,
-        "anchor": "level",
-        "local-epochs": 1,
-        "max-batches": 8,
-        "batch-size": 256,
-        "learning-rate": 0.004,
-        "scale-weight": 0.0,
-        **{"num-rounds": 40, "stop-patience": 5, "stop-min-improvement": 0.002, "stop-metric": "mae"},
-    },
-}
+PRESET_DIR = Path(__file__).resolve().parent / "presets"
+# Model and training settings per dataset: run-config files over the app's defaults (chosen on the
+# training history only; see BENCHMARKS.md).
+PRESETS = {name: load_run_config(PRESET_DIR / f"{name}.toml") for name in ("walmart", "store_item")}
 
 
 @dataclass(frozen=True)
@@ -106,7 +73,7 @@ class SimulationSettings:
             key = DATASETS[self.dataset].keys[1]
             values = load_sales(self.dataset, self.data)[key].map(group_label).unique()
             groups = {"network-group": key, "network-groups": ",".join(sorted(values, key=_natural))}
-        config = {
+        config = with_defaults({
             **preset,
             **groups,
             **dict(self.overrides),
@@ -116,8 +83,8 @@ class SimulationSettings:
             "validation-periods": -1,  # the last horizon is held out: the rounds follow its score
             "public-context": str(out / "keys" / crypto.PUBLIC_CONTEXT_FILE),
             "checkpoint-dir": str(out / "checkpoints"),
-        }
-        if config.get("dp-clip"):  # the privacy accounting covers the model updates only
+        })
+        if config["dp-clip"]:  # the privacy accounting covers the model updates only
             config["denoise-rank"] = 0
         return config
 
@@ -137,7 +104,7 @@ def prepare_nodes(s: SimulationSettings, out: Path, report: Report) -> list[Node
             with open(d / "node.toml", "a", encoding="utf-8") as toml:
                 toml.write(f'\n[training]\ndevice = "{s.device}"\n')
         cfg = load_node_config(d)
-        totals.update(prepare_node(cfg))
+        totals.update(Node(cfg).prepare())
         configs.append(cfg)
     series, periods = totals.pop("series"), totals.pop("periods")
     totals.pop("dropped_columns", None)
@@ -149,7 +116,7 @@ def prepare_nodes(s: SimulationSettings, out: Path, report: Report) -> list[Node
 
 
 def run_he(nodes: list[NodeConfig], rc: dict, report: Report) -> Outcome:
-    from coordinator.inprocess import run_inprocess
+    from coordinator.planner.inprocess import run_inprocess
     from coordinator.server_app import app as server_app
     from warehouse_node.client_app import app as client_app
 
@@ -204,7 +171,7 @@ def train_and_forecast(
         f"{s.mode} training done in {time.monotonic() - started:.0f}s: {outcome.rounds} rounds, "
         f"best round {outcome.best_round} ({outcome.reason}); forecasting"
     )
-    frames = [forecast(cfg, include_ended=True) for cfg in nodes]
+    frames = [Node(cfg).forecast(include_ended=True) for cfg in nodes]
     return to_dataset_columns(s.dataset, pd.concat(frames, ignore_index=True)), outcome
 
 

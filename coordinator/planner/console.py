@@ -1,6 +1,6 @@
 """fedstock-planner run / status / network-forecast: a federation on a real SuperLink, watched.
 
-The run is submitted with Flower's ``flwr run`` (coordinator/control.py). Its results land in
+The run is submitted with Flower's ``flwr run`` (coordinator/planner/control.py). Its results land in
 RUNS/RUN_ID, written by the ServerApp on the SuperLink's host; the planner's console runs there (or
 reads that folder over a mount). It holds no secret key: the aggregates it shows were opened by the
 sites (coordinator/publish.py); its keys folder holds public.ctx and keys.json only.
@@ -22,10 +22,10 @@ from rich.table import Table
 from common import crypto
 from common.cli_errors import one_line_errors
 from common.network import DEFAULT_DEPENDENCE, DEPENDENCE, MIN_SITES, Layout
+from common.settings import APP_DIR
 from common.tables import output_table, write_table
-from coordinator import control
-from coordinator.deployment import APP_DIR
-from coordinator.planner import fan_chart, network_forecast, progress, run_status
+from coordinator.planner import control
+from coordinator.planner.runs import fan_chart, network_forecast, progress, run_status
 from coordinator.strategy import PROGRESS_FILE
 
 console = Console(stderr=True)

@@ -22,6 +22,8 @@ from flwr.serverapp import Grid, ServerApp
 from flwr.supercore.run import Run
 from flwr.supercore.task_identity import TaskIdentity
 
+from common.settings import with_defaults
+
 CLIENT_EXCEPTION = 300
 
 
@@ -133,7 +135,9 @@ def run_inprocess(
     grid_class: Callable[..., InProcessGrid] = InProcessGrid,
     **grid_kwargs,
 ) -> InProcessGrid:
-    """Run one federation over the given node folders; return the grid (for inspection)."""
+    """Run one federation over the given node folders; return the grid (for inspection).
+    ``run_config`` goes over the app's defaults, as ``flwr run --run-config`` does."""
+    run_config = with_defaults(run_config)
     nodes = [
         {"node-dir": str(Path(d).resolve()), "torch-threads": torch_threads, "quiet": True} for d in node_dirs
     ]

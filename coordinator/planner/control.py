@@ -15,7 +15,7 @@ from pathlib import Path
 
 from common.files import write_json_atomic
 from common.processes import flower_env, flower_tool, write_connection, write_run_config
-from coordinator.deployment import APP_DIR
+from common.settings import APP_DIR
 
 CONNECTION = "fedstock"
 

@@ -28,9 +28,9 @@ from common.processes import (
     stop_processes,
     write_connection,
 )
-from coordinator.certs import make_certificates, make_node_key
+from common.settings import APP_DIR
+from coordinator.planner.certs import make_certificates, make_node_key
 
-APP_DIR = Path(__file__).resolve().parent.parent  # the Flower app: pyproject.toml + packages
 FEDERATION = "fedstock-local"
 
 
