@@ -38,3 +38,19 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
 def write_json_atomic(path: Path, data: object) -> None:
     """Replace ``path`` with ``data`` as JSON in one rename."""
     write_bytes_atomic(path, (json.dumps(data, indent=2, default=str) + "\n").encode())
+
+
+def round_file(folder: Path, server_round: int, suffix: str) -> Path:
+    """A round's file in ``folder``: ``round_0007`` + ``suffix`` (e.g. ``.state.ckks``, ``.npz``)."""
+    return Path(folder) / f"round_{server_round:04d}{suffix}"
+
+
+def round_files(folder: Path, suffix: str) -> dict[int, Path]:
+    """The round files of ``folder`` with ``suffix``, by round (none when the folder is missing)."""
+    found = Path(folder).glob(f"round_*{suffix}") if Path(folder).is_dir() else ()
+    rounds = {}
+    for path in found:
+        number = path.name[len("round_") : -len(suffix)]
+        if number.isdigit():
+            rounds[int(number)] = path
+    return rounds

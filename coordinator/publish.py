@@ -11,7 +11,6 @@ network.json (the network totals), where the planner reads them.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections import Counter
@@ -25,7 +24,9 @@ from flwr.serverapp import Grid
 from common import crypto
 from common.codec import CONFIG, NETWORK_TOTALS, PUBLISHED_METRICS, ROUND_METRICS, encrypted_record
 from common.network import Layout
-from coordinator.strategy import NETWORK_FILE, NETWORK_META, EncryptedFedAvg, checkpoint_file
+from coordinator import queries
+from coordinator.aggregation import EncryptedFedAvg
+from coordinator.checkpoints import NETWORK_FILE, NETWORK_META, checkpoint_file
 
 
 def open_by_sites(
@@ -44,7 +45,7 @@ def open_by_sites(
     9 significant digits."""
     ask = ConfigRecord({**dict(config), "publish-kind": kind})
     record = encrypted_record(**{kind: vec})
-    replies = strategy._ask(grid, record, ask, "publish", timeout, server_round=server_round)
+    replies = queries.ask(strategy, grid, record, ask, "publish", timeout, server_round=server_round)
     votes: Counter = Counter()
     first: dict[tuple, list[float]] = {}
     refused = []
@@ -91,7 +92,7 @@ def publish_round_metrics(
     strategy: EncryptedFedAvg, grid: Grid, server_round: int, config: ConfigRecord, timeout: float
 ) -> dict | None:
     """Have the sites open round ``server_round``'s summed metrics; record them in progress.json."""
-    path = checkpoint_file(strategy.checkpoint_dir, server_round, "eval_metrics")
+    path = checkpoint_file(strategy.run.folder, server_round, "eval_metrics")
     if not path.is_file():
         return None
     vec = crypto.EncryptedVector.from_bytes(path.read_bytes())
@@ -103,16 +104,16 @@ def publish_round_metrics(
         log(WARNING, "round %d metrics: %s", server_round, line)
     entry = {"round": server_round, "phase": "publish", "replies": count, "refused": refused}
     entry["metrics"] = None if values is None else dict(zip(PUBLISHED_METRICS, values, strict=True))
-    strategy.record(entry | {"time": time.time()})
+    strategy.run.record(entry | {"time": time.time()})
     return entry["metrics"]
 
 
 def publish_missing(strategy: EncryptedFedAvg, grid: Grid, config: ConfigRecord, timeout: float) -> None:
     """On resume: open the rounds already done whose metrics were summed but never opened (the
     coordinator stopped in between); the sites open the same ciphertext again."""
-    opened = {h["round"] for h in strategy.history if h["phase"] == "publish"}
+    opened = {h["round"] for h in strategy.run.history if h["phase"] == "publish"}
     for r in range(1, strategy.round_offset + 1):
-        if r not in opened and checkpoint_file(strategy.checkpoint_dir, r, "eval_metrics").is_file():
+        if r not in opened and checkpoint_file(strategy.run.folder, r, "eval_metrics").is_file():
             publish_round_metrics(strategy, grid, r, config, timeout)
 
 
@@ -120,7 +121,7 @@ def publish_network(
     strategy: EncryptedFedAvg, grid: Grid, meta: dict, config: ConfigRecord, timeout: float
 ) -> dict:
     """Have the sites open the summed network totals (when summed); add them to network.json."""
-    folder = strategy.checkpoint_dir
+    folder = strategy.run.folder
     if meta.get("status") != "summed":
         return meta
     vec = crypto.EncryptedVector.from_bytes(Path(folder / NETWORK_FILE).read_bytes())
@@ -133,6 +134,6 @@ def publish_network(
     else:
         meta = {**meta, "status": "opened", "totals": values, "opened_by": count}
     meta["open_refused"] = refused
-    strategy._write(folder / NETWORK_META, (json.dumps(meta, indent=2) + "\n").encode())
+    strategy.run.write_json(NETWORK_META, meta)
     log(INFO, "network forecast: %s by %d sites", meta["status"], count)
     return meta

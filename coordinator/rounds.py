@@ -22,8 +22,9 @@ from flwr.serverapp import Grid
 from common import crypto
 from common.codec import CONFIG, SCORES, encrypted_record
 from common.stopping import CONTINUE, STOP, StopRule
+from coordinator.aggregation import EncryptedFedAvg
+from coordinator.checkpoints import checkpoint_file, load_state
 from coordinator.publish import publish_missing, publish_round_metrics
-from coordinator.strategy import EncryptedFedAvg, checkpoint_file, load_state
 
 DECIDE = f"{MessageType.QUERY}.decide"
 
@@ -45,10 +46,10 @@ def ask_decision(
     """Every node's decision after ``server_round``; the one most valid replies agree on, or None
     when fewer than the minimum of nodes agree (the run then goes on: a missing decision never
     stops it early)."""
-    scores = summed_scores(strategy.checkpoint_dir, server_round)
+    scores = summed_scores(strategy.run.folder, server_round)
     if not len(scores):
         return None
-    messages = strategy._messages(scores, config, grid, DECIDE, server_round - strategy.round_offset)
+    messages = strategy.messages(scores, config, grid, DECIDE, server_round - strategy.round_offset)
     votes, refused = Counter(), []
     for msg in grid.send_and_receive(messages, timeout=timeout):
         node = msg.metadata.src_node_id
@@ -92,7 +93,7 @@ def ask_decision(
         "reason": reason,
         "nodes": count,
     }
-    strategy.history.append(
+    strategy.run.history.append(
         {**decision, "phase": "decide", "refused": refused, "time": time.time(), "replies": count}
     )
     return decision
@@ -111,8 +112,8 @@ def run_rounds(
     Returns the global state the nodes keep (the best round's when they decide) and its round."""
     arrays, done = initial, strategy.round_offset
     publish_missing(strategy, grid, config, timeout)  # a resumed run's rounds summed but not opened
-    if strategy.outcome:  # a resumed run that had already stopped
-        best = int(strategy.outcome["best_round"])
+    if strategy.run.outcome:  # a resumed run that had already stopped
+        best = int(strategy.run.outcome["best_round"])
         return load_state(strategy.key, _state_path(strategy, best)), best
     for server_round in range(done + 1, rule.max_rounds + 1):
         relative = server_round - strategy.round_offset
@@ -128,25 +129,25 @@ def run_rounds(
         publish_round_metrics(strategy, grid, server_round, config, timeout)
         decision = ask_decision(strategy, grid, server_round, config, timeout) if decide else None
         if decision is not None and decision["decision"] == STOP:
-            strategy.outcome = decision
-            strategy._progress(server_round, "stop", [], [])
+            strategy.run.outcome = decision
+            strategy.run.step(server_round, "stop", [], [])
             log(INFO, "stopping after round %d: %s", server_round, decision["reason"])
             best = decision["best_round"]
             return (
                 arrays if best == server_round else load_state(strategy.key, _state_path(strategy, best))
             ), best
     last = rule.max_rounds
-    strategy.outcome = {
+    strategy.run.outcome = {
         "round": last,
         "decision": STOP,
         "best_round": last,
         "reason": f"round cap: {last} rounds",
     }
     if decide:
-        strategy.outcome["reason"] += " (no decision from the nodes: the last round's model)"
-    strategy._progress(last, "stop", [], [])
+        strategy.run.outcome["reason"] += " (no decision from the nodes: the last round's model)"
+    strategy.run.step(last, "stop", [], [])
     return arrays, last
 
 
 def _state_path(strategy: EncryptedFedAvg, server_round: int) -> Path:
-    return checkpoint_file(strategy.checkpoint_dir, server_round, "state")
+    return checkpoint_file(strategy.run.folder, server_round, "state")

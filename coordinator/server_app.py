@@ -21,9 +21,11 @@ from flwr.serverapp import Grid, ServerApp
 from common import crypto
 from common.privacy import privacy_report
 from common.settings import Settings
+from coordinator.aggregation import EncryptedFedAvg
+from coordinator.checkpoints import RunRecord, latest_checkpoint, load_state
 from coordinator.publish import publish_network
+from coordinator.queries import network_round, profile_round
 from coordinator.rounds import run_rounds
-from coordinator.strategy import EncryptedFedAvg, latest_checkpoint, load_state
 
 app = ServerApp()
 
@@ -42,28 +44,28 @@ def main(grid: Grid, context: Context) -> None:
         raise ValueError("run config 'public-context' is not set: pass the coordinator's public.ctx")
     run = s.federation
     key = crypto.load_context(s.public_context)
-    strategy = EncryptedFedAvg(key, run_folder(s, context.run_id), min_nodes=s.min_nodes)
-    strategy.stateful, strategy.run_token = run.server.stateful, secrets.token_hex(8)
+    record = RunRecord(run_folder(s, context.run_id), key.fingerprint, secrets.token_hex(8))
+    strategy = EncryptedFedAvg(key, record, s.min_nodes, stateful=run.server.stateful)
     initial, done = ArrayRecord(), 0
-    if s.resume and (found := latest_checkpoint(strategy.checkpoint_dir)):
+    if s.resume and (found := latest_checkpoint(record.folder)):
         done, path = found
         initial = load_state(key, path)
         log(INFO, "resuming after round %d from %s", done, path)
-    strategy.planned_rounds = s.rounds
-    strategy.resume_after(done)
+    record.planned_rounds, strategy.round_offset = s.rounds, done
+    record.resume_after(done)
     if run.privacy is not None:
-        strategy.privacy = privacy_report(run.privacy, s.rounds)
-        log(INFO, "differential privacy: %s", strategy.privacy)
+        record.privacy = privacy_report(run.privacy, s.rounds)
+        log(INFO, "differential privacy: %s", record.privacy)
     config = ConfigRecord(run.record)
     if run.denoise.enabled and done < s.rounds:  # the nodes' inputs for every round: before round 1
-        config["denoise-id"] = strategy.profile_round(grid, config, run.denoise, s.round_timeout)["id"]
+        config["denoise-id"] = profile_round(strategy, grid, config, run.denoise, s.round_timeout)["id"]
     if done >= s.rounds:
         log(INFO, "all %d rounds already done", done)
     strategy.summary()
     held_out = run.validation != 0
     final, best = run_rounds(strategy, grid, initial, run.stop, config, s.round_timeout, decide=held_out)
     if s.network_forecast and len(final):  # also when a resumed run only lacks its network forecast
-        meta = strategy.network_round(
-            grid, final, config, run.network, run.network_min_sites, s.round_timeout, best
+        meta = network_round(
+            strategy, grid, final, config, run.network, run.network_min_sites, s.round_timeout, best
         )
         publish_network(strategy, grid, meta, config, s.round_timeout)

@@ -39,8 +39,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from common.evaluation import current_commit, ets, score, seasonal_naive, write_marked_section
 from common.public_data import DATASETS, load_sales
+from coordinator.checkpoints import PROGRESS_FILE
 from coordinator.planner.simulate import PRESETS, SimulationSettings, prepare_nodes, train_and_forecast
-from coordinator.strategy import PROGRESS_FILE
 
 ROOT = Path(__file__).resolve().parents[1]
 SETUPS = {
@@ -338,7 +338,8 @@ def write_markdown(rows: pd.DataFrame) -> None:
             "`rounds (best)`: rounds trained (the round kept), per seed; `seconds`: wall time here, sites "
             "one after another on 2 cores; `deployment s`: sites in parallel (each round's slowest site, "
             "plus the coordinator). Model settings: "
-            f"`coordinator/planner/simulate.py` PRESETS (walmart {json.dumps(PRESETS['walmart'])}). Weather, "
+            f"the preset `coordinator/planner/presets/walmart.toml` ({json.dumps(PRESETS['walmart'])}). "
+            "Weather, "
             "fuel, CPI and unemployment are fed as past-only inputs (no oracle); markdowns and "
             "holidays as known-future inputs. Walmart nodes keep one-off spikes (`cap_outliers = "
             "false` in their `[data]`).",
@@ -356,8 +357,8 @@ def write_markdown(rows: pd.DataFrame) -> None:
             ),
             targets(rows, "store_item"),
             "",
-            f"{written('store_item')} Model settings: PRESETS "
-            f"(store_item {json.dumps(PRESETS['store_item'])}).",
+            f"{written('store_item')} Model settings: the preset "
+            f"`coordinator/planner/presets/store_item.toml` ({json.dumps(PRESETS['store_item'])}).",
         ]
         write_marked_section(ROOT / "BENCHMARKS.md", "accuracy-store_item", body)
 

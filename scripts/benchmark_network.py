@@ -29,9 +29,9 @@ from common import crypto
 from common.evaluation import write_marked_section
 from common.network import DEFAULT_DEPENDENCE, DEPENDENCE, Layout, group_label
 from common.public_data import DATASETS, load_sales
+from coordinator.checkpoints import NETWORK_META
 from coordinator.planner.runs import network_forecast
 from coordinator.planner.simulate import SimulationSettings, simulate
-from coordinator.strategy import NETWORK_META
 
 ROOT = Path(__file__).resolve().parents[1]
 CUT = "2012-04-27"

@@ -19,7 +19,8 @@ from common.config import NodeConfig, load_node_config
 from common.model import build_model, model_vector
 from common.settings import Settings
 from warehouse_node.federated import RoundSettings, round_update
-from warehouse_node.pipeline import NodeData, holdout_metrics, save_global_model
+from warehouse_node.model_store import save_global_model
+from warehouse_node.pipeline import NodeData, holdout_metrics
 
 client = ClientApp()
 server = ServerApp()

@@ -26,8 +26,8 @@ from common.denoise import DenoiseError
 from common.network import NetworkError
 from warehouse_node import journal, published
 from warehouse_node.federated import RoundSettings
+from warehouse_node.model_store import saved_model_vector
 from warehouse_node.node import Node
-from warehouse_node.pipeline import saved_model_vector
 from warehouse_node.server_state import latest_round
 
 app = ClientApp()

@@ -33,11 +33,7 @@ from common.model import build_model, model_vector
 from common.network import MIN_SITES
 from common.settings import FederationSettings, typed
 from common.training import TrainConfig
-from warehouse_node.pipeline import (
-    NodeData,
-    group_labels,
-    local_update,
-)
+from warehouse_node.pipeline import NodeData, group_labels, local_update
 
 OPTIMIZER_FILE = "optimizer.pt"  # NODE/private: this node's optimizer state after its last round
 

@@ -32,16 +32,8 @@ from warehouse_node.federated import (
     round_update,
     site_history,
 )
-from warehouse_node.pipeline import (
-    CANDIDATE_FILE,
-    MODEL_FILE,
-    NodeData,
-    forecast,
-    holdout_metrics,
-    keep_candidate,
-    prepare_node,
-    save_global_model,
-)
+from warehouse_node.model_store import CANDIDATE_FILE, MODEL_FILE, keep_candidate, save_global_model
+from warehouse_node.pipeline import NodeData, forecast, holdout_metrics, prepare_node
 from warehouse_node.server_state import state_after
 
 NETWORK_TOTALS_FILE = "network_totals.parquet"  # NODE/out: what this site put into the network sum

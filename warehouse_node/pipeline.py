@@ -7,14 +7,11 @@ the quarantine file and the decrypted global model.
 
 from __future__ import annotations
 
-import pickle
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 from common.calibration import IntervalCalibration
 from common.config import ConfigError, NodeConfig, require_columns
@@ -33,10 +30,9 @@ from common.tables import (
 )
 from common.training import TrainConfig, mean_from_quantiles, predict_scaled, train_local
 from common.windows import SeriesStats, WindowSet, build_windows, like_forecasts, season_lag, series_stats
+from warehouse_node.model_store import load_global_model
 
 DEMAND_FILE, MAP_FILE, QUARANTINE_FILE = "demand.parquet", "series_map.parquet", "quarantine.csv"
-MODEL_FILE = "global_model.pt"  # the global model this node forecasts with
-CANDIDATE_FILE = "candidate_model.pt"  # the last round's, until the federation's scores rank it
 _LOADED: dict[tuple, NodeData] = {}  # (folder, file versions, horizon, validation) -> NodeData
 
 
@@ -226,62 +222,6 @@ def holdout_metrics(data: NodeData, m: ModelConfig, vector: np.ndarray, season: 
         "covered_80": float(((actual >= pred[..., lo]) & (actual <= pred[..., hi])).sum()),
         "points": float(actual.size),
     }
-
-
-def save_global_model(
-    cfg: NodeConfig, vector: np.ndarray, m: ModelConfig, server_round: int, name: str = MODEL_FILE
-) -> Path:
-    cfg.private_dir.mkdir(parents=True, exist_ok=True)
-    path = cfg.private_dir / name
-    torch.save(
-        {
-            "vector": torch.from_numpy(np.asarray(vector, dtype=np.float32)),
-            "model_config": m.to_dict(),
-            "round": server_round,
-        },
-        path,
-    )
-    return path
-
-
-def keep_candidate(cfg: NodeConfig, server_round: int) -> bool:
-    """Forecast from now on with the candidate model of ``server_round`` (the federation's best so
-    far); False when this node holds no candidate of that round (it missed the round's evaluation)."""
-    path = cfg.private_dir / CANDIDATE_FILE
-    try:
-        held = int(torch.load(path, weights_only=True)["round"])
-    except (OSError, EOFError, RuntimeError, pickle.UnpicklingError, KeyError, TypeError, ValueError):
-        return False
-    if held != server_round:
-        return False
-    path.replace(cfg.private_dir / MODEL_FILE)
-    return True
-
-
-def saved_model_vector(cfg: NodeConfig) -> tuple[int, np.ndarray] | None:
-    """(round, weights) of the global model this node forecasts with; None without a readable one."""
-    try:
-        blob = torch.load(cfg.private_dir / MODEL_FILE, weights_only=True)
-        return int(blob["round"]), blob["vector"].numpy()
-    except (OSError, EOFError, RuntimeError, pickle.UnpicklingError, KeyError, TypeError, ValueError):
-        return None
-
-
-def load_global_model(cfg: NodeConfig):
-    path = cfg.private_dir / MODEL_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: this node has not received a global model yet")
-    try:
-        blob = torch.load(path, weights_only=True)
-        m = ModelConfig(**{**blob["model_config"], "quantiles": tuple(blob["model_config"]["quantiles"])})
-        model = build_model(m, 0)
-        load_vector(model, blob["vector"].numpy())
-        return model, m, int(blob["round"])
-    except (OSError, EOFError, RuntimeError, pickle.UnpicklingError, KeyError, TypeError, ValueError) as exc:
-        raise ConfigError(
-            f"{path} is not a readable global model ({type(exc).__name__}): the node writes it again "
-            "when it next takes part in a round"
-        ) from None
 
 
 def _future_rows(cfg: NodeConfig, data: NodeData, m: ModelConfig, live: list[str]) -> pd.DataFrame:

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from common.config import NodeConfig
+from common.files import round_file, round_files
 from common.server_optimizer import ServerOptimizer, ServerState, step
 
 STATE_DIR = "server_optimizer"
@@ -34,14 +35,13 @@ def run_folder(cfg: NodeConfig, token: str) -> Path:
 
 
 def _path(folder: Path, r: int) -> Path:
-    return folder / f"round_{r:04d}.npz"
+    return round_file(folder, r, ".npz")
 
 
 def latest_round(cfg: NodeConfig, token: str) -> int:
     """The newest aggregate round this site has applied in this run (0: none)."""
     folder = run_folder(cfg, token)
-    rounds = [int(p.stem.split("_")[1]) for p in folder.glob("round_*.npz")] if folder.is_dir() else []
-    return max(rounds, default=0)
+    return max(round_files(folder, ".npz"), default=0)
 
 
 def forget_other_runs(cfg: NodeConfig, token: str) -> None:

@@ -24,9 +24,9 @@ from common.cli_errors import one_line_errors
 from common.network import DEFAULT_DEPENDENCE, DEPENDENCE, MIN_SITES, Layout
 from common.settings import APP_DIR
 from common.tables import output_table, write_table
+from coordinator.checkpoints import PROGRESS_FILE
 from coordinator.planner import control
 from coordinator.planner.runs import fan_chart, network_forecast, progress, run_status
-from coordinator.strategy import PROGRESS_FILE
 
 console = Console(stderr=True)
 

@@ -13,7 +13,7 @@ import pandas as pd
 
 from common import crypto
 from common.network import DEFAULT_DEPENDENCE, MIN_SITES, Layout, NetworkError, network_table
-from coordinator.strategy import NETWORK_META, PROGRESS_FILE
+from coordinator.checkpoints import NETWORK_META, PROGRESS_FILE
 
 
 def progress(checkpoint_dir: Path) -> dict:

@@ -33,10 +33,10 @@ from common.network import group_label
 from common.public_data import DATASETS, WRITERS, load_sales, to_dataset_columns
 from common.settings import load_run_config, with_defaults
 from common.training import training_device
+from coordinator.checkpoints import PROGRESS_FILE
 from coordinator.planner.demo import site_keys
 from coordinator.planner.reference_modes import Outcome, Report, run_central, run_local, run_plain
 from coordinator.planner.runs import round_metrics
-from coordinator.strategy import PROGRESS_FILE
 from warehouse_node.node import Node
 
 MODES = ("he", "plain", "local", "central")

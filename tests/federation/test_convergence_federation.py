@@ -18,14 +18,14 @@ import torch
 from common import crypto
 from common.codec import EVAL_METRICS, global_weights
 from common.config import load_node_config
+from coordinator.checkpoints import PROGRESS_FILE
 from coordinator.planner.inprocess import InProcessGrid, run_inprocess
 from coordinator.planner.runs import run_status
 from coordinator.server_app import app as server_app
-from coordinator.strategy import PROGRESS_FILE
 from tests.conftest import run_config
 from warehouse_node import client_app as client_module
 from warehouse_node import journal
-from warehouse_node.pipeline import CANDIDATE_FILE, MODEL_FILE
+from warehouse_node.model_store import CANDIDATE_FILE, MODEL_FILE
 from warehouse_node.server_state import STATE_DIR
 
 # an improvement of 90% per round is never reached: the run stops after round 1 + patience

@@ -13,10 +13,11 @@ from flwr.common.constant import SUPERLINK_NODE_ID
 from common import crypto
 from common.codec import GLOBAL, STATE, read_encrypted
 from common.config import load_node_config
+from coordinator.aggregation import EncryptedFedAvg
+from coordinator.checkpoints import latest_checkpoint
 from coordinator.planner import inprocess
 from coordinator.planner.cli import cli
 from coordinator.planner.demo import DemoSettings, run_demo
-from coordinator.strategy import EncryptedFedAvg, latest_checkpoint
 from warehouse_node import journal
 
 SETTINGS = DemoSettings(nodes=3, rounds=3, local_epochs=1, items=4, days=400, engine="inprocess")

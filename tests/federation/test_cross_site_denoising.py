@@ -13,10 +13,11 @@ from common import crypto
 from common.codec import CONFIG
 from common.denoise import PROFILE_FILE, DenoiseError, DenoiseSettings, Profile, SiteHistory, grid_dates
 from common.settings import Settings, SettingsError
+from coordinator.aggregation import RoundFailed
+from coordinator.checkpoints import PROFILE_FILE as SUMMED_FILE
+from coordinator.checkpoints import PROFILE_META
 from coordinator.planner.inprocess import run_inprocess
 from coordinator.server_app import app as server_app
-from coordinator.strategy import PROFILE_FILE as SUMMED_FILE
-from coordinator.strategy import PROFILE_META, RoundFailed
 from tests.conftest import node_round
 from warehouse_node.client_app import app as client_app
 

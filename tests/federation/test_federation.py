@@ -24,15 +24,15 @@ from common.codec import (
     read_encrypted,
 )
 from common.config import load_node_config
+from coordinator.aggregation import RoundFailed
 from coordinator.planner.inprocess import run_inprocess
 from coordinator.planner.runs import round_metrics
 from coordinator.server_app import app as server_app
-from coordinator.strategy import RoundFailed
 from tests.conftest import FAST_RUN, node_round, run_config
 from warehouse_node import client_app as client_module
 from warehouse_node import federated
+from warehouse_node.model_store import MODEL_FILE
 from warehouse_node.node import Node
-from warehouse_node.pipeline import MODEL_FILE
 from warehouse_node.published import metric_ratios
 
 

@@ -17,11 +17,11 @@ from common.network import (
     site_cells,
     to_digits,
 )
+from coordinator.checkpoints import NETWORK_FILE, NETWORK_META
 from coordinator.planner.cli import cli as planner
 from coordinator.planner.inprocess import run_inprocess
 from coordinator.planner.runs import fan_chart, network_forecast, run_status
 from coordinator.server_app import app as server_app
-from coordinator.strategy import NETWORK_FILE, NETWORK_META
 from tests.conftest import run_config
 from warehouse_node import client_app as client_module
 from warehouse_node.node import NETWORK_TOTALS_FILE

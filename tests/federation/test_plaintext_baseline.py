@@ -9,7 +9,7 @@ from coordinator.server_app import app as server_app
 from scripts import plaintext_fedavg
 from tests.conftest import run_config
 from warehouse_node.client_app import app as client_app
-from warehouse_node.pipeline import MODEL_FILE
+from warehouse_node.model_store import MODEL_FILE
 
 
 def _global_models(dirs) -> list[np.ndarray]:

@@ -15,9 +15,9 @@ from common.codec import METRIC_SCALE_BITS, NETWORK_TOTALS, PUBLISHED_METRICS, R
 from common.config import load_node_config
 from common.network import DIGIT_SCALE_BITS, Layout, to_digits
 from coordinator import publish
+from coordinator.checkpoints import PROGRESS_FILE
 from coordinator.planner.inprocess import run_inprocess
 from coordinator.server_app import app as server_app
-from coordinator.strategy import PROGRESS_FILE
 from tests.conftest import run_config
 from warehouse_node import client_app as client_module
 from warehouse_node import journal

@@ -40,7 +40,8 @@ from tests.bad_input import (
 from tests.conftest import model_config
 from warehouse_node.cli import EXIT_PARTIAL
 from warehouse_node.cli import cli as node
-from warehouse_node.pipeline import MAP_FILE, MODEL_FILE, forecast, prepare_node, save_global_model
+from warehouse_node.model_store import MODEL_FILE, save_global_model
+from warehouse_node.pipeline import MAP_FILE, forecast, prepare_node
 
 FUTURE, SECRET = 'future = "raw/future.csv"', 'secret_context = "keys/secret.ctx"'  # lines of node.toml
 

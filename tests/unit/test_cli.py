@@ -45,7 +45,7 @@ def _replenish(forecasts, stock, out, *extra):
 def test_prepare_forecast_replenish_on_a_node(nodes, tmp_path):
     from common.config import load_node_config
     from common.model import build_model, model_vector
-    from warehouse_node.pipeline import save_global_model
+    from warehouse_node.model_store import save_global_model
 
     node_dir = nodes[0][0]
     runner = CliRunner()
@@ -107,7 +107,7 @@ def test_prepare_forecast_replenish_on_a_node(nodes, tmp_path):
 def test_node_commands_take_the_folder_or_its_node_toml_under_either_name(nodes):
     from common.config import load_node_config
     from common.model import build_model, model_vector
-    from warehouse_node.pipeline import save_global_model
+    from warehouse_node.model_store import save_global_model
 
     node_dir = nodes[0][0]
     toml = str(node_dir / "node.toml")
@@ -126,7 +126,7 @@ def test_node_commands_take_the_folder_or_its_node_toml_under_either_name(nodes)
 def test_a_forecast_written_as_csv_decides_as_the_parquet_one(nodes, tmp_path):
     from common.config import load_node_config
     from common.model import build_model, model_vector
-    from warehouse_node.pipeline import save_global_model
+    from warehouse_node.model_store import save_global_model
 
     node_dir = nodes[0][0]
     runner = CliRunner()

@@ -8,7 +8,8 @@ import pandas as pd
 from common.config import load_node_config
 from common.model import build_model, model_vector
 from tests.conftest import model_config
-from warehouse_node.pipeline import NodeData, forecast, holdout_metrics, prepare_node, save_global_model
+from warehouse_node.model_store import save_global_model
+from warehouse_node.pipeline import NodeData, forecast, holdout_metrics, prepare_node
 
 TOML = """[node]
 name = "young"

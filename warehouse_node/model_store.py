@@ -1,0 +1,73 @@
+"""The global models a node keeps (NODE/private): the one it forecasts with, and the latest
+round's candidate until the federation's summed scores rank it (warehouse_node/node.py)."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from common.config import ConfigError, NodeConfig
+from common.model import build_model, load_vector
+from common.settings import ModelConfig
+
+MODEL_FILE = "global_model.pt"  # the global model this node forecasts with
+CANDIDATE_FILE = "candidate_model.pt"  # the last round's, until the federation's scores rank it
+
+
+def save_global_model(
+    cfg: NodeConfig, vector: np.ndarray, m: ModelConfig, server_round: int, name: str = MODEL_FILE
+) -> Path:
+    cfg.private_dir.mkdir(parents=True, exist_ok=True)
+    path = cfg.private_dir / name
+    torch.save(
+        {
+            "vector": torch.from_numpy(np.asarray(vector, dtype=np.float32)),
+            "model_config": m.to_dict(),
+            "round": server_round,
+        },
+        path,
+    )
+    return path
+
+
+def keep_candidate(cfg: NodeConfig, server_round: int) -> bool:
+    """Forecast from now on with the candidate model of ``server_round`` (the federation's best so
+    far); False when this node holds no candidate of that round (it missed the round's evaluation)."""
+    path = cfg.private_dir / CANDIDATE_FILE
+    try:
+        held = int(torch.load(path, weights_only=True)["round"])
+    except (OSError, EOFError, RuntimeError, pickle.UnpicklingError, KeyError, TypeError, ValueError):
+        return False
+    if held != server_round:
+        return False
+    path.replace(cfg.private_dir / MODEL_FILE)
+    return True
+
+
+def saved_model_vector(cfg: NodeConfig) -> tuple[int, np.ndarray] | None:
+    """(round, weights) of the global model this node forecasts with; None without a readable one."""
+    try:
+        blob = torch.load(cfg.private_dir / MODEL_FILE, weights_only=True)
+        return int(blob["round"]), blob["vector"].numpy()
+    except (OSError, EOFError, RuntimeError, pickle.UnpicklingError, KeyError, TypeError, ValueError):
+        return None
+
+
+def load_global_model(cfg: NodeConfig):
+    path = cfg.private_dir / MODEL_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: this node has not received a global model yet")
+    try:
+        blob = torch.load(path, weights_only=True)
+        m = ModelConfig(**{**blob["model_config"], "quantiles": tuple(blob["model_config"]["quantiles"])})
+        model = build_model(m, 0)
+        load_vector(model, blob["vector"].numpy())
+        return model, m, int(blob["round"])
+    except (OSError, EOFError, RuntimeError, pickle.UnpicklingError, KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(
+            f"{path} is not a readable global model ({type(exc).__name__}): the node writes it again "
+            "when it next takes part in a round"
+        ) from None
