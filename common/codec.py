@@ -24,6 +24,7 @@ from flwr.app import Array, ArrayRecord
 from common import crypto
 from common.crypto import CryptoError, EncryptedVector
 from common.denoise import PROFILE_SCALE_BITS
+from common.evaluation import HOLDOUT_SUMS
 from common.network import DIGIT_SCALE_BITS, Layout, from_digits, to_digits
 
 CIPHERTEXT_STYPE = "fedstock.ckks"
@@ -42,11 +43,7 @@ WEIGHT_UNIT = 1024
 # A site adds its own training loss of the round (weight·loss, weight) to them, so that the round's
 # one small sum holds every number the planner is shown; the last cell counts the sites in it.
 EVAL_METRICS = (
-    "abs_err_model",
-    "abs_err_naive",
-    "pinball_scaled",
-    "covered_80",
-    "points",
+    *HOLDOUT_SUMS,
     "weight_x_train_pinball",
     "train_weight",
     "nodes",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import subprocess
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +50,22 @@ def pinball(actual: np.ndarray, frame: pd.DataFrame) -> float:
     levels = quantile_columns(frame)
     pred = frame[list(levels.values())].to_numpy(float)
     return float(pinball_per_point(pred, actual, tuple(levels)).mean())
+
+
+# A model's hold-out sums (warehouse_node/pipeline.py ``holdout_metrics``): sums, not means, so that
+# the sites' can be added encrypted (common/codec.py EVAL_METRICS); ``holdout_means`` reads them.
+HOLDOUT_SUMS = ("abs_err_model", "abs_err_naive", "pinball_scaled", "covered_80", "points")
+
+
+def holdout_means(sums: Mapping[str, float]) -> dict[str, float]:
+    """Per-point means of hold-out sums, a site's own or the federation's summed ones."""
+    per_point = max(float(sums["points"]), 1.0)
+    return {
+        "mae": float(sums["abs_err_model"]) / per_point,
+        "naive_mae": float(sums["abs_err_naive"]) / per_point,
+        "pinball": float(sums["pinball_scaled"]) / per_point,
+        "coverage_80": float(sums["covered_80"]) / per_point,
+    }
 
 
 def naive_positions(length: int, horizon: int, season: int) -> np.ndarray:

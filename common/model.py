@@ -34,6 +34,8 @@ SEASONAL_RECENT = 13  # periods over which the seasonal anchor measures this yea
 # The shift is a mean of 13 noisy differences; taking 0.7 of it beat the full shift at 6 of 6
 # origins before the benchmark window (scripts/benchmark_denoise.py, BENCHMARKS.md)
 SHIFT_SHRINK = 0.7
+
+
 class DemandForecaster(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()

@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from common.evaluation import holdout_means
+
 STOP_METRICS = ("mae", "pinball")  # hold-out MAE in units, or mean pinball loss in scaled units
 CONTINUE, STOP = "continue", "stop"
 REASON_CAP, REASON_PATIENCE = "round cap", "no improvement"
@@ -52,11 +54,10 @@ class Decision:
 
 
 def validation_score(sums: Mapping[str, float], metric: str) -> float:
-    """The score a round is judged by, from summed hold-out sums (common/records.EVAL_METRICS)."""
-    points = float(sums["points"])
-    if points < 0.5:
+    """The score a round is judged by, from summed hold-out sums (common/evaluation.py HOLDOUT_SUMS)."""
+    if float(sums["points"]) < 0.5:
         return float("inf")  # nothing held out: never an improvement
-    return float(sums["abs_err_model" if metric == "mae" else "pinball_scaled"]) / points
+    return holdout_means(sums)[metric]
 
 
 def best_round(scores: Sequence[float], min_improvement: float = 0.0) -> int:

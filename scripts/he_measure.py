@@ -108,9 +108,7 @@ def update_costs(key_dir: Path, repeats: int) -> list[dict]:
     rows = []
     for name in MODELS:
         w = model_weights(name)
-        enc_s, vec = _median(
-            lambda w=w: encode_update(key, w, 6.6, 0.3, addends=100), repeats
-        )
+        enc_s, vec = _median(lambda w=w: encode_update(key, w, 6.6, 0.3, addends=100), repeats)
         dec_s, _ = _median(lambda vec=vec: global_weights(crypto.decrypt(key, vec)), repeats)
         encrypted = RecordDict(
             {UPDATE: encrypted_record(**{STATE: vec}), CONFIG: ConfigRecord({"fingerprint": key.fingerprint})}

@@ -1,13 +1,12 @@
-"""One node's part of a federated round, between its data and the ciphertexts (no Flower here).
+"""A node's round: the settings a message brings, and the local update (no Flower, no ciphertexts).
 
-The node replies with Enc([n·w, n·loss, n]), n its FedAvg weight; the coordinator only adds. From
-the summed state Enc([Σn·w, Σn·loss, Σn]) each node recovers the global weights w = Σn·w / Σn.
-A server learning rate η (FedOpt's server step, which a coordinator that cannot read the model
-cannot take) is applied by every node to its own update before encrypting: it sends
-w = w_global + η·(w_trained − w_global), so the average is w_global + η·(mean update).
-Each node keeps its own AdamW state between rounds (NODE/private) instead of restarting the
-optimizer every round; on store_item that lowered the federated MAE at both origins tried before
-the benchmark window, and on Walmart it changed nothing (BENCHMARKS.md notes).
+The node's update is averaged FedAvg-style: each node's weights weighted by its training windows
+(common/codec.py lays out what travels). A server learning rate η (FedOpt's server step, which a
+coordinator that cannot read the model cannot take) is applied by every node to its own update
+before it is encrypted: it sends w = w_global + η·(w_trained − w_global), so the average is
+w_global + η·(mean update). Each node keeps its own AdamW state between rounds (NODE/private)
+instead of restarting the optimizer every round; on store_item that lowered the federated MAE at
+both origins tried before the benchmark window, and on Walmart it changed nothing (BENCHMARKS.md).
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from common.config import NodeConfig
+from common.evaluation import holdout_means
 from common.files import write_json_atomic
 
 STATUS_FILE = "status.json"
@@ -46,15 +47,13 @@ def read_status(cfg: NodeConfig) -> dict:
 def record_holdout(cfg: NodeConfig, run: int | None, server_round: int, model: str, sums: dict) -> dict:
     """Note how the global model of a round scored on this site's hold-out window, beside seasonal
     naive (the same window, the same points); the sums are those the coordinator gets encrypted."""
-    points = max(float(sums["points"]), 1.0)
+    means = holdout_means(sums)
     entry = {
         "run": run,
         "round": server_round,
         "model": model,
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "mae": sums["abs_err_model"] / points,
-        "naive_mae": sums["abs_err_naive"] / points,
-        "coverage_80": sums["covered_80"] / points,
+        **{k: means[k] for k in ("mae", "naive_mae", "coverage_80")},
         "points": int(sums["points"]),
     }
     try:

@@ -21,6 +21,7 @@ import numpy as np
 from common import crypto
 from common.codec import EVAL_METRICS, NETWORK_TOTALS, PUBLISHED_KINDS, ROUND_METRICS
 from common.config import NodeConfig
+from common.evaluation import holdout_means
 from common.files import write_json_atomic
 from common.network import MIN_SITES, Layout, from_digits
 from common.settings import MIN_PUBLISHED_SITES
@@ -92,14 +93,10 @@ def open_sum(
 
 def metric_ratios(sums: dict[str, float]) -> list[float]:
     """The round's published metrics (``PUBLISHED_METRICS``) from its summed evaluation sums."""
-    points = max(float(sums["points"]), 1.0)
-    weight = float(sums["train_weight"])
+    means, weight = holdout_means(sums), float(sums["train_weight"])
     return [
         float(sums["weight_x_train_pinball"]) / weight if weight > 1e-9 else float("nan"),
-        float(sums["abs_err_model"]) / points,
-        float(sums["abs_err_naive"]) / points,
-        float(sums["pinball_scaled"]) / points,
-        float(sums["covered_80"]) / points,
+        *(means[k] for k in ("mae", "naive_mae", "pinball", "coverage_80")),
         float(round(float(sums["nodes"]))),
     ]
 

@@ -31,7 +31,7 @@ from common.config import NodeConfig, load_node_config
 from common.files import write_json_atomic
 from common.network import group_label
 from common.public_data import DATASETS, WRITERS, load_sales, to_dataset_columns
-from common.settings import load_run_config, with_defaults
+from common.settings import Settings, load_run_config, with_defaults
 from common.training import training_device
 from coordinator.checkpoints import PROGRESS_FILE
 from coordinator.planner.demo import site_keys
@@ -73,17 +73,19 @@ class SimulationSettings:
             key = DATASETS[self.dataset].keys[1]
             values = load_sales(self.dataset, self.data)[key].map(group_label).unique()
             groups = {"network-group": key, "network-groups": ",".join(sorted(values, key=_natural))}
-        config = with_defaults({
-            **preset,
-            **groups,
-            **dict(self.overrides),
-            "num-rounds": self.rounds or preset["num-rounds"],
-            "min-nodes": 1,
-            "seed": self.seed,
-            "validation-periods": -1,  # the last horizon is held out: the rounds follow its score
-            "public-context": str(out / "keys" / crypto.PUBLIC_CONTEXT_FILE),
-            "checkpoint-dir": str(out / "checkpoints"),
-        })
+        config = with_defaults(
+            {
+                **preset,
+                **groups,
+                **dict(self.overrides),
+                "num-rounds": self.rounds or preset["num-rounds"],
+                "min-nodes": 1,
+                "seed": self.seed,
+                "validation-periods": -1,  # the last horizon is held out: the rounds follow its score
+                "public-context": str(out / "keys" / crypto.PUBLIC_CONTEXT_FILE),
+                "checkpoint-dir": str(out / "checkpoints"),
+            }
+        )
         if config["dp-clip"]:  # the privacy accounting covers the model updates only
             config["denoise-rank"] = 0
         return config
@@ -124,12 +126,9 @@ def run_he(nodes: list[NodeConfig], rc: dict, report: Report) -> Outcome:
     messages = {"n": 0}
     # train, evaluate, publish (+ decide) per round; the profile's three steps; the network
     # forecast's query and its opening
-    per_round = 3 + (int(rc.get("validation-periods", -1)) != 0)
-    steps = (
-        per_round * int(rc["num-rounds"])
-        + 3 * bool(rc.get("denoise-rank"))
-        + 2 * bool(rc.get("network-forecast"))
-    )
+    run = Settings.of(rc)
+    per_round = 3 + (run.federation.validation != 0)
+    steps = per_round * run.rounds + 3 * run.federation.denoise.enabled + 2 * run.network_forecast
     total = steps * len(nodes)
 
     def progress(line: str) -> None:
@@ -163,7 +162,8 @@ def train_and_forecast(
     ends it; return dataset-shaped forecasts and how the training ended."""
     started = time.monotonic()
     rc = s.run_config(out)
-    if rc.get("denoise-rank") and len(nodes) < int(rc.get("denoise-min-sites", 5)):
+    denoise = Settings.of(rc).federation.denoise
+    if denoise.enabled and len(nodes) < denoise.min_sites:
         report(f"cross-site denoising off: {len(nodes)} sites, fewer than denoise-min-sites")
         rc["denoise-rank"] = 0
     outcome = RUNNERS[s.mode](nodes, rc, report)

@@ -69,7 +69,13 @@ def test_each_site_keeps_its_own_holdout_scores_and_they_add_up_to_the_planners(
     from warehouse_node.cli import cli as node_cli
 
     dirs, _ = nodes
-    scores_sums = {"abs_err_model": 2.0, "abs_err_naive": 4.0, "covered_80": 1.0, "points": 2.0}
+    scores_sums = {
+        "abs_err_model": 2.0,
+        "abs_err_naive": 4.0,
+        "pinball_scaled": 1.0,
+        "covered_80": 1.0,
+        "points": 2.0,
+    }
     run_inprocess(server_app, client_module.app, dirs, run_config(keys, tmp_path / "ckpt"))
     metrics = round_metrics(tmp_path / "ckpt").set_index("round")
     scores = [journal.read_holdout(load_node_config(d))["rounds"] for d in dirs]
