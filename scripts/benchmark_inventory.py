@@ -45,7 +45,7 @@ from common.inventory import sample_paths
 from common.policies import POLICIES, DemandForecast
 from common.public_data import DATASETS, WRITERS, load_sales, to_dataset_columns
 from common.replay import ReplaySettings, SkuHistory, replay, summarise
-from coordinator.planner.demo import provision_node
+from coordinator.planner.provision import provision_node
 from coordinator.planner.simulate import SimulationSettings, prepare_nodes, train_and_forecast
 from warehouse_node.pipeline import forecast
 

@@ -23,8 +23,8 @@ from flwr.app import Message  # noqa: E402
 from common import crypto  # noqa: E402
 from common.config import load_node_config  # noqa: E402
 from common.synthetic import SyntheticSpec, write_warehouse  # noqa: E402
-from coordinator.planner.demo import provision_node  # noqa: E402
 from coordinator.planner.inprocess import InProcessGrid, run_inprocess  # noqa: E402
+from coordinator.planner.provision import provision_node  # noqa: E402
 from coordinator.planner.simulate import PRESETS, SimulationSettings, prepare_nodes  # noqa: E402
 from warehouse_node.pipeline import prepare_node  # noqa: E402
 

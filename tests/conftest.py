@@ -12,7 +12,7 @@ import pytest
 from common import crypto
 from common.settings import ModelConfig, Settings, TrainConfig, with_defaults
 from common.synthetic import SyntheticSpec, write_warehouse
-from coordinator.planner.demo import provision_node
+from coordinator.planner.provision import provision_node
 
 SMALL = SyntheticSpec(items=5, days=300, horizon_days=28, customers=40)
 ROOT = Path(__file__).resolve().parents[1]  # the repository

@@ -121,7 +121,9 @@ def _counts(outputs: dict, out: Path, seconds: float) -> None:
 @cli.command()
 @click.option("--nodes", default=3, show_default=True, type=click.IntRange(2, 64))
 @click.option("--rounds", default=3, show_default=True, type=click.IntRange(1, 100))
-@click.option("--local-epochs", default=2, show_default=True, type=click.IntRange(1, 50))
+@click.option(
+    "--local-epochs", default=None, type=click.IntRange(1, 50), help="[default: the run config's, 2]"
+)
 @click.option(
     "--out",
     "out_dir",
@@ -141,7 +143,9 @@ def _counts(outputs: dict, out: Path, seconds: float) -> None:
     "--tls", is_flag=True, help="TLS with a CA made for this run, and SuperNode authentication (deployment)."
 )
 @one_line_errors
-def demo(nodes: int, rounds: int, local_epochs: int, out_dir: str, engine: str, seed: int, tls: bool) -> None:
+def demo(
+    nodes: int, rounds: int, local_epochs: int | None, out_dir: str, engine: str, seed: int, tls: bool
+) -> None:
     """Run a demo federation on built-in synthetic warehouses, end to end."""
     start = time.monotonic()
     out_dir = out_dir or f"runs/demo-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -197,7 +201,7 @@ def resume(run_dir: str) -> None:
     help="Round cap [default: the preset's, 40]; every mode stops earlier when its validation "
     "score on the last held-out horizon stops improving.",
 )
-@click.option("--seed", default=7, show_default=True, type=int)
+@click.option("--seed", default=None, type=int, help="[default: the run config's, 7]")
 @click.option(
     "--until",
     default=None,
@@ -206,18 +210,16 @@ def resume(run_dir: str) -> None:
 )
 @click.option(
     "--dp-clip",
-    default=0.0,
-    show_default=True,
+    default=None,
     type=click.FloatRange(min=0),
-    help="he mode: differential privacy, L2 clip of each node's update (0 = off); turns cross-site "
-    "denoising off, which the privacy accounting does not cover.",
+    help="he mode: differential privacy, L2 clip of each node's update (0 = off, the default); "
+    "turns cross-site denoising off, which the privacy accounting does not cover.",
 )
 @click.option(
     "--dp-noise",
-    default=1.0,
-    show_default=True,
+    default=None,
     type=click.FloatRange(min=0, min_open=True),
-    help="Noise multiplier of the summed updates.",
+    help="Noise multiplier of the summed updates [default: the run config's, 1.0].",
 )
 @click.option(
     "--device",
@@ -233,16 +235,17 @@ def simulate_cmd(
     out_dir: str,
     mode: str,
     rounds: int | None,
-    seed: int,
+    seed: int | None,
     until: datetime | None,
-    dp_clip: float,
-    dp_noise: float,
+    dp_clip: float | None,
+    dp_noise: float | None,
     device: str,
 ) -> None:
     """Federate one node per store of a public dataset; write RUN_DIR/forecasts.parquet."""
     if dp_clip and mode != "he":
         raise click.UsageError("--dp-clip needs --mode he (privacy applies to the encrypted federation)")
-    overrides = (("dp-clip", dp_clip), ("dp-noise", dp_noise)) if dp_clip else ()
+    given = (("dp-clip", dp_clip), ("dp-noise", dp_noise))
+    overrides = tuple((k, v) for k, v in given if v is not None) if dp_clip else ()
     cut = until.strftime("%Y-%m-%d") if until else None
     try:
         settings = SimulationSettings(dataset, Path(data_dir), mode, rounds, seed, cut, overrides, device)

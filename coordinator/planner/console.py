@@ -22,7 +22,7 @@ from rich.table import Table
 from common import crypto
 from common.cli_errors import one_line_errors
 from common.network import DEFAULT_DEPENDENCE, DEPENDENCE, MIN_SITES, Layout
-from common.settings import APP_DIR
+from common.settings import APP_DIR, Settings, SettingsError, app_defaults
 from common.tables import output_table, write_table
 from coordinator.checkpoints import PROGRESS_FILE
 from coordinator.planner import control
@@ -139,7 +139,12 @@ def follow(runs: Path, run_id: int, folder: Path, fingerprint: str, poll: float 
 @click.option("--network/--no-network", default=True, show_default=True, help="Network forecast at the end.")
 @click.option("--network-group", default="", help="Series key to break the network forecast down by.")
 @click.option("--network-groups", default="", help="That key's values, comma-separated.")
-@click.option("--min-sites", type=click.IntRange(MIN_SITES), default=MIN_SITES, show_default=True)
+@click.option(
+    "--min-sites",
+    type=click.IntRange(MIN_SITES),
+    default=None,
+    help="Fewest sites of a network sum [default: the run config's network-min-sites, 3].",
+)
 @click.option(
     "--resume", "resume_run", type=int, default=None, help="Continue RUN_ID from its last checkpoint."
 )
@@ -165,7 +170,7 @@ def run_cmd(
     network: bool,
     network_group: str,
     network_groups: str,
-    min_sites: int,
+    min_sites: int | None,
     resume_run: int | None,
     detach: bool,
     app_dir: str,
@@ -182,12 +187,17 @@ def run_cmd(
     rc.update({k: v for k, v in (("num-rounds", rounds), ("min-nodes", min_nodes)) if v is not None})
     if network:
         Layout.of(network_group, network_groups, 1)  # refused here, not by every node mid-run
-        rc.update({"network-forecast": True, "network-min-sites": min_sites})
+        rc["network-forecast"] = True
+        rc.update({} if min_sites is None else {"network-min-sites": min_sites})
         rc.update({"network-group": network_group, "network-groups": network_groups})
     if resume_run is not None:
         if not (runs / str(resume_run)).is_dir():
             raise click.ClickException(f"--resume {resume_run}: no such run in {runs}")
         rc.update({"checkpoint-dir": str(runs / str(resume_run)), "resume": True})
+    try:  # a wrong type or range is refused here, by key, before anything is submitted
+        Settings.of({**app_defaults(app.resolve()), **rc})
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from None
     control.connect(runs, superlink, Path(tls_ca) if tls_ca else None)
     run_id = control.start_run(runs, rc, app)
     print(run_id, flush=True)

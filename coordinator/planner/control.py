@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import json
 import subprocess
-import tomllib
 from pathlib import Path
 
 from common.files import write_json_atomic
 from common.processes import flower_env, flower_tool, write_connection, write_run_config
-from common.settings import APP_DIR
+from common.settings import APP_DIR, SettingsError, app_defaults
 
 CONNECTION = "fedstock"
 
@@ -61,10 +60,10 @@ def _flwr(runs: Path, *args: str, timeout: float = 120.0) -> dict:
 
 def app_config_keys(app: Path) -> set[str]:
     """The run-config keys the Flower app declares (``flwr run`` refuses any other)."""
-    pyproject = Path(app) / "pyproject.toml"
     try:
-        return set(tomllib.loads(pyproject.read_text())["tool"]["flwr"]["app"]["config"])
-    except (OSError, KeyError, tomllib.TOMLDecodeError):
+        return set(app_defaults(Path(app).resolve()))
+    except SettingsError:
+        pyproject = Path(app) / "pyproject.toml"
         raise ControlError(
             f"{app} is not the fedstock Flower app (no [tool.flwr.app.config] in {pyproject})"
         ) from None

@@ -15,7 +15,6 @@ Layout of ``OUT``::
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -27,6 +26,7 @@ from common import crypto
 from common.config import load_node_config
 from common.processes import write_run_config
 from common.synthetic import SyntheticSpec, write_warehouse
+from coordinator.planner.provision import site_keys
 from coordinator.planner.runs import progress, round_metrics
 from warehouse_node import journal
 from warehouse_node.node import Node
@@ -40,7 +40,7 @@ SETTINGS_FILE = "demo.json"
 class DemoSettings:
     nodes: int = 3
     rounds: int = 3
-    local_epochs: int = 2
+    local_epochs: int | None = None  # None: the app's default (pyproject.toml)
     seed: int = 7
     items: int = 16
     days: int = 730
@@ -48,46 +48,18 @@ class DemoSettings:
     tls: bool = False  # deployment only: TLS (CA made for the run) and SuperNode authentication
 
 
-def provision_node(node_dir: Path, keys_dir: Path, fingerprint: str) -> None:
-    """Give a node the shared secret context (0600) and pin the key fingerprint in node.toml."""
-    target = node_dir / "keys" / crypto.SECRET_CONTEXT_FILE
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if target.resolve() != (keys_dir / crypto.SECRET_CONTEXT_FILE).resolve():  # the steward has it
-        shutil.copyfile(keys_dir / crypto.SECRET_CONTEXT_FILE, target)
-    target.chmod(0o600)
-    toml = node_dir / "node.toml"
-    toml.write_text(
-        toml.read_text().replace(
-            'secret_context = "keys/secret.ctx"',
-            f'secret_context = "keys/secret.ctx"\nkey_fingerprint = "{fingerprint}"',
-        )
-    )
-
-
-def site_keys(node_dirs: list[Path], public_dir: Path) -> str:
-    """A deployment's key flow: the first site (the key steward, `fedstock-node keygen`) makes the
-    key pair, hands secret.ctx to the other sites, and publishes public.ctx and keys.json, all that
-    the coordinator and the planner get (``public_dir``). Returns the key's fingerprint."""
-    steward = node_dirs[0] / "keys"
-    fingerprint = crypto.keygen(steward)
-    crypto.publish_keys(steward, public_dir)
-    for node_dir in node_dirs:
-        provision_node(node_dir, steward, fingerprint)
-    return fingerprint
-
-
 def run_config(out: Path, s: DemoSettings, resume: bool = False) -> dict:
-    return {
+    """The demo's run config over the app's defaults: what the demo chooses differently."""
+    rc = {
         "resume": resume,
         "num-rounds": s.rounds,  # the cap: the sites stop earlier when their validation stops improving
-        "stop-patience": 2,
-        "stop-min-improvement": 0.002,
+        "stop-patience": 2,  # a short demo: two rounds without a better summed score end it
         "min-nodes": s.nodes,
-        "local-epochs": s.local_epochs,
-        "seed": s.seed,
+        "seed": s.seed,  # also the synthetic data's
         "public-context": str((out / "keys" / crypto.PUBLIC_CONTEXT_FILE).resolve()),
         "checkpoint-dir": str((out / "checkpoints").resolve()),
     }
+    return rc if s.local_epochs is None else {**rc, "local-epochs": s.local_epochs}
 
 
 def federate(out: Path, node_dirs: list[Path], s: DemoSettings, report: Report, resume: bool = False) -> None:

@@ -34,7 +34,7 @@ from common.public_data import DATASETS, WRITERS, load_sales, to_dataset_columns
 from common.settings import Settings, load_run_config, with_defaults
 from common.training import training_device
 from coordinator.checkpoints import PROGRESS_FILE
-from coordinator.planner.demo import site_keys
+from coordinator.planner.provision import site_keys
 from coordinator.planner.reference_modes import Outcome, Report, run_central, run_local, run_plain
 from coordinator.planner.runs import round_metrics
 from warehouse_node.node import Node
@@ -54,7 +54,7 @@ class SimulationSettings:
     data: Path
     mode: str = "he"
     rounds: int | None = None  # the round cap; None: the preset's
-    seed: int = 7
+    seed: int | None = None  # None: the run config's
     until: str | None = None  # cut the history here (benchmarks hold out what follows)
     overrides: tuple[tuple[str, object], ...] = ()
     device: str = "cpu"  # every simulated node's [training] device, and centralized training's
@@ -78,9 +78,9 @@ class SimulationSettings:
                 **preset,
                 **groups,
                 **dict(self.overrides),
+                **({} if self.seed is None else {"seed": self.seed}),
                 "num-rounds": self.rounds or preset["num-rounds"],
                 "min-nodes": 1,
-                "seed": self.seed,
                 "validation-periods": -1,  # the last horizon is held out: the rounds follow its score
                 "public-context": str(out / "keys" / crypto.PUBLIC_CONTEXT_FILE),
                 "checkpoint-dir": str(out / "checkpoints"),

@@ -151,6 +151,10 @@ def test_planner_run_refuses_bad_options_before_submitting_anything(planner_keys
     unknown.write_text("num-round = 3\n")
     message = _error(_run(planner_keys, tmp_path, "--insecure", "--run-config", str(unknown)))
     assert "unknown run-config keys: num-round" in message
+    mistyped = tmp_path / "typed.toml"
+    mistyped.write_text('lookback = "long"\n')
+    message = _error(_run(planner_keys, tmp_path, "--insecure", "--run-config", str(mistyped)))
+    assert "run config 'lookback' must be int, got 'long'" in message
     assert "HOST:PORT" in _error(
         CliRunner().invoke(
             planner,
