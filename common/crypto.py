@@ -18,7 +18,7 @@ one 64-bit word per coefficient; SEAL's zstd squeezes the unused bits, so 56 bit
 where 60 cost 8.0x) and a 20-bit special prime, which only key switching would use. Values travel at
 scale 2^35: fresh noise is about 2^12 / 2^35 = 1.2e-7 per value, and a sum may reach
 ``sum_bound`` = 2^(56 - 2 - 35) = 2^19 before it wraps. Callers keep their sums inside that bound
-(see warehouse_node/federated.py) or pick a lower scale for large values (``scale_bits``).
+(common/codec.py: WEIGHT_UNIT) or pick a lower scale for large values (``scale_bits``).
 
 TenSEAL is used from one thread per process: contexts are made with ``n_threads=1`` (no worker
 pool) and every operation checks that it runs on the thread that loaded the key.

@@ -126,9 +126,3 @@ class Probabilistic:
 
 
 POLICIES: dict[str, Policy] = {p.name: p for p in (SeedRule(), Classical(), Probabilistic())}
-
-
-def get_policy(name: str) -> Policy:
-    if name not in POLICIES:
-        raise ValueError(f"unknown policy {name!r}: choose one of {', '.join(POLICIES)}")
-    return POLICIES[name]

@@ -201,13 +201,6 @@ def predict_scaled(model: DemandForecaster, windows: WindowSet, batch_size: int 
     return torch.cat(out).numpy() if out else np.zeros((0, windows.horizon, len(model.cfg.quantiles)))
 
 
-@torch.no_grad()
-def mean_pinball(model: DemandForecaster, windows: WindowSet) -> float:
-    pred = predict_scaled(model, windows)
-    target = windows.batch(np.arange(len(windows)))["target"]
-    return float(pinball_loss(torch.from_numpy(pred), torch.from_numpy(target), model.cfg.quantiles))
-
-
 def mean_from_quantiles(q: np.ndarray, levels: tuple[float, ...]) -> np.ndarray:
     """Mean of the piecewise-linear quantile function (flat beyond the outer levels), last axis Q."""
     grid = np.linspace(0.005, 0.995, 100)

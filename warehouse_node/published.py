@@ -19,11 +19,11 @@ from pathlib import Path
 import numpy as np
 
 from common import crypto
-from common.codec import EVAL_METRICS, NETWORK_TOTALS, PUBLISHED_KINDS, ROUND_METRICS
+from common.codec import EVAL_METRICS, NETWORK_TOTALS, PUBLISHED_KINDS, ROUND_METRICS, decode_totals
 from common.config import NodeConfig
 from common.evaluation import holdout_means
 from common.files import write_json_atomic
-from common.network import MIN_SITES, Layout, from_digits
+from common.network import MIN_SITES, Layout
 from common.settings import MIN_PUBLISHED_SITES
 
 TRAINED_FILE = "trained.json"  # NODE/private: this site's training loss of its latest round
@@ -82,7 +82,7 @@ def open_sum(
     if vec.length != length:
         raise RefusedToOpen(f"a {kind} sum has {length} values, this one {vec.length}: not opened")
     plain = crypto.decrypt(key, vec)
-    values = from_digits(plain, network.cells) if kind == NETWORK_TOTALS and network else plain
+    values = decode_totals(plain, network) if kind == NETWORK_TOTALS and network else plain
     sites = round(float(values[-1]))  # the count is inside the ciphertext, summed like the rest
     if sites < floor:
         raise RefusedToOpen(f"the {kind} sum counts {sites} sites, fewer than {floor}: not opened")

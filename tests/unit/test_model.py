@@ -1,8 +1,8 @@
 import numpy as np
 import torch
 
-from common.model import build_model, load_vector, model_vector
-from common.training import mean_pinball, predict_scaled, train_local
+from common.model import build_model, load_vector, model_vector, pinball_loss
+from common.training import predict_scaled, train_local
 from common.windows import EVENT_BUCKETS, KNOWN_FEATURES, MAX_STATIC, PAST_ONLY, build_windows, series_stats
 from tests.conftest import model_config, toy_panel, train_config
 
@@ -48,6 +48,13 @@ def test_same_seed_gives_same_initial_weights():
     cfg = model_config(hidden=16)
     assert np.array_equal(model_vector(build_model(cfg, 5)), model_vector(build_model(cfg, 5)))
     assert not np.array_equal(model_vector(build_model(cfg, 5)), model_vector(build_model(cfg, 6)))
+
+
+@torch.no_grad()
+def mean_pinball(model, windows) -> float:
+    pred = predict_scaled(model, windows)
+    target = windows.batch(np.arange(len(windows)))["target"]
+    return float(pinball_loss(torch.from_numpy(pred), torch.from_numpy(target), model.cfg.quantiles))
 
 
 def test_loss_decreases_on_a_learnable_toy_series():

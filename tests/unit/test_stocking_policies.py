@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from common.policies import Classical, DemandForecast, Probabilistic, SeedRule, get_policy
+from common.policies import Classical, DemandForecast, Probabilistic, SeedRule
 
 
 def _flat(value: float = 10.0, horizon: int = 6, sd: float | None = 3.0) -> DemandForecast:
@@ -47,11 +47,6 @@ def test_levels_later_in_the_horizon_use_those_periods():
     )
     with pytest.raises(ValueError, match="past the forecast horizon"):
         Probabilistic().levels(DemandForecast(paths), start=4, lead=2, review=1, alpha=0.9)
-
-
-def test_unknown_policy_name_is_refused():
-    with pytest.raises(ValueError, match="unknown policy 'newsvendor'"):
-        get_policy("newsvendor")
 
 
 def test_cached_quantile_of_the_sum_equals_numpys_at_every_service_level():
