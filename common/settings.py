@@ -94,7 +94,10 @@ def app_defaults(app_dir: Path = APP_DIR) -> MappingProxyType:
     try:
         table = tomllib.loads(path.read_text(encoding="utf-8"))["tool"]["flwr"]["app"]["config"]
     except (OSError, KeyError, tomllib.TOMLDecodeError) as exc:
-        raise SettingsError(f"cannot read the run-config defaults from {path}: {exc}") from None
+        raise SettingsError(
+            f"cannot read the run-config defaults from {path} ({exc}): point FEDSTOCK_APP at the "
+            "fedstock app folder (the one with its pyproject.toml)"
+        ) from None
     return MappingProxyType(table)
 
 
