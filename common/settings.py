@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from functools import cache
 from pathlib import Path
 from types import MappingProxyType
@@ -200,6 +200,8 @@ class FederationSettings:
         v = read_values(config, FEDERATION_KEYS)
         try:
             return cls._build(v)
+        except SettingsError:
+            raise
         except ValueError as exc:
             raise SettingsError(f"run config: {exc}") from None
 
@@ -264,10 +266,6 @@ class FederationSettings:
         """The flat keys every message carries (the app edge wraps them in a ConfigRecord)."""
         return dict(self.values)
 
-    def but(self, **changes: Any) -> FederationSettings:
-        """The same settings with some keys changed (``key_name`` for ``key-name``)."""
-        return FederationSettings.of({**self.values, **{k.replace("_", "-"): v for k, v in changes.items()}})
-
 
 def _check_ranges(v: Mapping[str, Any]) -> None:
     if not v["proximal-mu"] >= 0:  # NaN too
@@ -321,6 +319,3 @@ class Settings:
     @property
     def rounds(self) -> int:
         return self.federation.stop.max_rounds
-
-    def but(self, **changes: Any) -> Settings:
-        return replace(self, federation=self.federation.but(**changes))

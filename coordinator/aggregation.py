@@ -168,7 +168,7 @@ class EncryptedFedAvg(Strategy):
 
     def _kept(self, server_round: int, phase: str, name: str, vec, good: list[dict], refused: list[str]):
         for line in refused:
-            log(WARNING, "round %d %s: %s", server_round, phase, line)
+            log(WARNING, "round %d%s: %s", server_round, "" if phase == "train" else f" {phase}", line)
         self.run.keep_sum(server_round, name, vec)
         self.run.step(server_round, phase, [d["node"] for d in good], refused)
         counts = MetricRecord({"replies": len(good), "refused": len(refused)})

@@ -192,10 +192,10 @@ def network_totals(msg: Message, context: Context) -> Message:
     run = context.run_id
     try:
         values, dates, series = node.network_cells(s, weights)
+        vec = codec.encode_totals(key, values, s.nodes)
     except NetworkError as exc:
         say(context, f"run {run}: network forecast refused: {exc}")
         raise
-    vec = codec.encode_totals(key, values, s.nodes)
     start, end = (pd.Timestamp(d).date().isoformat() for d in (dates[0], dates[-1]))
     model = journal.model_fingerprint(weights)
     journal.record(

@@ -35,6 +35,10 @@ from common.training import TrainConfig
 from warehouse_node.pipeline import NodeData, group_labels, local_update
 
 OPTIMIZER_FILE = "optimizer.pt"  # NODE/private: this node's optimizer state after its last round
+# The model's fields in the order the tags of saved optimizer states were made with
+TAGGED_MODEL_FIELDS = (
+    *("lookback", "horizon", "hidden", "heads", "dropout", "quantiles", "anchor", "denoise", "season_blend"),
+)
 
 
 @dataclass(frozen=True)
@@ -100,8 +104,9 @@ def server_step(start: np.ndarray, trained: np.ndarray, rate: float) -> np.ndarr
 
 def _run_tag(s: RoundSettings) -> str:
     """What an optimizer state belongs to: the run's model and training settings, not the round."""
-    t = s.train
-    run = (s.model.to_dict(), s.seed, t.epochs, t.learning_rate, t.batch_size, t.max_batches_per_epoch)
+    t, m = s.train, s.model.to_dict()
+    model = {k: m[k] for k in TAGGED_MODEL_FIELDS}
+    run = (model, s.seed, t.epochs, t.learning_rate, t.batch_size, t.max_batches_per_epoch)
     extra = (t.proximal,) if t.proximal else ()  # runs without it keep the tags they had
     return hashlib.sha256(repr((run, t.scale_weight, *extra, s.denoise_id)).encode()).hexdigest()[:16]
 
