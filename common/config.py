@@ -47,11 +47,6 @@ import pandas as pd
 
 DATE_ORDERS = ("day-first", "month-first")
 MAX_OBSERVED = 4  # past-only covariate slots of the model
-SECTION_KEYS = {  # node.toml's sections besides [data], and the keys each may hold
-    "node": ("name", "secret_context", "key_fingerprint"),
-    "network": ("share",),
-    "training": ("device",),
-}
 DEVICE_NAME = re.compile(r"cpu|cuda(:\d+)?")
 
 
@@ -124,132 +119,166 @@ class NodeConfig:
         return self.folder / "out"
 
 
-def _frequency(value: str) -> str:
+# ---- node.toml as a schema: every key's type and allowed values, one error naming key and file ----
+COLUMN, COLUMNS, FILE, BOOL = "column", "columns", "file", "bool"
+WHAT = {
+    COLUMN: "a column name (text)",
+    COLUMNS: "a list of column names (text)",
+    FILE: "a path to a file (text)",
+    BOOL: "true or false",
+    str: "text",
+}
+SCHEMA: dict[str, dict[str, object]] = {  # section -> key -> kind, or the tuple of allowed values
+    "node": {"name": str, "secret_context": FILE, "key_fingerprint": str},
+    "data": {
+        **{"path": FILE, "kind": ("orders", "periods"), "frequency": str, "timestamp": COLUMN},
+        **{"quantity": COLUMN, "series_keys": COLUMNS, "price": COLUMN, "promo": COLUMN},
+        **{"holiday": COLUMN, "static": COLUMNS, "observed": COLUMNS, "drop_columns": COLUMNS},
+        **{"calendar": FILE, "future": FILE, "cap_outliers": BOOL, "date_order": DATE_ORDERS},
+    },
+    "network": {"share": BOOL},
+    "training": {"device": str},
+}
+REQUIRED = {"data": ("path", "timestamp", "quantity", "series_keys")}
+TOML_TYPES = {str: "text", bool: "a boolean", int: "a number", float: "a number", list: "a list"}
+TOML_TYPES[dict] = "a table"
+
+
+def _shown(value: object) -> str:
+    """A value as node.toml wrote it, and its TOML type: ``3 (a number)``, ``true (a boolean)``."""
+    kind = next((name for t, name in TOML_TYPES.items() if type(value) is t), type(value).__name__)
+    if isinstance(value, dict):
+        return kind
+    text = str(value).lower() if isinstance(value, bool) else repr(value)
+    return f"{text} ({kind})"
+
+
+def _checked(source: str, section: str, key: str, value: object) -> object:
+    """``value`` of ``[section] key`` if it is what the schema allows; else a one-line error."""
+    kind = SCHEMA[section][key]
+    if isinstance(kind, tuple):
+        if value in kind:
+            return value
+        allowed = ", ".join(repr(v) for v in kind)
+        raise ConfigError(f"{source}: [{section}] {key} must be one of {allowed}, got {_shown(value)}")
+    ok = {
+        BOOL: isinstance(value, bool),
+        COLUMNS: isinstance(value, list) and all(isinstance(v, str) and v for v in value),
+    }.get(kind, isinstance(value, str))
+    if kind == COLUMNS and isinstance(value, str) and value:
+        return [value]  # one column may be given as itself
+    if not ok:
+        raise ConfigError(f"{source}: [{section}] {key} must be {WHAT[kind]}, got {_shown(value)}")
+    return value
+
+
+def read_section(raw: dict, section: str, source: str) -> dict:
+    """One section of node.toml, each key checked against the schema (unknown keys refused)."""
+    values = raw.get(section, {})
+    if not isinstance(values, dict):
+        raise ConfigError(f"{source}: {section} must be a [{section}] table of keys, got {_shown(values)}")
+    unknown = sorted(set(values) - set(SCHEMA[section]))
+    if unknown:
+        known = ", ".join(SCHEMA[section])
+        raise ConfigError(f"{source}: [{section}] has unknown keys: {', '.join(unknown)} (known: {known})")
+    for key in REQUIRED.get(section, ()):
+        if values.get(key) in (None, "", []):
+            raise ConfigError(f"{source}: [{section}] is missing the required key {key!r}")
+    return {k: _checked(source, section, k, v) for k, v in values.items()}
+
+
+def _frequency(value: str, source: str) -> str:
     if value in ("D", "W"):
         return value
     if value.startswith("W-"):
         try:
             pd.Period("2020-01-01", freq=value)
         except ValueError:
-            raise ConfigError(f"unknown weekly anchor in frequency {value!r}") from None
+            raise ConfigError(
+                f"{source}: [data] frequency has an unknown weekly anchor: {value!r}"
+            ) from None
         return value
-    raise ConfigError(f"frequency must be 'D', 'W' or 'W-<DAY>', got {value!r}")
+    raise ConfigError(f"{source}: [data] frequency must be 'D', 'W' or 'W-<DAY>', got {value!r}")
 
 
-def _str_list(section: dict, key: str) -> tuple[str, ...]:
-    value = section.get(key, [])
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ConfigError(f"[data] {key} must be a list of column names")
-    return tuple(value)
+def _file(folder: Path, value: object, source: str, key: str) -> Path | None:
+    """A configured file, relative to the node folder; one that names a folder is refused."""
+    if not value:
+        return None
+    path = folder / str(value)
+    if path.is_dir():
+        raise ConfigError(f"{source}: {key} = {str(value)!r} names a folder ({path}), not a file")
+    return path
 
 
-def _optional_path(folder: Path, value: object) -> Path | None:
-    return (folder / str(value)) if value else None
-
-
-def parse_data_config(section: dict, folder: Path) -> DataConfig:
-    for key in ("path", "timestamp", "quantity", "series_keys"):
-        if not section.get(key):
-            raise ConfigError(f"[data] is missing the required key {key!r}")
-    kind = section.get("kind", "orders")
-    if kind not in ("orders", "periods"):
-        raise ConfigError(f"[data] kind must be 'orders' or 'periods', got {kind!r}")
-    known = {
-        "path",
-        "kind",
-        "frequency",
-        "timestamp",
-        "quantity",
-        "series_keys",
-        "price",
-        "promo",
-        "holiday",
-        "static",
-        "observed",
-        "drop_columns",
-        "calendar",
-        "future",
-        "cap_outliers",
-        "date_order",
-    }
-    unknown = sorted(set(section) - known)
-    if unknown:
-        raise ConfigError(f"[data] has unknown keys: {', '.join(unknown)}")
-    cap = section.get("cap_outliers", True)
-    if not isinstance(cap, bool):
-        raise ConfigError(f"[data] cap_outliers must be true or false, got {cap!r}")
-    date_order = section.get("date_order")
-    if date_order is not None and date_order not in DATE_ORDERS:
-        raise ConfigError(f"[data] date_order must be 'day-first' or 'month-first', got {date_order!r}")
-    if len(_str_list(section, "observed")) > MAX_OBSERVED:
-        raise ConfigError(f"[data] observed lists more than {MAX_OBSERVED} columns")
+def parse_data_config(section: dict, folder: Path, source: str = "node.toml") -> DataConfig:
+    d = read_section({"data": section}, "data", source)
+    if len(d.get("observed", [])) > MAX_OBSERVED:
+        raise ConfigError(f"{source}: [data] observed lists more than {MAX_OBSERVED} columns")
     return DataConfig(
-        path=folder / section["path"],
-        kind=kind,
-        frequency=_frequency(str(section.get("frequency", "D"))),
-        timestamp=section["timestamp"],
-        quantity=section["quantity"],
-        series_keys=_str_list(section, "series_keys"),
-        price=section.get("price") or None,
-        promo=section.get("promo") or None,
-        holiday=section.get("holiday") or None,
-        static=_str_list(section, "static"),
-        observed=_str_list(section, "observed"),
-        drop_columns=_str_list(section, "drop_columns"),
-        calendar=_optional_path(folder, section.get("calendar")),
-        future=_optional_path(folder, section.get("future")),
-        cap_outliers=cap,
-        date_order=date_order,
+        path=_file(folder, d["path"], source, "[data] path"),
+        kind=d.get("kind", "orders"),
+        frequency=_frequency(d.get("frequency", "D"), source),
+        timestamp=d["timestamp"],
+        quantity=d["quantity"],
+        series_keys=tuple(d["series_keys"]),
+        price=d.get("price") or None,
+        promo=d.get("promo") or None,
+        holiday=d.get("holiday") or None,
+        static=tuple(d.get("static", ())),
+        observed=tuple(d.get("observed", ())),
+        drop_columns=tuple(d.get("drop_columns", ())),
+        calendar=_file(folder, d.get("calendar"), source, "[data] calendar"),
+        future=_file(folder, d.get("future"), source, "[data] future"),
+        cap_outliers=d.get("cap_outliers", True),
+        date_order=d.get("date_order"),
     )
 
 
+def _toml(p: Path) -> dict:
+    """node.toml's tables; a byte-order mark is read past, text that is not UTF-8 is refused."""
+    blob = p.read_bytes()
+    try:
+        text = blob.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        bad = blob[exc.start]
+        raise ConfigError(f"{p} is not UTF-8 text (found byte 0x{bad:02x}); save it as UTF-8") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p} is not valid TOML: {exc}") from None
+
+
 def load_node_config(path: str | Path) -> NodeConfig:
-    """Read node.toml (or the node.toml inside a folder)."""
+    """Read node.toml (or the node.toml inside a folder), every key checked against ``SCHEMA``."""
     p = Path(path)
     if p.is_dir():
         p = p / "node.toml"
     if not p.is_file():
         raise ConfigError(f"node config not found: {p}")
-    try:
-        raw = tomllib.loads(p.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{p} is not valid TOML: {exc}") from None
+    raw, source = _toml(p), str(p)
     folder = p.parent.resolve()
     if "data" not in raw:
         raise ConfigError(f"{p} has no [data] section")
-    unknown = sorted(set(raw) - {"data", *SECTION_KEYS})
+    unknown = sorted(set(raw) - set(SCHEMA))
     if unknown:
-        known = ", ".join(["node", "data", *list(SECTION_KEYS)[1:]])
-        raise ConfigError(f"{p} has unknown sections: {', '.join(unknown)} (known: {known})")
-    node, network, training = (_section(raw, name) for name in SECTION_KEYS)
-    share = network.get("share", True)
-    if not isinstance(share, bool):
-        raise ConfigError(f"[network] share must be true or false, got {share!r}")
+        raise ConfigError(f"{p} has unknown sections: {', '.join(unknown)} (known: {', '.join(SCHEMA)})")
+    if not isinstance(raw["data"], dict):
+        raise ConfigError(f"{source}: data must be a [data] table of keys, got {_shown(raw['data'])}")
+    node, network, training = (read_section(raw, name, source) for name in ("node", "network", "training"))
     device = training.get("device", "cpu")
-    if not isinstance(device, str) or not DEVICE_NAME.fullmatch(device):
-        raise ConfigError(f"[training] device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+    if not DEVICE_NAME.fullmatch(device):
+        raise ConfigError(f"{source}: [training] device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+    secret = _file(folder, node.get("secret_context", "keys/secret.ctx"), source, "[node] secret_context")
     return NodeConfig(
         name=str(node.get("name", folder.name)),
         folder=folder,
-        data=parse_data_config(raw["data"], folder),
-        secret_context=folder / node.get("secret_context", "keys/secret.ctx"),
+        data=parse_data_config(raw["data"], folder, source),
+        secret_context=secret,
         key_fingerprint=node.get("key_fingerprint") or None,
-        share_network=share,
+        share_network=network.get("share", True),
         training_device=device,
     )
-
-
-def _section(raw: dict, name: str) -> dict:
-    """One optional section of node.toml, refusing keys it does not know."""
-    section = raw.get(name, {})
-    if not isinstance(section, dict):
-        raise ConfigError(f"{name} must be a [{name}] section, got {section!r}")
-    unknown = sorted(set(section) - set(SECTION_KEYS[name]))
-    if unknown:
-        raise ConfigError(f"[{name}] has unknown keys: {', '.join(unknown)}")
-    return section
 
 
 def with_site_files(

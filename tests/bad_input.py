@@ -64,11 +64,11 @@ class Work:
     def edit_stock(self, change: Callable[[pd.DataFrame], pd.DataFrame]) -> None:
         change(pd.read_csv(self.stock)).to_csv(self.stock, index=False)
 
-    def set_toml(self, old: str, new: str) -> None:
+    def set_toml(self, old: str, new: str, encoding: str = "utf-8") -> None:
         toml = self.node / "node.toml"
         text = toml.read_text()
         assert old in text
-        toml.write_text(text.replace(old, new))
+        toml.write_text(text.replace(old, new), encoding=encoding)
 
     def replenish(self, *extra: str) -> list[str]:
         files = ["--forecasts", str(self.forecasts), "--stock", str(self.stock)]

@@ -191,7 +191,7 @@ def test_day_month_dates_are_read_in_the_one_order_the_column_shows(tmp_path):
 
 
 def test_date_order_must_be_day_first_or_month_first(tmp_path):
-    with pytest.raises(ConfigError, match="date_order must be 'day-first' or 'month-first', got 'dmy'"):
+    with pytest.raises(ConfigError, match="date_order must be one of 'day-first', 'month-first', got 'dmy'"):
         _periods_cfg(tmp_path, date_order="dmy")
 
 
