@@ -194,9 +194,7 @@ def _frequency(value: str, source: str) -> str:
         try:
             pd.Period("2020-01-01", freq=value)
         except ValueError:
-            raise ConfigError(
-                f"{source}: [data] frequency has an unknown weekly anchor: {value!r}"
-            ) from None
+            raise ConfigError(f"{source}: [data] frequency has an unknown weekly anchor: {value!r}") from None
         return value
     raise ConfigError(f"{source}: [data] frequency must be 'D', 'W' or 'W-<DAY>', got {value!r}")
 
