@@ -24,6 +24,8 @@ A node is described by ``node.toml`` in its folder; paths in it are relative to 
     future = "raw/future.csv"       # optional: planned promo / price per series and date
     date_order = "day-first"        # optional: how to read 03/04/2024 ("month-first"); else
                                     # the order the unambiguous dates show, never a guess
+    not_personal = ["segment"]      # optional: columns that hold no personal data although their
+                                    # name or values look like it (the operator's decision)
 
     [network]
     share = true                    # false: never send this site's totals to a network forecast
@@ -82,6 +84,7 @@ class DataConfig:
     future: Path | None = None
     cap_outliers: bool = True
     date_order: str | None = None  # "day-first" / "month-first" for dates such as 03/04/2024
+    not_personal: tuple[str, ...] = ()  # columns the operator declares free of personal data
 
     @property
     def used_columns(self) -> list[str]:
@@ -135,6 +138,7 @@ SCHEMA: dict[str, dict[str, object]] = {  # section -> key -> kind, or the tuple
         **{"quantity": COLUMN, "series_keys": COLUMNS, "price": COLUMN, "promo": COLUMN},
         **{"holiday": COLUMN, "static": COLUMNS, "observed": COLUMNS, "drop_columns": COLUMNS},
         **{"calendar": FILE, "future": FILE, "cap_outliers": BOOL, "date_order": DATE_ORDERS},
+        "not_personal": COLUMNS,
     },
     "network": {"share": BOOL},
     "training": {"device": str},
@@ -230,6 +234,7 @@ def parse_data_config(section: dict, folder: Path, source: str = "node.toml") ->
         future=_file(folder, d.get("future"), source, "[data] future"),
         cap_outliers=d.get("cap_outliers", True),
         date_order=d.get("date_order"),
+        not_personal=tuple(d.get("not_personal", ())),
     )
 
 

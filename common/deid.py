@@ -3,8 +3,10 @@
 Rules, in order:
 1. Columns in the configured ``drop_columns`` are dropped.
 2. Columns that look like personal data — by name (name, email, phone, address, …) or by value
-   (e-mail or phone-number patterns in a sample) — are dropped. If such a column is needed as a
-   series key or static attribute, the configuration is refused instead: a person must decide.
+   (e-mail addresses, or phone numbers: digits written with a leading + or separators) — are
+   dropped. Bare digit strings are product codes (EAN/UPC/GTIN, item numbers), not phone numbers.
+   If such a column is needed as a series key or static attribute, the configuration is refused
+   instead: a person must decide, and may list it in ``[data] not_personal``.
 3. Every column the pipeline does not use is dropped (data minimisation).
 4. Series keys are replaced by keyed pseudonyms, HMAC-SHA256 under a node-local secret, so the same
    sku gets the same pseudonym on this node across runs and a different one on any other node.
@@ -32,6 +34,7 @@ _PII_NAME = re.compile(
 )
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[A-Za-z]{2,}")
 _PHONE = re.compile(r"^\+?[\d\s().-]{7,}$")
+_PHONE_MARK = re.compile(r"^\+|[\s().-]")  # how people write phone numbers; codes are bare digits
 _VALUE_SAMPLE = 200
 
 PSEUDONYM_SECRET_FILE = "pseudonym.key"
@@ -52,7 +55,8 @@ def looks_like_pii(name: str, values: pd.Series) -> str | None:
         return None
     if sample.str.fullmatch(_EMAIL.pattern).mean() > 0.5:
         return "values look like e-mail addresses"
-    if sample.str.match(_PHONE.pattern).mean() > 0.5 and sample.str.count(r"\d").mean() >= 7:
+    phone = sample.str.match(_PHONE.pattern) & sample.str.contains(_PHONE_MARK.pattern)
+    if phone.mean() > 0.5 and sample.str.count(r"\d").mean() >= 7:
         return "values look like phone numbers"
     return None
 
@@ -97,11 +101,11 @@ def deidentify(
     for col in raw.columns:
         if col in report.dropped:
             continue
-        reason = looks_like_pii(str(col), raw[col])
+        reason = None if col in cfg.not_personal else looks_like_pii(str(col), raw[col])
         if reason and col in needed and col not in (cfg.timestamp, cfg.quantity):
             raise ConfigError(
-                f"column {col!r} is used as a key or attribute but {reason}; "
-                "map a non-personal column instead"
+                f"column {col!r} is used as a key or attribute but {reason}; map a non-personal column "
+                f'instead, or list it in [data] not_personal = ["{col}"] if it holds no personal data'
             )
         if reason and col not in needed:
             report.dropped[col] = reason

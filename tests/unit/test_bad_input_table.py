@@ -28,6 +28,7 @@ from tests.bad_input import (
     break_rows,
     ciphertext,
     decided_rows,
+    ean13,
     edit_lines,
     fresh_work,
     other_key_ciphertext,
@@ -189,7 +190,7 @@ CASES: list[Case] = [
          run_after(lambda w: w.set_toml('kind = "orders"', 'kind = "orders"\nlead = 3')), 1,
          "Error: {node}/node.toml: [data] has unknown keys: lead (known: path, kind, frequency, timestamp, "
          "quantity, series_keys, price, promo, holiday, static, observed, drop_columns, calendar, future, "
-         "cap_outliers, date_order)"),
+         "cap_outliers, date_order, not_personal)"),
     Case("misspelt-section", node, toml_after(FUTURE, "\n[netwrok]\nshare = false"), 1,
          "Error: {node}/node.toml has unknown sections: netwrok (known: node, data, network, training)"),
     Case("unknown-node-key", node, toml_after(SECRET, '\nkey_fingerprnt = "ab"'), 1,
@@ -207,7 +208,15 @@ CASES: list[Case] = [
     Case("personal-column-as-series-key", node,
          run_after(lambda w: w.set_toml('series_keys = ["sku"]', 'series_keys = ["customer_email"]')),
          1, "Error: column 'customer_email' is used as a key or attribute but column name "
-         "suggests personal data; map a non-personal column instead"),
+         "suggests personal data; map a non-personal column instead, or list it in [data] not_personal = "
+         '["customer_email"] if it holds no personal data'),
+    Case("ean-codes-as-series-keys-are-not-phone-numbers", node,
+         run_after(lambda w: w.edit_orders(lambda df: df.assign(sku=df["sku"].map(ean13)))), 0, None,
+         lambda w: w.quarantined("") == 0),
+    Case("a-column-declared-not-personal-may-be-an-attribute", node,
+         run_after(lambda w: (w.edit_orders(lambda df: df.rename(columns={"category": "customer_segment"})),
+                              w.set_toml('static = ["category"]', 'static = ["customer_segment"]\n'
+                                         'not_personal = ["customer_segment"]'))), 0, None),
     Case("node-toml-string-where-a-table-is-expected", node,
          run_after(lambda w: w.set_toml("[node]", 'network = "no"\n[node]')), 1,
          "Error: {node}/node.toml: network must be a [network] table of keys, got 'no' (text)"),

@@ -1,8 +1,10 @@
+from dataclasses import replace
+
 import pandas as pd
 import pytest
 
 from common.config import ConfigError, load_node_config
-from common.deid import deidentify, pseudonym
+from common.deid import deidentify, looks_like_pii, pseudonym
 from warehouse_node.pipeline import DEMAND_FILE, MAP_FILE, QUARANTINE_FILE, prepare_node
 
 
@@ -84,3 +86,37 @@ def test_mapping_a_personal_column_as_series_key_is_refused(nodes):
     bad = cfg.data.__class__(**{**cfg.data.__dict__, "series_keys": ("customer_email",)})
     with pytest.raises(ConfigError, match="customer_email"):
         deidentify(raw, bad, b"k" * 32)
+
+
+def test_product_codes_are_not_taken_for_phone_numbers():
+    """EAN/UPC/GTIN codes (13, 12, 8 digits, leading zeros kept) and plain item numbers are bare
+    digits; phone numbers are written with a leading + or separators."""
+    codes = {
+        "ean13": ["4006381333931", "5901234123457", "4007555605335"],
+        "upc": ["036000291452", "012345678905", "042100005264"],
+        "ean8": ["96385074", "40170725", "12345670"],
+        "item_no": ["100234567", "100234568", "100234599"],
+    }
+    for name, values in codes.items():
+        assert looks_like_pii(name, pd.Series(values)) is None, name
+    for phones in (["+1 555 123 4567", "+4915112345678"], ["555-867-5309", "(030) 1234567"]):
+        assert looks_like_pii("ref", pd.Series(phones)) == "values look like phone numbers"
+
+
+def test_a_column_the_operator_declares_not_personal_may_be_a_key(nodes):
+    cfg = load_node_config(nodes[0][0])
+    raw = pd.DataFrame(
+        {
+            "order_ts": ["2024-01-01"] * 2,
+            "quantity": ["1", "2"],
+            "client_tier": ["gold", "silver"],  # a name that reads as personal, values that are not
+            "unit_price": ["1", "1"],
+            "promo": ["0", "0"],
+            "category": ["x", "y"],
+        }
+    )
+    data = replace(cfg.data, series_keys=("client_tier",))
+    with pytest.raises(ConfigError, match=r'list it in \[data\] not_personal = \["client_tier"\]'):
+        deidentify(raw, data, b"k" * 32)
+    frame, mapping, _ = deidentify(raw, replace(data, not_personal=("client_tier",)), b"k" * 32)
+    assert sorted(mapping["sku"]) == ["gold", "silver"] and "client_tier" not in frame.columns
