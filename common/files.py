@@ -54,3 +54,24 @@ def round_files(folder: Path, suffix: str) -> dict[int, Path]:
         if number.isdigit():
             rounds[int(number)] = path
     return rounds
+
+
+class OutputError(ValueError):
+    """An output that cannot be written: said before any work is done."""
+
+
+def check_output(path: Path, folder: bool = False) -> Path:
+    """``path`` (an output file, or with ``folder`` an output folder) if it can be written: it is
+    not the other kind, and it or its nearest existing parent is a writable folder; else a one-line
+    error, before anything is computed."""
+    path = Path(path)
+    what = "output folder" if folder else "output file"
+    if path.exists() and path.is_dir() != folder:
+        raise OutputError(f"{what} {path} is a {'file' if folder else 'folder'}")
+    target = path if folder and path.exists() else path.parent
+    existing = next(p for p in (target, *target.parents) if p.exists())
+    if not existing.is_dir():
+        raise OutputError(f"{what} {path} cannot be made: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise OutputError(f"{what} {path} cannot be written: {existing} is read-only for this user")
+    return path

@@ -160,6 +160,11 @@ def ean13(text: str) -> str:
     return body + str((10 - weighted % 10) % 10)
 
 
+def make_folder(path: Path) -> Path:
+    path.mkdir(parents=True)
+    return path
+
+
 def edit_lines(path: Path, change: Callable[[int, str], str]) -> None:
     """Rewrite a CSV line by line (line 0 is the header), bypassing pandas."""
     lines = path.read_text().splitlines()

@@ -14,6 +14,7 @@ from rich.table import Table
 from common import crypto
 from common.cli_errors import one_line_errors
 from common.config import load_node_config
+from common.files import check_output
 from common.policies import POLICIES
 from common.tables import output_table, write_table
 from warehouse_node import journal
@@ -72,6 +73,7 @@ def forecast_cmd(node_dir: str, out_path: str | None) -> None:
     """Forecast the next H periods of every live series with the last global model."""
     cfg = load_node_config(node_dir)
     path = output_table(Path(out_path)) if out_path else cfg.out_dir / "forecasts.parquet"
+    check_output(path)  # before the forecast is computed
     frame = Node(cfg).forecast()
     write_table(frame, path)
     journal.record_forecast(cfg, frame)

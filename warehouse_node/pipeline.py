@@ -19,6 +19,7 @@ from common.deid import load_or_create_secret, pseudonym, series_label
 from common.demand import mark_events, prepare
 from common.denoise import PROFILE_FILE, DenoiseError, Profile
 from common.evaluation import naive_positions, pinball_per_point
+from common.files import check_output
 from common.model import ModelConfig, build_model, load_vector, model_vector
 from common.tables import (
     FLAG_WORDS,
@@ -38,6 +39,7 @@ _LOADED: dict[tuple, NodeData] = {}  # (folder, file versions, horizon, validati
 
 def prepare_node(cfg: NodeConfig) -> dict[str, int]:
     """Run the data pipeline and write its outputs under private/. Return quarantine counts."""
+    check_output(cfg.private_dir, folder=True)
     secret = load_or_create_secret(cfg.private_dir)
     malformed: list[MalformedLine] = []
     raw = read_table(cfg.data.path, malformed)

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from common.config import ConfigError, require_columns
+from common.files import check_output
 from common.inventory import StrategyConfig, decide, sample_paths
 from common.policies import POLICIES, Policy
 from common.tables import MalformedLine, read_table
@@ -252,6 +253,7 @@ def run_replenish(
     overrides_path: Path | None = None,
     strategy_path: Path | None = None,
 ) -> ReplenishResult:
+    check_output(out_dir, folder=True)  # before any file is read
     forecasts = read_table(forecasts_path)
     if node is not None and "node" in forecasts.columns:
         nodes = sorted(forecasts["node"].astype(str).unique())

@@ -21,6 +21,7 @@ from rich.table import Table
 
 from common import crypto
 from common.cli_errors import one_line_errors
+from common.files import check_output
 from common.network import DEFAULT_DEPENDENCE, DEPENDENCE, MIN_SITES, Layout
 from common.settings import APP_DIR, Settings, SettingsError, app_defaults
 from common.tables import output_table, write_table
@@ -333,7 +334,7 @@ def network_forecast_cmd(
 ) -> None:
     """The network's forecast of RUN_ID as the sites opened it (never a sum of fewer than
     --min-sites sites)."""
-    out = output_table(Path(out_path))
+    out = check_output(output_table(Path(out_path)))
     key, _ = planner_keys(keys_dir)
     run_dir = Path(runs_dir).resolve() / run_id
     if not run_dir.is_dir():

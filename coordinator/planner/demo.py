@@ -24,6 +24,7 @@ import pandas as pd
 
 from common import crypto
 from common.config import load_node_config
+from common.files import check_output
 from common.processes import write_run_config
 from common.synthetic import SyntheticSpec, write_warehouse
 from coordinator.planner.provision import site_keys
@@ -110,6 +111,7 @@ def run_demo(out: Path, s: DemoSettings, report: Report) -> dict[str, pd.DataFra
     out = out.resolve()
     if s.tls and s.engine != "deployment":
         raise ValueError("--tls needs the deployment engine (real SuperLink and SuperNodes)")
+    check_output(out, folder=True)
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} is not empty: choose another --out or remove it")
     node_dirs = [out / "nodes" / f"warehouse-{i:02d}" for i in range(s.nodes)]

@@ -22,6 +22,7 @@ import matplotlib.pyplot as plt
 from matplotlib.ticker import MaxNLocator
 
 from common.config import ConfigError, require_columns
+from common.files import check_output
 from common.tables import read_table
 
 FANS = 4
@@ -153,6 +154,7 @@ def build_report(
     inventory_path: Path | None = None,
 ) -> Path:
     run_dir = Path(run_dir)
+    out = check_output(out or run_dir / "report.html")  # before anything is read
     fc_path = run_dir / "forecasts.parquet"
     if not fc_path.is_file():
         raise ConfigError(f"{fc_path} not found: is {run_dir} a simulate run folder?")
@@ -176,6 +178,5 @@ def build_report(
         f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title>"
         f"<style>{STYLE}</style></head><body><h1>{title}</h1>{''.join(sections)}</body></html>"
     )
-    out = out or run_dir / "report.html"
     out.write_text(page, encoding="utf-8")
     return out

@@ -28,7 +28,7 @@ import torch
 
 from common import crypto
 from common.config import NodeConfig, load_node_config
-from common.files import write_json_atomic
+from common.files import check_output, write_json_atomic
 from common.network import group_label
 from common.public_data import DATASETS, WRITERS, load_sales, to_dataset_columns
 from common.settings import Settings, load_run_config, with_defaults
@@ -178,6 +178,7 @@ def train_and_forecast(
 def simulate(out: Path, s: SimulationSettings, report: Report) -> pd.DataFrame:
     """Run one simulation into ``out``; write and return ``forecasts.parquet``."""
     out = Path(out).resolve()
+    check_output(out, folder=True)
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} is not empty: choose another --out or remove it")
     nodes = prepare_nodes(s, out, report)

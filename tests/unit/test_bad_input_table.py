@@ -8,6 +8,7 @@ are in its quarantine or rejected file, counted exactly.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 
 import numpy as np
@@ -31,6 +32,7 @@ from tests.bad_input import (
     ean13,
     edit_lines,
     fresh_work,
+    make_folder,
     other_key_ciphertext,
     periods_node,
     run_after,
@@ -244,6 +246,21 @@ CASES: list[Case] = [
          "Error: {node}/node.toml is not UTF-8 text (found byte 0xe9); save it as UTF-8"),
     Case("node-folder-without-node-toml", node, run_after(lambda w: (w.node / "node.toml").unlink()), 1,
          "Error: node config not found: {node}/node.toml"),
+    # ---- outputs: refused before any work ----------------------------------------------------
+    Case("decisions-folder-under-a-file", node, lambda w: w.replenish("--out", str(w.stock / "out")), 1,
+         "Error: output folder {node}/stock.csv/out cannot be made: {node}/stock.csv is a file, not a "
+         "folder"),
+    Case("decisions-folder-is-a-file", node, lambda w: w.replenish("--out", str(w.stock)), 2, None),
+    Case("forecast-file-under-a-file", node,
+         lambda w: ["forecast", "--node", str(w.node), "--out", str(w.orders / "f.parquet")], 1,
+         "Error: output file {node}/raw/orders.csv/f.parquet cannot be made: {node}/raw/orders.csv is a "
+         "file, not a folder"),
+    Case("forecast-file-is-a-folder", node,
+         lambda w: ["forecast", "--node", str(w.node), "--out", str(make_folder(w.tmp / "f.parquet"))], 2,
+         "Error: Invalid value for '--out': File '{tmp}/f.parquet' is a directory."),
+    Case("private-folder-is-a-file", node,
+         run_after(lambda w: (shutil.rmtree(w.node / "private"), (w.node / "private").write_text("x"))), 1,
+         "Error: output folder {node}/private is a file"),
     # ---- stock, forecasts, strategy and overrides files --------------------------------------
     Case("stock-missing-column", node, stock_edit(lambda df: df.drop(columns=["on_hand"])), 1,
          "Error: stock file is missing columns: on_hand (its columns: sku, on_order, lead_time, "
