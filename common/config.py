@@ -33,12 +33,17 @@ A node is described by ``node.toml`` in its folder; paths in it are relative to 
     [training]
     device = "cpu"                  # "cuda" or "cuda:N": train this site's updates on its GPU
 
+    [forecast]                      # the degraded mode (warehouse_node/fallback.py)
+    max_model_age_days = 30         # an older global model is not trusted (0, the default: any age)
+    baseline_horizon = 14           # periods the baseline forecasts while no global model says
+
 Unknown sections and keys are refused by name, so a misspelt ``[network]`` cannot leave a site
 sharing what it meant to keep.
 """
 
 from __future__ import annotations
 
+import math
 import re
 import tomllib
 from collections.abc import Iterable
@@ -49,6 +54,7 @@ import pandas as pd
 
 DATE_ORDERS = ("day-first", "month-first")
 MAX_OBSERVED = 4  # past-only covariate slots of the model
+FALLBACK_HORIZON = 14  # periods the fallback forecasts when no global model says how many
 DEVICE_NAME = re.compile(r"cpu|cuda(:\d+)?")
 
 
@@ -111,6 +117,8 @@ class NodeConfig:
     key_fingerprint: str | None = None
     share_network: bool = True  # [network] share: false keeps this site out of network forecasts
     training_device: str = "cpu"  # [training] device; checked against the hardware when training
+    max_model_age_days: float = 0.0  # [forecast]: an older global model is not trusted (0: any age)
+    fallback_horizon: int = FALLBACK_HORIZON  # [forecast] baseline_horizon: while no model says
 
     @property
     def private_dir(self) -> Path:
@@ -124,11 +132,14 @@ class NodeConfig:
 
 # ---- node.toml as a schema: every key's type and allowed values, one error naming key and file ----
 COLUMN, COLUMNS, FILE, BOOL = "column", "columns", "file", "bool"
+DAYS, PERIODS = "days", "periods"
 WHAT = {
     COLUMN: "a column name (text)",
     COLUMNS: "a list of column names (text)",
     FILE: "a path to a file (text)",
     BOOL: "true or false",
+    DAYS: "a number of days, 0 or more",
+    PERIODS: "a whole number of periods, 1 or more",
     str: "text",
 }
 SCHEMA: dict[str, dict[str, object]] = {  # section -> key -> kind, or the tuple of allowed values
@@ -142,6 +153,7 @@ SCHEMA: dict[str, dict[str, object]] = {  # section -> key -> kind, or the tuple
     },
     "network": {"share": BOOL},
     "training": {"device": str},
+    "forecast": {"max_model_age_days": DAYS, "baseline_horizon": PERIODS},
 }
 REQUIRED = {"data": ("path", "timestamp", "quantity", "series_keys")}
 TOML_TYPES = {str: "text", bool: "a boolean", int: "a number", float: "a number", list: "a list"}
@@ -165,8 +177,11 @@ def _checked(source: str, section: str, key: str, value: object) -> object:
             return value
         allowed = ", ".join(repr(v) for v in kind)
         raise ConfigError(f"{source}: [{section}] {key} must be one of {allowed}, got {_shown(value)}")
+    number = isinstance(value, int | float) and not isinstance(value, bool)
     ok = {
         BOOL: isinstance(value, bool),
+        DAYS: number and value >= 0 and math.isfinite(value),
+        PERIODS: number and float(value).is_integer() and value >= 1,
         COLUMNS: isinstance(value, list) and all(isinstance(v, str) and v for v in value),
     }.get(kind, isinstance(value, str))
     if kind == COLUMNS and isinstance(value, str) and value:
@@ -268,7 +283,9 @@ def load_node_config(path: str | Path) -> NodeConfig:
         raise ConfigError(f"{p} has unknown sections: {', '.join(unknown)} (known: {', '.join(SCHEMA)})")
     if not isinstance(raw["data"], dict):
         raise ConfigError(f"{source}: data must be a [data] table of keys, got {_shown(raw['data'])}")
-    node, network, training = (read_section(raw, name, source) for name in ("node", "network", "training"))
+    node, network, training, fc = (
+        read_section(raw, name, source) for name in ("node", "network", "training", "forecast")
+    )
     device = training.get("device", "cpu")
     if not DEVICE_NAME.fullmatch(device):
         raise ConfigError(f"{source}: [training] device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
@@ -281,6 +298,8 @@ def load_node_config(path: str | Path) -> NodeConfig:
         key_fingerprint=node.get("key_fingerprint") or None,
         share_network=network.get("share", True),
         training_device=device,
+        max_model_age_days=float(fc.get("max_model_age_days", 0)),
+        fallback_horizon=int(fc.get("baseline_horizon", FALLBACK_HORIZON)),
     )
 
 

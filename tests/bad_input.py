@@ -160,6 +160,12 @@ def ean13(text: str) -> str:
     return body + str((10 - weighted % 10) % 10)
 
 
+def forecast_sources(w: Work) -> set[tuple[str, str]]:
+    """(source, reason) of the rows `fedstock-node forecast` wrote."""
+    frame = pd.read_parquet(w.node / "out" / "forecasts.parquet")
+    return set(zip(frame["source"], frame["source_reason"], strict=True))
+
+
 def make_folder(path: Path) -> Path:
     path.mkdir(parents=True)
     return path

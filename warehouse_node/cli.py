@@ -70,7 +70,8 @@ def prepare(node_dir: str) -> None:
 )
 @one_line_errors
 def forecast_cmd(node_dir: str, out_path: str | None) -> None:
-    """Forecast the next H periods of every live series with the last global model."""
+    """Forecast the next H periods of every live series with the last global model, or with the
+    fallback baseline when that model cannot be trusted (each row says which, and why)."""
     cfg = load_node_config(node_dir)
     path = output_table(Path(out_path)) if out_path else cfg.out_dir / "forecasts.parquet"
     check_output(path)  # before the forecast is computed
@@ -78,6 +79,10 @@ def forecast_cmd(node_dir: str, out_path: str | None) -> None:
     write_table(frame, path)
     journal.record_forecast(cfg, frame)
     console.print(f"{cfg.name}: {frame['sku'].nunique()} skus x {frame['date'].nunique()} periods -> {path}")
+    if len(frame) and frame["source"].iloc[0] == "fallback":
+        console.print(
+            f"[yellow]fallback baseline, not the global model:[/yellow] {frame['source_reason'].iloc[0]}"
+        )
 
 
 @cli.command()

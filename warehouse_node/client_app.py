@@ -139,7 +139,7 @@ def evaluate(msg: Message, context: Context) -> Message:
     """Keep the round's global model and reply with this site's encrypted hold-out sums of it."""
     node, key, s, weights = _with_global_model(msg, context, "evaluate")
     run, rnd = context.run_id, s.server_round
-    node.keep_global_model(s, weights)
+    node.keep_global_model(s, weights, key.fingerprint)
     metrics = codec.encode_scores(key, node.score(s, weights, run), s.nodes)
     model = journal.model_fingerprint(weights)
     journal.record(node.cfg, "evaluate", run=run, round=rnd, model=model, bytes=_sent(metrics))
@@ -191,7 +191,7 @@ def network_totals(msg: Message, context: Context) -> Message:
     node, key, s, weights = _with_global_model(msg, context, "the network forecast")
     run = context.run_id
     try:
-        values, dates, series = node.network_cells(s, weights)
+        values, dates, series = node.network_cells(s, weights, key.fingerprint)
         vec = codec.encode_totals(key, values, s.nodes)
     except NetworkError as exc:
         say(context, f"run {run}: network forecast refused: {exc}")

@@ -270,6 +270,11 @@ def status_lines(status: dict, holdout: dict | None = None) -> Iterator[tuple[st
         if fc
         else "-",
     )
+    if fc and fc.get("source"):
+        yield (
+            "forecast source",
+            ("the global model" if fc["source"] == "model" else f"FALLBACK baseline: {fc['source_reason']}"),
+        )
     yield "hold-out here", _holdout_line(holdout) if holdout else "-"
     yield "supernode", supernode_state(status)
 

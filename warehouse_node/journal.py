@@ -93,19 +93,23 @@ def record(cfg: NodeConfig, kind: str, **fields: object) -> dict:
             k: event.get(k) for k in ("run", "round", "decision", "best-round", "stop-reason", "kept_model")
         }
     if kind == "forecast":
-        status["last_forecast"] = {k: event.get(k) for k in ("start", "end", "periods", "series", "time")}
+        shown = ("start", "end", "periods", "series", "time", "source", "source_reason")
+        status["last_forecast"] = {k: event.get(k) for k in shown}
     write_json_atomic(status_path(cfg), status)
     return status
 
 
 def record_forecast(cfg: NodeConfig, frame: pd.DataFrame) -> dict:
-    """Note a forecast the node wrote: its dates and how many series (no demand figures)."""
+    """Note a forecast the node wrote: its dates, how many series, and what made it (the global
+    model, or the fallback baseline and why: warehouse_node/fallback.py); no demand figures."""
     dates = sorted(frame["date"].unique())
+    source = {"source": str(frame["source"].iloc[0]), "source_reason": str(frame["source_reason"].iloc[0])}
     return record(
         cfg,
         "forecast",
-        start=str(dates[0])[:10],
-        end=str(dates[-1])[:10],
+        start=str(dates[0])[:10] if dates else "-",
+        end=str(dates[-1])[:10] if dates else "-",
         periods=len(dates),
         series=int(frame["sku"].nunique()),
+        **(source if "source" in frame and len(frame) else {}),
     )

@@ -4,6 +4,7 @@ round's candidate until the federation's summed scores rank it (warehouse_node/n
 from __future__ import annotations
 
 import pickle
+import time
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +19,15 @@ CANDIDATE_FILE = "candidate_model.pt"  # the last round's, until the federation'
 
 
 def save_global_model(
-    cfg: NodeConfig, vector: np.ndarray, m: ModelConfig, server_round: int, name: str = MODEL_FILE
+    cfg: NodeConfig,
+    vector: np.ndarray,
+    m: ModelConfig,
+    server_round: int,
+    name: str = MODEL_FILE,
+    key_fingerprint: str = "",
 ) -> Path:
+    """Keep a decrypted global model, with the key it was decrypted under ("" where no key was
+    used: the simulation's plaintext modes) and when it was kept (warehouse_node/fallback.py)."""
     cfg.private_dir.mkdir(parents=True, exist_ok=True)
     path = cfg.private_dir / name
     torch.save(
@@ -27,10 +35,34 @@ def save_global_model(
             "vector": torch.from_numpy(np.asarray(vector, dtype=np.float32)),
             "model_config": m.to_dict(),
             "round": server_round,
+            "fingerprint": key_fingerprint,
+            "saved_at": time.time(),
         },
         path,
     )
     return path
+
+
+def model_facts(cfg: NodeConfig) -> dict | None:
+    """Round, key fingerprint, time kept and weights of the model this node forecasts with; None
+    without one. An unreadable file is an error (``load_global_model`` names it)."""
+    path = cfg.private_dir / MODEL_FILE
+    if not path.is_file():
+        return None
+    try:
+        blob = torch.load(path, weights_only=True)
+        return {
+            "round": int(blob["round"]),
+            "fingerprint": str(blob.get("fingerprint", "")),
+            "saved_at": float(blob.get("saved_at", path.stat().st_mtime)),
+            "horizon": int(blob["model_config"]["horizon"]),
+            "vector": blob["vector"].numpy(),
+        }
+    except (OSError, EOFError, RuntimeError, pickle.UnpicklingError, KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(
+            f"{path} is not a readable global model ({type(exc).__name__}): the node writes it again "
+            "when it next takes part in a round"
+        ) from None
 
 
 def keep_candidate(cfg: NodeConfig, server_round: int) -> bool:

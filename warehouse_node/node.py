@@ -23,6 +23,7 @@ from common.privacy import privatize
 from common.settings import ModelConfig
 from common.stopping import Decision, decide, validation_score
 from warehouse_node import journal, published
+from warehouse_node.fallback import MODEL, forecast_or_fallback, with_source
 from warehouse_node.federated import (
     RoundSettings,
     adopt_profile,
@@ -82,23 +83,27 @@ class Node:
         published.remember_training(self.cfg, s.run_token, s.server_round, weight, loss)
         return Update(new, weight, loss, start)
 
-    def keep_global_model(self, s: RoundSettings, weights: np.ndarray) -> None:
+    def keep_global_model(self, s: RoundSettings, weights: np.ndarray, key_fingerprint: str) -> None:
         """Keep the round's decrypted global model (NODE/private). With a held-out window it is a
         candidate until the federation's summed scores rank it (``decide``); else the model."""
         name = MODEL_FILE if s.validation == 0 else CANDIDATE_FILE
-        save_global_model(self.cfg, weights, s.model, s.server_round, name)
+        save_global_model(self.cfg, weights, s.model, s.server_round, name, key_fingerprint)
 
-    def keep_final_model(self, model: ModelConfig, weights: np.ndarray, model_round: int) -> None:
+    def keep_final_model(
+        self, model: ModelConfig, weights: np.ndarray, model_round: int, key_fingerprint: str = ""
+    ) -> None:
         """Forecast from now on with ``weights``, the global model of ``model_round``."""
-        save_global_model(self.cfg, weights, model, model_round, MODEL_FILE)
+        save_global_model(self.cfg, weights, model, model_round, MODEL_FILE, key_fingerprint)
 
     def prepare(self) -> dict[str, int]:
         """De-identify and check the raw data (NODE/private); the quarantined rows by reason."""
         return prepare_node(self.cfg)
 
     def forecast(self, include_ended: bool = False) -> pd.DataFrame:
-        """The next horizon of every live series with the kept model, in the site's own keys."""
-        return forecast(self.cfg, include_ended)
+        """The next horizon of every series, in the site's own keys: with the kept global model,
+        or with the robust baseline when that model cannot be trusted (warehouse_node/fallback.py);
+        every row says which (``source``) and why (``source_reason``)."""
+        return forecast_or_fallback(self.cfg, include_ended)
 
     def score(self, s: RoundSettings, weights: np.ndarray, run: int | None = None) -> dict[str, float]:
         """This site's hold-out sums of a model, and its own training of the round (``EVAL_METRICS``)."""
@@ -114,7 +119,9 @@ class Node:
         keep_candidate(self.cfg, decision.best_round)
         return decision
 
-    def network_cells(self, s: RoundSettings, weights: np.ndarray) -> tuple[np.ndarray, list, int]:
+    def network_cells(
+        self, s: RoundSettings, weights: np.ndarray, key_fingerprint: str = ""
+    ) -> tuple[np.ndarray, list, int]:
         """Forecast with the final global model; this site's totals per group and period (kept in
         NODE/out with the forecast). Returns (cells, period dates, series forecast)."""
         if not self.cfg.share_network:
@@ -125,8 +132,8 @@ class Node:
                 f"the coordinator would sum {s.nodes} sites, fewer than the minimum of "
                 f"{minimum}: this site keeps its totals"
             )
-        self.keep_final_model(s.model, weights, s.global_round)
-        frame = self.forecast()
+        self.keep_final_model(s.model, weights, s.global_round, key_fingerprint)
+        frame = with_source(forecast(self.cfg), MODEL, "")  # the network's: the federation's model
         dates = sorted(pd.to_datetime(frame["date"].unique()))
         values, table = site_cells(frame, s.network, dates)
         self.cfg.out_dir.mkdir(parents=True, exist_ok=True)

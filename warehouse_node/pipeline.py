@@ -228,9 +228,7 @@ def holdout_metrics(data: NodeData, m: ModelConfig, vector: np.ndarray, season: 
 
 def _future_rows(cfg: NodeConfig, data: NodeData, m: ModelConfig, live: list[str]) -> pd.DataFrame:
     """Placeholder horizon rows with known-future covariates: planned promo/price, holidays."""
-    freq = cfg.data.period_freq
-    last = data.panel["date"].max()
-    dates = pd.period_range(pd.Period(last, freq) + 1, periods=m.horizon, freq=freq).end_time.normalize()
+    dates = horizon_dates(cfg, data.panel["date"].max(), m.horizon)
     last_rows = data.panel.sort_values("date").groupby("series").tail(1).set_index("series")
     fut = pd.DataFrame([(s, d) for s in live for d in dates], columns=["series", "date"])
     fut["demand"] = np.nan  # unknown: the model sees these steps as unobserved
@@ -324,11 +322,22 @@ def forecast(cfg: NodeConfig, include_ended: bool = False) -> pd.DataFrame:
     out["path_corr"] = _path_correlation(model, data.holdout_windows(m), m)
     if include_ended:
         out["ended"] = out["series"].isin(ended)
+    return with_site_keys(cfg, out, key_map)
+
+
+def with_site_keys(cfg: NodeConfig, out: pd.DataFrame, key_map: pd.DataFrame) -> pd.DataFrame:
+    """A forecast keyed by pseudonym (``series``) in the site's own keys: sku and series keys."""
     names = key_map.set_index("series")
     out.insert(1, "sku", out["series"].map(names["sku"]).to_numpy())
     for k, col in enumerate(c for c in cfg.data.series_keys if c not in out.columns):
         out.insert(2 + k, col, out["series"].map(names[col]).to_numpy())
     return out.drop(columns=["series"])
+
+
+def horizon_dates(cfg: NodeConfig, last: pd.Timestamp, horizon: int) -> pd.DatetimeIndex:
+    """The ``horizon`` periods after ``last``, each dated by its period's end."""
+    freq = cfg.data.period_freq
+    return pd.period_range(pd.Period(last, freq) + 1, periods=horizon, freq=freq).end_time.normalize()
 
 
 @dataclass(frozen=True)

@@ -200,7 +200,25 @@ def replenish(
     if usable is not None:
         result.decisions, result.strategy = apply_overrides(result.decisions, result.strategy, good, usable)
         result.rejected_overrides = rejected_overrides
+    cite_fallback(result, forecasts)
     return result
+
+
+def cite_fallback(result: ReplenishResult, forecasts: pd.DataFrame) -> None:
+    """Say in each reason when a sku's forecast came from the fallback baseline, not the model."""
+    if "source" not in forecasts.columns:
+        return
+    first = forecasts.groupby("sku", sort=False)[["source", "source_reason"]].first()
+    fallback = first[first["source"].astype(str) == "fallback"]
+    for frame in (result.decisions, result.strategy):
+        why = frame["sku"].map(fallback["source_reason"])
+        cited = why.notna()
+        frame.loc[cited, "reason"] = (
+            frame.loc[cited, "reason"]
+            + "; forecast from the fallback baseline ("
+            + why[cited].astype(str)
+            + ")"
+        )
 
 
 def load_strategy_config(path: Path) -> StrategyConfig:

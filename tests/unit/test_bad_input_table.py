@@ -31,6 +31,7 @@ from tests.bad_input import (
     decided_rows,
     ean13,
     edit_lines,
+    forecast_sources,
     fresh_work,
     make_folder,
     other_key_ciphertext,
@@ -194,7 +195,8 @@ CASES: list[Case] = [
          "quantity, series_keys, price, promo, holiday, static, observed, drop_columns, calendar, future, "
          "cap_outliers, date_order, not_personal)"),
     Case("misspelt-section", node, toml_after(FUTURE, "\n[netwrok]\nshare = false"), 1,
-         "Error: {node}/node.toml has unknown sections: netwrok (known: node, data, network, training)"),
+         "Error: {node}/node.toml has unknown sections: netwrok (known: node, data, network, training, "
+         "forecast)"),
     Case("unknown-node-key", node, toml_after(SECRET, '\nkey_fingerprnt = "ab"'), 1,
          "Error: {node}/node.toml: [node] has unknown keys: key_fingerprnt (known: name, secret_context, "
          "key_fingerprint)"),
@@ -342,10 +344,10 @@ CASES: list[Case] = [
          lambda w: lambda: crypto.load_context(w.keys / crypto.PUBLIC_CONTEXT_FILE, "0" * 32), 1,
          "context {keys}/public.ctx has fingerprint {fp}, expected "
          "00000000000000000000000000000000: wrong key material"),
-    Case("global-model-file-damaged", node,
-         run_after(lambda w: (w.node / "private" / MODEL_FILE).write_bytes(b"garbage"), "forecast"),
-         1, "Error: {node}/private/global_model.pt is not a readable global model (UnpicklingError): "
-         "the node writes it again when it next takes part in a round"),
+    Case("global-model-file-damaged-falls-back", node,
+         run_after(lambda w: (w.node / "private" / MODEL_FILE).write_bytes(b"garbage"), "forecast"), 0,
+         None, lambda w: forecast_sources(w) == {("fallback", "the kept global model cannot be read (the "
+                                                  "site keeps a new one in its next round)")}),
     Case("series-map-damaged", node,
          run_after(lambda w: (w.node / "private" / MAP_FILE).write_bytes(b"junk"), "forecast"), 1,
          "Error: {node}/private/series_map.parquet is damaged (not a readable Parquet file): rebuild it "
