@@ -38,6 +38,7 @@ from coordinator.planner.provision import site_keys
 from coordinator.planner.reference_modes import Outcome, Report, run_central, run_local, run_plain
 from coordinator.planner.runs import round_metrics
 from warehouse_node.node import Node
+from warehouse_node.pipeline import forecast
 
 MODES = ("he", "plain", "local", "central")
 OUTCOME_FILE = "outcome.json"  # RUN_DIR: how training ended (rounds, best round, reason, seconds)
@@ -171,7 +172,9 @@ def train_and_forecast(
         f"{s.mode} training done in {time.monotonic() - started:.0f}s: {outcome.rounds} rounds, "
         f"best round {outcome.best_round} ({outcome.reason}); forecasting"
     )
-    frames = [Node(cfg).forecast(include_ended=True) for cfg in nodes]
+    # the federation's model at every site, whatever a site's own safeguards would do (a deployed
+    # node falls back to a baseline when it cannot trust the model: warehouse_node/fallback.py)
+    frames = [forecast(cfg, include_ended=True) for cfg in nodes]
     return to_dataset_columns(s.dataset, pd.concat(frames, ignore_index=True)), outcome
 
 
