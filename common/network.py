@@ -129,7 +129,7 @@ def to_digits(values: np.ndarray) -> np.ndarray:
     if not np.all(np.isfinite(v)) or (v < 0).any():
         raise NetworkError("network totals must be finite and non-negative")
     if v.size and v.max() >= MAX_VALUE:
-        raise NetworkError(f"a network total of {v.max():.4g} exceeds {MAX_VALUE:.4g}")
+        raise NetworkError(f"a network total exceeds {MAX_VALUE:.4g}, the most a sum carries exactly")
     whole = np.floor(v)  # exact in float64: v < 2^48
     fraction = np.rint((v - whole) * 2.0**FRACTION_BITS)
     carry = fraction >= 2.0**FRACTION_BITS

@@ -10,6 +10,7 @@ overriding node.toml, and ``torch-threads``. Each step prints one ``fedstock-nod
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Callable
 
@@ -24,14 +25,56 @@ from common.codec import CONFIG, GLOBAL, METRICS, MOMENTS, NETWORK, SCORES, SITE
 from common.config import NodeConfig, load_node_config, with_site_files
 from common.denoise import DenoiseError
 from common.network import NetworkError
+from common.settings import SettingsError
 from warehouse_node import journal, published
-from warehouse_node.federated import RoundSettings
+from warehouse_node.federated import RoundSettings, UpdateRefused
 from warehouse_node.model_store import saved_model_vector
 from warehouse_node.node import Node
-from warehouse_node.server_state import latest_round
+from warehouse_node.server_state import StateBehind, latest_round
+
+Handler = Callable[[Message, Context], Message]
 
 app = ClientApp()
 LOG_PREFIX = "fedstock-node | "
+# Refusals of the protocol itself: their messages name keys, counts and settings, never the site's data
+PROTOCOL_REFUSALS = (
+    crypto.CryptoError,
+    DenoiseError,
+    NetworkError,
+    SettingsError,
+    StateBehind,
+    UpdateRefused,
+)
+
+
+class SiteError(RuntimeError):
+    """What the coordinator is told of a failure at a site: its kind and step, no content."""
+
+
+def guarded(step: str) -> Callable[[Handler], Handler]:
+    """An error in ``step`` reaches the coordinator as its kind only (Flower sends the message of
+    whatever a ClientApp raises): a data error's message may hold a cell or a file name. The site's
+    own log line keeps the whole message."""
+
+    def wrap(handler: Handler) -> Handler:
+        @functools.wraps(handler)
+        def run(msg: Message, context: Context) -> Message:
+            try:
+                return handler(msg, context)
+            except PROTOCOL_REFUSALS:
+                raise
+            except Exception as exc:
+                say(
+                    context,
+                    f"run {context.run_id}: {step} failed: {type(exc).__name__}: {exc}".splitlines()[0],
+                )
+                raise SiteError(
+                    f"{type(exc).__name__} at this site during {step}; the site's own log says why"
+                ) from None
+
+        return run
+
+    return wrap
 
 
 def say(context: Context, line: str) -> None:
@@ -117,6 +160,7 @@ def _sent(vec: crypto.EncryptedVector) -> int:
 
 
 @app.train()
+@guarded("training")
 def train(msg: Message, context: Context) -> Message:
     node, key, s = _open(msg, context)
     run, rnd = context.run_id, s.server_round
@@ -135,6 +179,7 @@ def train(msg: Message, context: Context) -> Message:
 
 
 @app.evaluate()
+@guarded("evaluation")
 def evaluate(msg: Message, context: Context) -> Message:
     """Keep the round's global model and reply with this site's encrypted hold-out sums of it."""
     node, key, s, weights = _with_global_model(msg, context, "evaluate")
@@ -148,6 +193,7 @@ def evaluate(msg: Message, context: Context) -> Message:
 
 
 @app.query("decide")
+@guarded("the stopping decision")
 def decide(msg: Message, context: Context) -> Message:
     """Decrypt the summed hold-out scores of every round so far, apply the run's stopping rule
     and keep the best round's model; reply with the decision only (never a score)."""
@@ -164,6 +210,7 @@ def decide(msg: Message, context: Context) -> Message:
 
 
 @app.query("publish")
+@guarded("opening a sum")
 def publish(msg: Message, context: Context) -> Message:
     """Open a sum the planner may see (warehouse_node/published.py checks its kind and how many
     sites it counts) and reply with its plaintext; any other vector is refused."""
@@ -186,6 +233,7 @@ def publish(msg: Message, context: Context) -> Message:
 
 
 @app.query()
+@guarded("the network forecast")
 def network_totals(msg: Message, context: Context) -> Message:
     """After the last round: forecast with the final model and send encrypted network totals."""
     node, key, s, weights = _with_global_model(msg, context, "the network forecast")
@@ -229,6 +277,7 @@ def _profile_step(msg: Message, context: Context, step: str, work) -> Message:
 
 
 @app.query("profile_site_groups")
+@guarded("the cross-site profile")
 def profile_site_groups(msg: Message, context: Context) -> Message:
     """Which shared groups this site holds (encrypted 0/1 per group)."""
 
@@ -241,6 +290,7 @@ def profile_site_groups(msg: Message, context: Context) -> Message:
 
 
 @app.query("profile_moments")
+@guarded("the cross-site profile")
 def profile_moments(msg: Message, context: Context) -> Message:
     """This site's second moments of the groups enough sites hold (encrypted)."""
 
@@ -255,6 +305,7 @@ def profile_moments(msg: Message, context: Context) -> Message:
 
 
 @app.query("profile_adopt")
+@guarded("the cross-site profile")
 def profile_adopt(msg: Message, context: Context) -> Message:
     """Decrypt the network's summed moments and keep their shapes (NODE/private)."""
 

@@ -41,6 +41,10 @@ TAGGED_MODEL_FIELDS = (
 )
 
 
+class UpdateRefused(ValueError):
+    """This site's own update is not sent (the coordinator is told why: no data in it)."""
+
+
 @dataclass(frozen=True)
 class RoundSettings:
     """The run's settings (common/settings.py) and what one message adds to them."""
@@ -142,7 +146,7 @@ def round_update(
         data, s.model, s.train, weights, s.round_seed, on_epoch, state, cfg.training_device
     )
     if not np.all(np.isfinite(new)) or not np.isfinite(loss):
-        raise ValueError("local training produced NaN or infinite weights: update not sent")
+        raise UpdateRefused("local training produced NaN or infinite weights: update not sent")
     cfg.private_dir.mkdir(parents=True, exist_ok=True)
     saved = {"run": _run_tag(s), "round": s.server_round, "state": state}
     torch.save(saved, cfg.private_dir / OPTIMIZER_FILE)

@@ -129,3 +129,19 @@ def test_the_memory_probe_finds_a_secret_key_in_a_process_that_holds_one(federat
     if found[crypto.SECRET_CONTEXT_FILE] is None:
         pytest.skip("this machine does not let a process read its children's memory (/proc/PID/mem)")
     assert found == {crypto.SECRET_CONTEXT_FILE: True, crypto.PUBLIC_CONTEXT_FILE: False}
+
+
+def test_an_error_at_a_site_reaches_the_coordinator_without_its_data(nodes, keys, tmp_path):
+    """Flower sends the coordinator the message of whatever a ClientApp raises; a data error's
+    message names the file and shows a header or cell, so the site sends only its kind and step."""
+    dirs, _ = nodes
+    orders = dirs[0] / "raw" / "orders.csv"
+    orders.write_text("order_ts;sku;quantity\n2024-01-01;CANARY-CELL-42;3\n")  # refused by the reader
+    seen = []
+    rc = run_config(keys, tmp_path / "ckpt", rounds=1, min_nodes=2)
+    run_inprocess(server_app, client_module.app, dirs, rc, observer=lambda msg, blob: seen.append(msg))
+    errors = [m.error.reason for m in seen if m.has_error()]
+    assert errors, "the damaged site answered every step"
+    assert all("CANARY" not in e and "orders.csv" not in e and "order_ts" not in e for e in errors), errors
+    assert "ConfigError at this site during training; the site's own log says why" in errors[0]
+    assert (tmp_path / "ckpt" / "round_0001.state.ckks").is_file()  # the other sites' round went on
