@@ -85,13 +85,20 @@ def horizon_correlation(pred: np.ndarray, actual: np.ndarray, levels: tuple[floa
     return float(np.clip(np.corrcoef(a, b)[0, 1], 0.0, 0.95))
 
 
-def order_quantity(need: float, moq: float, pack_size: float) -> int:
-    """Smallest order ≥ need that satisfies the MOQ and is a whole number of packs (0 if no need)."""
+def order_quantity(need: float, moq: float, pack_size: float) -> float:
+    """Smallest order ≥ need that satisfies the MOQ and is a whole number of packs (0 if no need).
+    A fractional pack (0.5 kg) gives a fractional order, never one truncated below the need; a
+    whole-number order is an int. A need that is not finite is refused (it would order forever)."""
+    if not math.isfinite(need) or not math.isfinite(moq):
+        raise ValueError(f"order arithmetic on a number that is not finite (need {need}, MOQ {moq})")
     if need <= 0:
         return 0
     qty = max(need, moq)
-    pack = pack_size if pack_size and pack_size > 0 else 1
-    return int(math.ceil(qty / pack - 1e-9) * pack)
+    pack = pack_size if math.isfinite(pack_size) and pack_size > 0 else 1
+    ratio = qty / pack
+    packs = math.ceil(ratio - 1e-9 * max(1.0, ratio))  # 12 / 6 rounded in floating point is 2
+    amount = round(float(packs * pack), 9)
+    return int(amount) if amount.is_integer() else amount
 
 
 def review_status(position: float, reorder_point: float, review_demand: float) -> str:

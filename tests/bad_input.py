@@ -177,6 +177,13 @@ def edit_lines(path: Path, change: Callable[[int, str], str]) -> None:
     path.write_text("\n".join(change(i, line) for i, line in enumerate(lines)) + "\n")
 
 
+def whole_packs(w: Work, pack: float) -> bool:
+    """Every order is a positive whole number of ``pack``-sized packs."""
+    qty = pd.read_csv(w.tmp / "decide" / "decisions.csv")["order_qty"]
+    packs = qty / pack
+    return bool((qty > 0).all() and (abs(packs - packs.round()) < 1e-6).all())
+
+
 def decided_rows(w: Work) -> int:
     return len(pd.read_csv(w.tmp / "decide" / "decisions.csv"))
 

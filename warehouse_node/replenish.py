@@ -23,6 +23,7 @@ from common.policies import POLICIES, Policy
 from common.tables import MalformedLine, read_table
 from warehouse_node.overrides import apply_overrides, validate_overrides
 
+MAX_QUANTITY = 1e12  # larger on-hand, on-order, MOQ or pack figures are typos, not stock
 REQUIRED = ("sku", "on_hand", "lead_time")
 DEFAULTS = {"on_order": 0.0, "review_period": 1, "service_level": 0.95, "moq": 0.0, "pack_size": 1.0}
 NUMERIC = ("on_hand", "on_order", "lead_time", "review_period", "service_level", "moq", "pack_size")
@@ -116,6 +117,8 @@ def validate_stock(
     values = {c: pd.to_numeric(stock[c], errors="coerce") for c in NUMERIC}
     for col in NUMERIC:
         reject(values[col].isna() | ~np.isfinite(values[col]), f"{col} is missing or not a number")
+    for col in ("on_hand", "on_order", "moq", "pack_size"):  # sums of these must stay exact
+        reject(values[col].abs() > MAX_QUANTITY, f"{col} is beyond {MAX_QUANTITY:.0e}: not a stock quantity")
     reject(values["on_hand"] < 0, "on_hand is negative")
     reject(values["on_order"] < 0, "on_order is negative")
     for col in ("lead_time", "review_period"):
@@ -282,6 +285,8 @@ def run_replenish(
     require_forecast_columns(forecasts)
     bad_stock: list[MalformedLine] = []
     stock = read_table(stock_path, bad_stock)
+    if stock.empty and not bad_stock:
+        raise ConfigError(f"stock file {stock_path} has no rows under its header: nothing to decide")
     cfg = load_strategy_config(strategy_path) if strategy_path else None
     bad_overrides: list[MalformedLine] = []
     overrides = read_table(overrides_path, bad_overrides) if overrides_path is not None else None

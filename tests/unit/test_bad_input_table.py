@@ -39,6 +39,7 @@ from tests.bad_input import (
     run_after,
     set_cell,
     stock_edit,
+    whole_packs,
     write_file,
 )
 from tests.conftest import model_config
@@ -267,6 +268,14 @@ CASES: list[Case] = [
     Case("stock-missing-column", node, stock_edit(lambda df: df.drop(columns=["on_hand"])), 1,
          "Error: stock file is missing columns: on_hand (its columns: sku, on_order, lead_time, "
          "review_period, service_level, moq, pack_size, unit_cost)"),
+    Case("stock-file-with-a-header-only", node, stock_edit(lambda df: df.iloc[:0]), 1,
+         "Error: stock file {node}/stock.csv has no rows under its header: nothing to decide"),
+    Case("stock-on-hand-gigantic", node, stock_edit(lambda df: set_cell(df, "on_hand", "1e300")),
+         EXIT_PARTIAL, "  1 x on_hand is beyond 1e+12: not a stock quantity",
+         lambda w: w.rejected("beyond") == 1),
+    Case("stock-fractional-pack-orders-whole-packs", node,
+         stock_edit(lambda df: df.assign(pack_size="0.4", moq="0", on_hand="0", on_order="0")), 0, None,
+         lambda w: whole_packs(w, 0.4)),
     Case("stock-unknown-sku", node, stock_edit(lambda df: set_cell(df, "sku", "SKU-NOPE")), EXIT_PARTIAL,
          "  1 x unknown sku: no forecast for it", lambda w: w.rejected("no forecast") == 1),
     Case("stock-duplicate-sku", node, stock_edit(lambda df: pd.concat([df, df.iloc[[0]]], ignore_index=True)),

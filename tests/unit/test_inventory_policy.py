@@ -1,6 +1,8 @@
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from common.inventory import (
     OBSERVE,
@@ -52,6 +54,25 @@ def _constant_paths(value: float = 10.0, horizon: int = 7) -> np.ndarray:
 )
 def test_order_quantity_respects_moq_and_pack(need, moq, pack, expected):
     assert order_quantity(need, moq, pack) == expected
+
+
+@given(
+    need=st.floats(0.001, 1e9),
+    moq=st.floats(0, 1e6),
+    pack=st.one_of(st.integers(1, 500).map(float), st.floats(0.01, 50)),
+)
+def test_an_order_is_whole_packs_never_below_the_need_or_moq_and_one_pack_at_most_above(need, moq, pack):
+    qty = order_quantity(need, moq, pack)
+    packs = qty / pack
+    assert abs(packs - round(packs)) <= 1e-6 * max(1.0, packs)  # whole packs, fractional ones too
+    assert qty >= max(need, moq) * (1 - 1e-9)
+    assert qty - pack < max(need, moq) * (1 + 1e-9)  # the smallest such order
+
+
+def test_fractional_packs_are_never_truncated_and_a_non_finite_need_is_refused():
+    assert order_quantity(1.0, 0, 0.4) == 1.2 and order_quantity(0.3, 0, 0.1) == 0.3
+    with pytest.raises(ValueError, match="not finite"):
+        order_quantity(float("inf"), 0, 1)
 
 
 def test_replenish_now_at_or_below_reorder_point():
