@@ -12,8 +12,8 @@ Documented rules (every row they touch is written to the quarantine file with it
 * duplicate rows of one series and period in per-period data are summed;
 * calendar: each series runs from its first observed period to the node's last period; missing
   periods inside that span are demand 0 (for per-period data each filled period is quarantined as a
-  repair). A series with no observation in its last ``ended_after`` periods has ended: it is kept for
-  training up to its last observation but is not forecast;
+  repair). A series with no demand in its last ``ended_after`` periods (no rows, or rows of 0), or
+  none at all, has ended: it is kept for training up to its last row but is not forecast;
 * a promotion value that is missing is unknown (NaN), not "no promotion"; observed covariates
   (``observed``) are averaged per period and carried forward over gaps;
 * outliers: demand above a robust local level + 3σ (rolling median, σ = 1.4826·MAD floored at
@@ -96,15 +96,15 @@ def _located(bad: list[pd.DataFrame], locate: RowLocator | None) -> pd.DataFrame
     if not bad:
         return pd.DataFrame(columns=QUARANTINE_COLUMNS)
     out = pd.concat(bad, ignore_index=True)
-    if "_row" not in out:
-        return out[QUARANTINE_COLUMNS]
+    if "_row" not in out:  # e.g. only series that ended: no raw row behind them
+        return out.reindex(columns=QUARANTINE_COLUMNS)
     at = out["_row"].notna().to_numpy()
     if at.any():
         positions = out.loc[at, "_row"].to_numpy(dtype=np.int64)
         found = locate(positions) if locate else [f"row {p + 1}" for p in positions]
         out["source"] = out["source"].astype(object)
         out.loc[at, "source"] = found
-    return out[QUARANTINE_COLUMNS]
+    return out.reindex(columns=QUARANTINE_COLUMNS)
 
 
 def _parse(frame: pd.DataFrame, cfg: DataConfig, ended_after: int, bad: list[pd.DataFrame]) -> pd.DataFrame:
@@ -226,7 +226,9 @@ def _align(
     pieces, ended = [], []
     for series, grp in agg.groupby("series", sort=True):
         start, stop = grp["date"].min(), grp["date"].max()
-        gap = len(all_dates[(all_dates > stop) & (all_dates <= last)])
+        sold = grp.loc[grp["demand"] > 0, "date"]  # rows of zero sales are no demand either
+        since = sold.max() if len(sold) else start - pd.tseries.frequencies.to_offset(freq)
+        gap = len(all_dates[(all_dates > since) & (all_dates <= last)])
         if gap >= ended_after:
             ended.append(series)
             bad.append(
@@ -237,8 +239,12 @@ def _align(
                             "date": str(stop.date()),
                             "value": pd.NA,
                             "repaired_to": np.nan,
-                            "reason": f"series ended: no demand in last {gap} periods; "
-                            "not forecast (0 in simulations)",
+                            "reason": (
+                                f"series ended: no demand in last {gap} periods"
+                                if len(sold)
+                                else f"series ended: no demand in its {gap} periods"
+                            )
+                            + "; not forecast (0 in simulations)",
                         }
                     ]
                 )

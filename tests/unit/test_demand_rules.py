@@ -55,6 +55,24 @@ def test_periods_rules_negative_gaps_ended_and_duplicates(tmp_path):
     assert out.ended == [out.key_map.loc[out.key_map["Dept"] == "2", "series"].item()]
 
 
+def test_a_series_whose_sales_are_zero_rows_has_ended_like_one_whose_rows_stopped(tmp_path):
+    """Zeros are no demand: a dept that sells nothing in its last 8 weeks, or never, has ended
+    (trained on, not forecast), whether its export stops or keeps writing 0."""
+    weeks = pd.date_range("2011-01-07", periods=30, freq="W-FRI")
+    live = _weekly("1", weeks, np.full(30, 100.0))
+    stopped = _weekly("2", weeks, np.r_[np.full(20, 50.0), np.zeros(10)])  # ten weeks of 0 written
+    never = _weekly("3", weeks, np.zeros(30))
+    quiet = _weekly("4", weeks, np.r_[np.full(25, 5.0), np.zeros(5)])  # five quiet weeks: still live
+    out = prepare(pd.concat([live, stopped, never, quiet], ignore_index=True), _periods_cfg(tmp_path), SECRET)
+    dept = out.key_map.set_index("series")["Dept"]
+    assert sorted(dept[out.ended]) == ["2", "3"]
+    reasons = out.quarantine.loc[out.quarantine["reason"].str.startswith("series ended"), "reason"]
+    assert sorted(reasons) == [
+        "series ended: no demand in its 30 periods; not forecast (0 in simulations)",
+        "series ended: no demand in last 10 periods; not forecast (0 in simulations)",
+    ]
+
+
 def test_outlier_capped_but_not_in_promotion_or_holiday_periods(tmp_path):
     weeks = pd.date_range("2011-01-07", periods=40, freq="W-FRI")
     values = 100 + np.tile([-3.0, 0.0, 3.0], 14)[:40]
