@@ -61,8 +61,8 @@ def _quarantine_malformed(lines: list[MalformedLine]) -> pd.DataFrame:
             "date": pd.NA,
             "value": pd.NA,
             "repaired_to": np.nan,
-            "reason": [f"malformed line: {m.fields} fields, the header {m.header}" for m in lines],
-            "source": [f"line {m.line}" for m in lines],
+            "reason": [m.reason for m in lines],
+            "source": [m.source for m in lines],
         },
         columns=QUARANTINE_COLUMNS,
     )

@@ -27,16 +27,33 @@ _MAGIC = [
 ]
 
 
+MAX_CELL_LINES = 5  # a quoted cell over more lines than this is a quote left open, not a note
+
+
 @dataclass(frozen=True)
 class MalformedLine:
-    """A CSV line with more fields than the header: skipped, never guessed at."""
+    """A CSV line with more fields than the header, or (``last``) lines that one quoted cell runs
+    over: skipped, never guessed at, and named by line (never by content)."""
 
     line: int
     fields: int
     header: int
+    last: int = 0  # > line: lines line..last read as one record (an unbalanced quote?)
 
     def __str__(self) -> str:
+        if self.last:
+            return f"lines {self.line}-{self.last} are one quoted cell (an unbalanced quote?)"
         return f"line {self.line} has {self.fields} fields, the header {self.header}"
+
+    @property
+    def reason(self) -> str:
+        if self.last:
+            return f"malformed lines: one quoted cell runs over {self.last - self.line + 1} lines"
+        return f"malformed line: {self.fields} fields, the header {self.header}"
+
+    @property
+    def source(self) -> str:
+        return f"lines {self.line}-{self.last}" if self.last else f"line {self.line}"
 
 
 def read_table(path: Path, malformed: list[MalformedLine] | None = None) -> pd.DataFrame:
@@ -100,7 +117,12 @@ def _read_csv(path: Path, malformed: list[MalformedLine] | None) -> pd.DataFrame
     # index_col=False: a trailing comma on every row must not shift the columns by one.
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", pd.errors.ParserWarning)
-        frame = pd.read_csv(path, dtype=str, keep_default_na=True, index_col=False, on_bad_lines="warn")
+        try:
+            frame = pd.read_csv(path, dtype=str, keep_default_na=True, index_col=False, on_bad_lines="warn")
+        except pd.errors.ParserError as exc:
+            if "EOF inside string" not in str(exc):
+                raise
+            raise open_quote_error(path, *_open_quote_lines(path)) from None
     _refuse_other_separator(path, frame)
     skipped = [
         MalformedLine(int(line), int(seen), int(width))
@@ -113,6 +135,7 @@ def _read_csv(path: Path, malformed: list[MalformedLine] | None) -> pd.DataFrame
             skipped = [replace(m, line=n) for m, n in zip(skipped, lines, strict=True)]
     if any("does not match length of data" in str(w.message) for w in caught):
         raise ConfigError(f"cannot read {path}: its first data line has more fields than the header")
+    frame, skipped = _without_spanning_records(path, frame, skipped)
     if skipped and malformed is None:
         raise ConfigError(f"cannot read {path}: {skipped[0]}")
     if malformed is not None:
@@ -152,9 +175,11 @@ def _record_lines(path: Path, raw: pd.DataFrame, positions: np.ndarray) -> list[
     unless the file has one record per row and each of these records holds its row's cells."""
     wanted = {int(p) for p in positions}
     found: dict[int, tuple[int, list[str]]] = {}
-    count = 0
-    for start, record, too_long in _csv_records(path):
-        if too_long:  # pandas skipped it
+    count, spans = 0, []
+    records = list(_csv_records(path, spans))
+    spanning = {start for start, _ in spans}
+    for start, record, too_long in records:
+        if too_long or start in spanning:  # skipped by pandas, or taken out by read_table
             continue
         if count in wanted:
             found[count] = (start, record)
@@ -168,9 +193,12 @@ def _record_lines(path: Path, raw: pd.DataFrame, positions: np.ndarray) -> list[
     return [found[int(p)][0] for p in positions]
 
 
-def _csv_records(path: Path) -> Iterator[tuple[int, list[str], bool]]:
+def _csv_records(
+    path: Path, spans: list[tuple[int, int]] | None = None
+) -> Iterator[tuple[int, list[str], bool]]:
     """(first line, cells, more cells than the header) of each record after the header; blank
-    lines, which pandas skips, are left out."""
+    lines, which pandas skips, are left out. ``spans`` collects (first, last line) of the records
+    that run over several lines."""
     csv.field_size_limit(2**31 - 1)  # pandas reads cells of any length; so must this
     with path.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.reader(handle)
@@ -180,9 +208,61 @@ def _csv_records(path: Path) -> Iterator[tuple[int, list[str], bool]]:
             for record in reader:
                 start, previous = previous + 1, reader.line_num
                 if record:
+                    if spans is not None and previous > start:
+                        spans.append((start, previous))
                     yield start, record, len(record) > width
         except csv.Error:  # a file pandas read but Python's csv does not: lines stay unknown
             return
+
+
+def _without_spanning_records(
+    path: Path, frame: pd.DataFrame, skipped: list[MalformedLine]
+) -> tuple[pd.DataFrame, list[MalformedLine]]:
+    """Every line is a row or a malformed line: a record that runs over several lines (a quote
+    left open in a free-text cell swallows the lines after it) is taken out and named by its lines,
+    as is a skipped record that does. Kept rows stay in file order, so ``row_locator`` still finds
+    their lines. Returns the rows and every malformed line."""
+    with path.open("rb") as handle:
+        if b'"' not in handle.read():
+            return frame, skipped
+    spans: list[tuple[int, int]] = []
+    records = [(start, too_long) for start, _, too_long in _csv_records(path, spans)]
+    if not spans:
+        return frame, skipped
+    start, last = max(spans, key=lambda span: span[1] - span[0])
+    if last - start + 1 > MAX_CELL_LINES:  # not a note with a line break: a quote left open
+        raise open_quote_error(path, start, last)
+    rows = [start for start, too_long in records if not too_long]  # pandas' rows, in order
+    if len(rows) != len(frame):  # the two readers disagree: name the first span, read nothing
+        raise open_quote_error(path, *spans[0])
+    ends = dict(spans)
+    drop = [row for row, start in enumerate(rows) if start in ends]
+    found = [MalformedLine(rows[r], 0, 0, ends[rows[r]]) for r in drop]
+    kept = [replace(m, last=ends[m.line]) if m.line in ends else m for m in skipped]
+    return frame.drop(index=frame.index[drop]).reset_index(drop=True), sorted(
+        [*kept, *found], key=lambda m: m.line
+    )
+
+
+def open_quote_error(path: Path, start: int, last: int) -> ConfigError:
+    return ConfigError(
+        f"cannot read {path}: lines {start}-{last} are one quoted cell (an unbalanced quote?): "
+        "close or remove the quote"
+    )
+
+
+def _open_quote_lines(path: Path) -> tuple[int, int]:
+    """Where the record a reader ran off the end of the file in starts, and the file's last line."""
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.reader(handle)
+        next(reader, None)
+        start = previous = reader.line_num
+        try:
+            for _ in reader:
+                start, previous = previous + 1, reader.line_num
+        except csv.Error:
+            start = previous + 1
+        return start, reader.line_num
 
 
 def _refuse_other_separator(path: Path, frame: pd.DataFrame) -> None:

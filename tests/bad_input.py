@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -48,6 +49,7 @@ class Work:
             "keys": self.keys,
             "fp": crypto.load_context(self.keys / crypto.PUBLIC_CONTEXT_FILE).fingerprint,
             "other_fp": json.loads(other.read_text())["fingerprint"] if other.is_file() else "",
+            "last_line": len(self.orders.read_bytes().splitlines()) if self.orders.is_file() else 0,
             **self.notes,
         }
 
@@ -164,6 +166,17 @@ def forecast_sources(w: Work) -> set[tuple[str, str]]:
     """(source, reason) of the rows `fedstock-node forecast` wrote."""
     frame = pd.read_parquet(w.node / "out" / "forecasts.parquet")
     return set(zip(frame["source"], frame["source_reason"], strict=True))
+
+
+def open_quote(line: str) -> str:
+    """The line with its last quote deleted: the quoted cell it closed is left open."""
+    at = line.rindex('"')
+    return line[:at] + line[at + 1 :]
+
+
+def unquoted(line: str) -> str:
+    """The line without quotes (the commas they protected become spaces): no quote closes one left open."""
+    return re.sub(r'"([^"]*)"', lambda m: m.group(1).replace(",", " "), line)
 
 
 def make_folder(path: Path) -> Path:

@@ -34,11 +34,13 @@ from tests.bad_input import (
     forecast_sources,
     fresh_work,
     make_folder,
+    open_quote,
     other_key_ciphertext,
     periods_node,
     run_after,
     set_cell,
     stock_edit,
+    unquoted,
     whole_packs,
     write_file,
 )
@@ -172,6 +174,14 @@ CASES: list[Case] = [
     Case("one-ragged-row-quarantined", node,
          run_after(lambda w: edit_lines(w.orders, lambda i, line: line + ",x" if i == 2 else line)), 0,
          None, lambda w: w.quarantined("malformed line: 13 fields, the header 12") == 1),
+    Case("a-quote-left-open-swallowing-two-lines-is-quarantined-by-line", node,
+         run_after(lambda w: edit_lines(w.orders, lambda i, line: open_quote(line) if i == 4 else line)),
+         0, None, lambda w: w.quarantined("malformed lines: one quoted cell runs over 2 lines") == 1),
+    Case("a-quote-left-open-to-the-end-of-the-file-is-refused", node,
+         run_after(lambda w: edit_lines(w.orders, lambda i, line: open_quote(line) if i == 4
+                                        else unquoted(line) if i > 4 else line)), 1,
+         "Error: cannot read {node}/raw/orders.csv: lines 5-{last_line} are one quoted cell (an unbalanced "
+         "quote?): close or remove the quote"),
     Case("trailing-comma-on-every-row-read-as-is", node,
          run_after(lambda w: edit_lines(w.orders, lambda i, line: line + ("," if i else ""))), 0, None,
          lambda w: w.quarantined("") == 0),

@@ -246,7 +246,7 @@ def test_quarantined_rows_name_their_line_in_the_raw_file(tmp_path):
         "ts,qty,sku,note",  # 1
         "2024-01-01T10:00,3,A,ok",  # 2
         "",  # 3: blank, pandas skips it
-        '2024-01-02T10:00,2,A,"two',  # 4: a note with a line break inside quotes ...
+        '2024-01-02T10:00,2,A,"two',  # 4: a line break inside quotes: the record is named by its lines
         'lines"',  # 5
         "2024-01-03T10:00,1,A,x,extra",  # 6: malformed, skipped
         "garbage,4,A,x",  # 7
@@ -257,7 +257,7 @@ def test_quarantined_rows_name_their_line_in_the_raw_file(tmp_path):
     cfg = load_node_config(_orders_node(tmp_path, "orders.csv", "\n".join(lines) + "\n"))
     prepare_node(cfg)
     q = pd.read_csv(cfg.private_dir / QUARANTINE_FILE).set_index("reason")["source"]
-    assert q.filter(like="malformed").tolist() == ["line 6"]
+    assert q.filter(like="malformed").tolist() == ["lines 4-5", "line 6"]
     assert q.filter(like="unreadable timestamp").tolist() == ["line 7"]
     assert q.filter(like="return").tolist() == ["line 8"]
     assert q.filter(like="non-numeric quantity").tolist() == ["line 9"]
