@@ -31,9 +31,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from common.cells import FLAG_WORDS, MAX_VALUE, parse_all_dates, parse_dates, parse_numbers, refuse_nested
 from common.config import ConfigError, DataConfig
 from common.deid import DeidReport, deidentify
-from common.tables import FLAG_WORDS, MalformedLine, parse_all_dates, parse_dates, read_table
+from common.tables import MalformedLine, read_table
 
 QUARANTINE_COLUMNS = ["series", "date", "value", "repaired_to", "reason", "source"]
 RowLocator = Callable[[np.ndarray], list[str]]  # 0-based positions of raw rows -> "line 12" / "row 11"
@@ -109,18 +110,19 @@ def _located(bad: list[pd.DataFrame], locate: RowLocator | None) -> pd.DataFrame
 
 def _parse(frame: pd.DataFrame, cfg: DataConfig, ended_after: int, bad: list[pd.DataFrame]) -> pd.DataFrame:
     frame = frame.rename(columns={cfg.timestamp: "_ts_raw", cfg.quantity: "_qty_raw"})
-    if pd.api.types.is_numeric_dtype(frame["_ts_raw"]):  # seconds? days since 1900? never guess
-        example = frame["_ts_raw"].dropna().head(1).tolist()
-        raise ConfigError(
-            f"timestamp column {cfg.timestamp!r} holds numbers (e.g. {example[0] if example else 'NaN'}), "
-            "not dates: store dates or ISO text such as 2024-01-31"
-        )
+    for col, name in (("_ts_raw", cfg.timestamp), ("_qty_raw", cfg.quantity)):
+        refuse_nested(frame[col], name)
     frame["timestamp"] = parse_dates(frame["_ts_raw"], f"timestamp column {cfg.timestamp!r}", cfg.date_order)
-    frame["quantity"] = pd.to_numeric(frame["_qty_raw"], errors="coerce").astype(float)
+    frame["quantity"] = parse_numbers(frame["_qty_raw"], f"quantity column {cfg.quantity!r}")
     checks = [
         (frame["series"].isna(), "missing series key", "_qty_raw"),
         (frame["timestamp"].isna(), "unreadable timestamp", "_ts_raw"),
-        (~np.isfinite(frame["quantity"].astype(float)), "missing or non-numeric quantity", "_qty_raw"),
+        (
+            frame["quantity"].isna() & _numeric(frame["_qty_raw"]),
+            f"quantity not finite or beyond {MAX_VALUE:g}",
+            "_qty_raw",
+        ),
+        (frame["quantity"].isna(), "missing or non-numeric quantity", "_qty_raw"),
     ]
     keep = pd.Series(True, index=frame.index)
     for mask, reason, col in checks:
@@ -140,15 +142,23 @@ def _parse(frame: pd.DataFrame, cfg: DataConfig, ended_after: int, bad: list[pd.
             frame[dst] = np.nan if dst == "price" else 0.0
             continue
         raw = frame[src]
+        refuse_nested(raw, src)
         if not pd.api.types.is_numeric_dtype(raw):  # "True"/"false"/"yes" flags
             raw = raw.map(lambda v: FLAG_WORDS.get(str(v).strip().lower(), v) if pd.notna(v) else v)
-        parsed = pd.to_numeric(raw, errors="coerce").astype(float)
+        parsed = parse_numbers(raw, f"{dst} column {src!r}")
         unreadable = parsed.isna() & raw.notna()
         if unreadable.any():
             reason = f"unreadable {dst}: treated as unknown"
             bad.append(_quarantine(frame[unreadable], reason, src, raw_rows=True))
         frame[dst] = parsed.fillna(0.0) if dst == "holiday" else parsed  # NaN promotion = unknown
     return frame
+
+
+def _numeric(cells: pd.Series) -> pd.Series:
+    """Cells that are numbers, however large (text such as 1e400 included)."""
+    return pd.to_numeric(cells, errors="coerce").notna() | cells.astype(
+        "string"
+    ).str.strip().str.lower().isin(["inf", "-inf", "infinity", "-infinity"])
 
 
 def _drop_implausible_dates(

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from common.calibration import IntervalCalibration
+from common.cells import FLAG_WORDS, numbers_or_empty, parse_all_dates
 from common.config import ConfigError, NodeConfig, require_columns
 from common.deid import load_or_create_secret, pseudonym, series_label
 from common.demand import mark_events, prepare
@@ -21,14 +22,7 @@ from common.denoise import PROFILE_FILE, DenoiseError, Profile
 from common.evaluation import naive_positions, pinball_per_point
 from common.files import check_output
 from common.model import ModelConfig, build_model, load_vector, model_vector
-from common.tables import (
-    FLAG_WORDS,
-    MalformedLine,
-    numbers_or_empty,
-    parse_all_dates,
-    read_table,
-    row_locator,
-)
+from common.tables import MalformedLine, read_table, row_locator
 from common.training import TrainConfig, mean_from_quantiles, predict_scaled, train_local
 from common.windows import SeriesStats, WindowSet, build_windows, like_forecasts, season_lag, series_stats
 from warehouse_node.model_store import load_global_model

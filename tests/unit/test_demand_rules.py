@@ -177,11 +177,45 @@ def test_a_closure_of_both_sides_large_keeps_all_history(tmp_path):
     assert out.panel["date"].min() == weeks[0] and len(out.panel) == 2 * 80
 
 
-def test_numeric_timestamps_are_refused_not_guessed(tmp_path):
-    raw = _two_depts(pd.date_range("2011-01-07", periods=5, freq="W-FRI"))
-    raw["Date"] = 1294358400
-    with pytest.raises(ConfigError, match=r"timestamp column 'Date' holds numbers \(e.g. 1294358400\)"):
+def test_numbers_as_dates_are_read_by_their_size_and_other_numbers_are_refused(tmp_path):
+    """Spreadsheet serial days, Unix seconds and milliseconds (as numbers, or as text in a CSV)
+    read as the dates they are; a column of numbers of no such size is refused with an example."""
+    weeks = pd.date_range("2011-01-07", periods=5, freq="W-FRI")
+    iso = prepare(_two_depts(weeks), _periods_cfg(tmp_path), SECRET).panel
+    seconds = (weeks - pd.Timestamp("1970-01-01")) // pd.Timedelta(seconds=1)
+    days = (weeks - pd.Timestamp("1899-12-30")) // pd.Timedelta(days=1)
+    for cells in (seconds, seconds * 1000, days, days.astype(str)):
+        raw = _two_depts(weeks).assign(Date=list(cells) * 2)
+        assert prepare(raw, _periods_cfg(tmp_path), SECRET).panel.equals(iso), cells[:1]
+    raw = _two_depts(weeks).assign(Date=1234)
+    with pytest.raises(
+        ConfigError, match=r"timestamp column 'Date' holds numbers \(e.g. 1234\) that are neither"
+    ):
         prepare(raw, _periods_cfg(tmp_path), SECRET)
+
+
+def test_decimal_commas_thousands_commas_and_dst_offsets_are_read_or_refused_by_column(tmp_path):
+    weeks = pd.date_range("2011-01-07", periods=5, freq="W-FRI")
+    base = _two_depts(weeks)
+    iso = prepare(base, _periods_cfg(tmp_path), SECRET).panel
+    comma = base.assign(Weekly_Sales=base["Weekly_Sales"].map(lambda v: f"{v:.1f}".replace(".", ",")))
+    assert prepare(comma, _periods_cfg(tmp_path), SECRET).panel.equals(iso)
+    thousands = base.assign(Weekly_Sales=base["Weekly_Sales"].map(lambda v: f"{v * 1000:,.1f}"))
+    read = prepare(thousands, _periods_cfg(tmp_path), SECRET).panel
+    assert np.allclose(read["demand"], iso["demand"] * 1000)
+    either = base.assign(Weekly_Sales="1,234")
+    with pytest.raises(
+        ConfigError, match=r"reads as 1234 \(a thousands comma\) or 1\.234 \(a decimal comma\)"
+    ):
+        prepare(either, _periods_cfg(tmp_path), SECRET)
+    # a day's sales around the switch to summer time: the offset changes, the local day does not
+    local = pd.Series(["2024-03-30T23:30:00+01:00", "2024-03-31T23:30:00+02:00"])
+    from common.cells import parse_dates
+
+    assert parse_dates(local, "ts").dt.strftime("%Y-%m-%d %H:%M").tolist() == [
+        "2024-03-30 23:30",
+        "2024-03-31 23:30",
+    ]
 
 
 def test_day_month_dates_are_read_in_the_one_order_the_column_shows(tmp_path):
@@ -276,3 +310,16 @@ def test_quarantined_rows_of_a_parquet_file_or_an_unmatched_csv_name_their_row(t
     changed = raw.assign(qty=["1", "9", "-1"])  # the rows no longer match the file's records
     assert row_locator(tmp_path / "orders.csv", changed)(np.array([1])) == ["row 2"]
     assert row_locator(tmp_path / "orders.csv", raw.iloc[:2])(np.array([1])) == ["row 2"]
+
+
+def test_gigantic_or_infinite_quantities_are_quarantined_and_nested_cells_refused(tmp_path):
+    weeks = pd.date_range("2011-01-07", periods=5, freq="W-FRI")
+    raw = _two_depts(weeks).astype({"Weekly_Sales": object})
+    raw.loc[1, "Weekly_Sales"], raw.loc[2, "Weekly_Sales"] = "1e300", "inf"
+    out = prepare(raw, _periods_cfg(tmp_path), SECRET)
+    assert out.counts()["quantity not finite or beyond 1e+12"] == 2
+    assert np.isfinite(out.panel["demand"]).all()
+    nested = _two_depts(weeks).astype({"Weekly_Sales": object})
+    nested["Weekly_Sales"] = [[1.0, 2.0]] * len(nested)
+    with pytest.raises(ConfigError, match="column 'Weekly_Sales' holds list cells"):
+        prepare(nested, _periods_cfg(tmp_path), SECRET)
