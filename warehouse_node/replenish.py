@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import re
 import tomllib
+import unicodedata
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from common.cells import parse_dates
 from common.config import ConfigError, require_columns
 from common.files import check_output
 from common.inventory import StrategyConfig, decide, sample_paths
@@ -95,6 +97,26 @@ def unusable_forecasts(forecasts: pd.DataFrame, qcols: list[str], freq: str, nee
     return reasons
 
 
+# How a sku is mangled between two tools, and how to undo it: (what happened, the key it leaves)
+NEAR_MISSES = (
+    ("in other letter case", str.casefold),
+    ("with the leading zeros a spreadsheet drops", lambda sku: sku.lstrip("0") or "0"),
+    (
+        "in another Unicode form (accents or full-width letters)",
+        lambda sku: unicodedata.normalize("NFKC", sku),
+    ),
+)
+
+
+def unknown_sku_reason(sku: str, known: set[str]) -> str:
+    """Why a stock sku has no forecast, naming the forecast sku it nearly matches."""
+    for how, key in NEAR_MISSES:
+        matches = sorted(k for k in known if key(k) == key(sku))
+        if matches:
+            return f"unknown sku: no forecast for it; the forecasts have {matches[0]!r}, {how}"
+    return "unknown sku: no forecast for it"
+
+
 def validate_stock(
     stock: pd.DataFrame, horizons: dict[str, int], unusable: dict[str, str] | None = None
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -135,9 +157,8 @@ def validate_stock(
             f"lead_time + review_period exceeds the forecast horizon of {int(periods)} periods",
         )
     known = set(horizons)
-    other_case = stock["sku"].str.casefold().isin({k.casefold() for k in known})
-    reject(~stock["sku"].isin(known) & other_case, "unknown sku: a forecast exists in other letter case")
-    reject(~stock["sku"].isin(known), "unknown sku: no forecast for it")
+    unknown = ~stock["sku"].isin(known) & (reasons == "")
+    reasons[unknown] = stock.loc[unknown, "sku"].map(lambda sku: unknown_sku_reason(sku, known))
     if "on_order_due" in stock.columns:  # periods until the on-order stock arrives; default lead time
         written = stock["on_order_due"].astype("string").str.strip().fillna("")
         due = pd.to_numeric(written.where(written != ""), errors="coerce").astype(float)
@@ -170,7 +191,7 @@ def replenish(
     forecasts = forecasts.assign(
         **{c: pd.to_numeric(forecasts[c], errors="coerce").astype(float) for c in numeric},  # NaN: rejected
         sku=trimmed_skus(forecasts["sku"]),
-        date=pd.to_datetime(forecasts["date"], errors="coerce", format="mixed"),  # NaT: rejected
+        date=parse_dates(forecasts["date"], "forecasts file column 'date'"),  # NaT: rejected
         written_date=forecasts["date"].astype(str).str[:10],
     ).sort_values(["sku", "date"])
     rows_of = forecasts.groupby("sku", sort=False).indices  # sku -> row positions in date order

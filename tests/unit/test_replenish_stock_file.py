@@ -112,8 +112,33 @@ def test_rejected_rows_are_listed_as_written_and_a_sku_in_other_letter_case_is_n
     result = replenish(_forecasts(), stock, "D")
     rejected = result.rejected.set_index("sku")
     assert (rejected.loc["A", "on_hand"], rejected.loc["A", "service_level"]) == ("1,234", "95%")
-    assert rejected.loc["c", "reason"] == "unknown sku: a forecast exists in other letter case"
+    assert (
+        rejected.loc["c", "reason"]
+        == "unknown sku: no forecast for it; the forecasts have 'C', in other letter case"
+    )
     assert list(result.decisions["sku"]) == ["B"]
+
+
+def test_a_stock_sku_that_nearly_matches_a_forecast_says_how():
+    """Leading zeros a spreadsheet dropped, another Unicode form of the same letters: named."""
+    forecasts = pd.concat(
+        [_forecasts(skus=(sku,)) for sku in ("00123", "Caf\u00e9", "ＸＬ-1")], ignore_index=True
+    )
+    stock = pd.DataFrame({"sku": ["123", "Cafe\u0301", "XL-1"], "on_hand": "3", "lead_time": "1"})
+    reasons = replenish(forecasts, stock, "D").rejected.set_index("sku")["reason"]
+    zeros = "with the leading zeros a spreadsheet drops"
+    assert reasons["123"] == f"unknown sku: no forecast for it; the forecasts have '00123', {zeros}"
+    unicode = "in another Unicode form (accents or full-width letters)"
+    assert (
+        reasons["Cafe\u0301"] == f"unknown sku: no forecast for it; the forecasts have 'Caf\u00e9', {unicode}"
+    )
+    assert reasons["XL-1"] == f"unknown sku: no forecast for it; the forecasts have 'ＸＬ-1', {unicode}"
+
+
+def test_forecast_dates_re_saved_day_first_are_read_day_first_not_misread():
+    day_first = _forecasts().assign(date=lambda f: pd.to_datetime(f["date"]).dt.strftime("%d/%m/%Y"))
+    stock = pd.DataFrame({"sku": ["B"], "on_hand": "3", "lead_time": "1"})
+    assert replenish(day_first, stock, "D").decisions.equals(replenish(_forecasts(), stock, "D").decisions)
 
 
 def test_skus_padded_with_spaces_on_either_side_still_match_their_forecast():
