@@ -138,10 +138,11 @@ def parse_numbers(values: pd.Series, what: str) -> pd.Series:
         numbers = values.astype(float)
     else:
         text = values.astype("string").str.strip()
-        numbers = pd.to_numeric(text, errors="coerce").astype(float)
+        numbers = pd.to_numeric(text, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+        numbers = pd.Series(numbers, index=values.index)
         rest = text[numbers.isna() & text.notna() & (text != "")]
         if len(rest):
-            numbers = numbers.fillna(_separated(rest, what))
+            numbers = numbers.fillna(_separated(rest, what).astype(float))
     return numbers.where(np.isfinite(numbers) & (numbers.abs() <= MAX_VALUE))
 
 
