@@ -16,8 +16,9 @@ import pytest
 import torch
 
 from common import crypto
-from common.codec import EVAL_METRICS, global_weights
+from common.codec import EVAL_METRICS, METRICS, SCALE_BITS, decode_scores, encode_scores, global_weights
 from common.config import load_node_config
+from common.stopping import validation_score
 from coordinator.checkpoints import PROGRESS_FILE
 from coordinator.planner.inprocess import InProcessGrid, run_inprocess
 from coordinator.planner.runs import run_status
@@ -162,5 +163,14 @@ def test_with_a_server_optimizer_every_site_holds_the_same_model_even_after_miss
     assert replayed.is_file()  # round 2's aggregate reached it from the coordinator's checkpoint
 
 
-def test_evaluation_sums_carry_every_metric_the_rule_reads():
-    assert {"abs_err_model", "pinball_scaled", "points", "nodes"} <= set(EVAL_METRICS)
+def test_evaluation_sums_carry_every_metric_the_rule_reads(secret_key, public_key):
+    """What a site encrypts sums, at the coordinator, to what every site's stopping rule reads."""
+    a = {"abs_err_model": 6.0, "abs_err_naive": 9.0, "pinball_scaled": 2.0, "covered_80": 4.0, "points": 5.0}
+    a |= {"weight_x_train_pinball": 0.3, "train_weight": 1.0}
+    total = crypto.RunningSum(public_key, len(EVAL_METRICS), SCALE_BITS[METRICS])
+    for sums in (a, {k: 2 * v for k, v in a.items()}):
+        total.add(encode_scores(secret_key, sums, addends=2))
+    summed = decode_scores(secret_key, total.result())
+    assert round(summed["nodes"]) == 2 and summed["points"] == pytest.approx(15, abs=0.01)
+    assert validation_score(summed, "mae") == pytest.approx(18 / 15, rel=1e-3)
+    assert validation_score(summed, "pinball") == pytest.approx(6 / 15, rel=1e-3)
