@@ -183,3 +183,21 @@ def refuse_nested(values: pd.Series, column: str) -> None:
             f"column {column!r} holds {kind} cells (a Parquet list or struct), not one value per row: "
             "export one value per row"
         )
+
+
+def row_numbers(values: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """Numbers of a file read row by row (stock, overrides), each cell by the form it has: a
+    decimal point, a decimal comma (12,5 or 1.234,5) or thousands commas (1,234.5). Returns the
+    numbers (NaN where none) and the cells that read either way (1,234), for the caller to reject."""
+    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+        return values.astype(float), pd.Series(False, index=values.index)
+    text = values.astype("string").str.strip()
+    numbers = pd.Series(
+        pd.to_numeric(text, errors="coerce").to_numpy(dtype=float, na_value=np.nan), values.index
+    )
+    either = text.str.fullmatch(_EITHER).fillna(False).astype(bool)
+    comma = text.str.fullmatch(_DECIMAL_COMMA).fillna(False).astype(bool) & ~either & numbers.isna()
+    thousands = text.str.fullmatch(_THOUSANDS_COMMA).fillna(False).astype(bool) & ~either & numbers.isna()
+    numbers[comma] = pd.to_numeric(text[comma].str.replace(".", "").str.replace(",", "."), errors="coerce")
+    numbers[thousands] = pd.to_numeric(text[thousands].str.replace(",", ""), errors="coerce")
+    return numbers, either

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from common.cells import parse_dates
+from common.cells import parse_dates, row_numbers
 from common.config import ConfigError, require_columns
 from common.files import check_output
 from common.inventory import StrategyConfig, decide, sample_paths
@@ -136,8 +136,12 @@ def validate_stock(
 
     reject(stock["sku"].isna() | (stock["sku"] == ""), "missing sku")
     reject(stock["sku"].duplicated(keep=False), "duplicate sku in stock file")
-    values = {c: pd.to_numeric(stock[c], errors="coerce") for c in NUMERIC}
+    values = {}
     for col in NUMERIC:
+        values[col], either = row_numbers(stock[col])
+        reject(
+            either, f"{col} reads as a thousands or a decimal comma: write it without a thousands separator"
+        )
         reject(values[col].isna() | ~np.isfinite(values[col]), f"{col} is missing or not a number")
     for col in ("on_hand", "on_order", "moq", "pack_size"):  # sums of these must stay exact
         reject(values[col].abs() > MAX_QUANTITY, f"{col} is beyond {MAX_QUANTITY:.0e}: not a stock quantity")
@@ -189,7 +193,9 @@ def replenish(
     levels, qcols = forecast_quantiles(forecasts)
     numeric = [c for c in ("mean", *qcols, "residual_sd", "path_corr") if c in forecasts]
     forecasts = forecasts.assign(
-        **{c: pd.to_numeric(forecasts[c], errors="coerce").astype(float) for c in numeric},  # NaN: rejected
+        **{
+            c: row_numbers(forecasts[c])[0] for c in numeric
+        },  # a spreadsheet's decimal commas read; NaN: rejected
         sku=trimmed_skus(forecasts["sku"]),
         date=parse_dates(forecasts["date"], "forecasts file column 'date'"),  # NaT: rejected
         written_date=forecasts["date"].astype(str).str[:10],

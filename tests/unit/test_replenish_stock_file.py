@@ -191,3 +191,20 @@ def test_each_sku_is_held_to_its_own_forecast_horizon():
     assert list(result.decisions["sku"]) == ["A"]
     reason = result.rejected.set_index("sku").loc["B", "reason"]
     assert reason == "lead_time + review_period exceeds the forecast horizon of 3 periods"
+
+
+def test_stock_numbers_with_decimal_or_thousands_commas_are_read_and_ambiguous_ones_rejected():
+    stock = pd.DataFrame(
+        {
+            "sku": ["A", "B", "C", "D"],
+            "on_hand": ["12,5", "1.234,5", "1,234.5", "1,234"],  # as an ERP in one locale or another writes
+            "lead_time": "1",
+        }
+    )
+    result = replenish(_forecasts(skus=("A", "B", "C", "D")), stock, "D")
+    assert result.decided_stock.set_index("sku")["on_hand"].to_dict() == {"A": 12.5, "B": 1234.5, "C": 1234.5}
+    rejected = result.rejected.set_index("sku")
+    assert rejected.loc["D", "reason"] == (
+        "on_hand reads as a thousands or a decimal comma: write it without a thousands separator"
+    )
+    assert rejected.loc["D", "on_hand"] == "1,234"  # listed as written
