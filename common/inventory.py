@@ -48,18 +48,44 @@ def sample_paths(
 ) -> np.ndarray:
     """Sample [n, H] demand paths from per-period quantiles [H, Q] with AR(1) Gaussian copula."""
     h = quantiles.shape[0]
-    rho = float(np.clip(rho, 0.0, 0.99))
-    # z_t = rho z_{t-1} + sqrt(1 - rho^2) e_t: correlation rho^|i-j|, the Cholesky factor's rows,
-    # without a BLAS call (numpy's BLAS threads and torch's took turns: 4.5x slower, BENCHMARKS.md)
-    z = rng.standard_normal((n, h))
-    for t in range(1, h):
-        z[:, t] = rho * z[:, t - 1] + math.sqrt(1 - rho * rho) * z[:, t]
-    u = torch.special.ndtr(torch.from_numpy(z)).numpy()
+    u = _ar1_uniforms(rng.standard_normal((n, h)), np.clip(rho, 0.0, 0.99))
     lv = np.asarray(levels)
     paths = np.empty_like(u)
     for t in range(h):  # interpolate the quantile function; flat beyond the outer levels
         paths[:, t] = np.interp(u[:, t], lv, quantiles[t])
     return np.clip(paths, 0.0, None)
+
+
+def sample_paths_many(
+    quantiles: np.ndarray, levels: tuple[float, ...], rho: np.ndarray, n: int, rng: np.random.Generator
+) -> np.ndarray:
+    """``sample_paths`` for many skus at once: quantiles [S, H, Q], rho [S] -> paths [S, n, H]."""
+    s, h, _ = quantiles.shape
+    rho = np.clip(np.asarray(rho, dtype=float).reshape(s, 1), 0.0, 0.99)
+    u = _ar1_uniforms(rng.standard_normal((s, n, h)), rho)
+    lv = np.asarray(levels)
+    right = np.clip(np.searchsorted(lv, u), 1, len(lv) - 1)  # the level at or above u
+    weight = np.clip((u - lv[right - 1]) / (lv[right] - lv[right - 1]), 0.0, 1.0)
+    q = np.broadcast_to(quantiles[:, None], (s, n, h, len(lv)))
+    low = np.take_along_axis(q, (right - 1)[..., None], -1)[..., 0]
+    high = np.take_along_axis(q, right[..., None], -1)[..., 0]
+    return np.clip(low + weight * (high - low), 0.0, None)
+
+
+def ar1_normals(z: np.ndarray, rho: float | np.ndarray) -> np.ndarray:
+    """Standard normals (in place of ``z``) with correlation rho^|i-j| along the last axis.
+
+    z_t = rho z_{t-1} + sqrt(1 - rho^2) e_t: the Cholesky factor's rows without a BLAS call (numpy's
+    BLAS threads and torch's took turns: 4.5x slower, BENCHMARKS.md)."""
+    keep = np.sqrt(1 - np.asarray(rho) * rho)
+    for t in range(1, z.shape[-1]):
+        z[..., t] = rho * z[..., t - 1] + keep * z[..., t]
+    return z
+
+
+def _ar1_uniforms(z: np.ndarray, rho: float | np.ndarray) -> np.ndarray:
+    """Uniforms whose normal scores follow ``ar1_normals``."""
+    return torch.special.ndtr(torch.from_numpy(ar1_normals(z, rho))).numpy()
 
 
 def horizon_correlation(pred: np.ndarray, actual: np.ndarray, levels: tuple[float, ...]) -> float:

@@ -9,9 +9,13 @@ Each node turns its own forecast into cells, one per (group, period, quantity):
 * ``sd_site``: Σ sdᵢ, so that the planner can also add sites as if they moved together;
 
 with sdᵢ = (q90 − q10) / 2.563 of each series and period (the calibrated forecast interval), plus
-one ``sites`` cell holding 1. Summed over sites, the cells give the network mean and its variance
-under three dependence assumptions (``DEPENDENCE``). On Walmart only "network" did not under-cover
-(BENCHMARKS.md, "network forecast"): one global model errs the same way at every store.
+the site's errors on its hold-out window (``holdout_cells``: its total's error per hold-out
+period, split into positive and negative parts, and the mean square, root mean square and
+forecast variance of that error), from which the planner calibrates the "calibrated" dependence
+(``HoldoutSums``), and one ``sites`` cell holding 1. Summed over sites, the cells give the
+network mean and its variance under four dependence assumptions (``DEPENDENCE``). Of the three
+fixed ones only "network" did not under-cover on Walmart (BENCHMARKS.md, "network forecast"):
+one global model errs the same way at every store; "calibrated" measures how much.
 
 Exact sums. CKKS adds with an absolute error of about 2^12 / scale per addend, so one scale cannot
 give both the range of a large retailer's dollar variances (10^12 and more) and a precision of 1e-6
@@ -34,9 +38,10 @@ DEPENDENCE = {
     "series": "every series of every site independent",
     "site": "series of one site move together; sites independent",
     "network": "every series moves together",
+    "calibrated": "sites correlated as much as their summed hold-out errors show",
 }
 MIN_SITES = 3  # no sum over fewer sites is ever sent, written or decrypted; a run may ask for more
-DEFAULT_DEPENDENCE = "network"  # the only one that did not under-cover on Walmart (BENCHMARKS.md)
+DEFAULT_DEPENDENCE = "calibrated"  # "network" when a run has no hold-out errors to calibrate from
 TOTAL, OTHER = "total", "other"
 Z90 = 1.2815515655446004  # standard normal 0.9 quantile: (q90 - q10) / (2 Z90) is one sd
 FRACTION_BITS = 24
@@ -71,8 +76,12 @@ class Layout:
         return cls(group_by, groups, int(periods))
 
     @property
+    def forecast_cells(self) -> int:
+        return len(self.groups) * self.periods * len(QUANTITIES)
+
+    @property
     def cells(self) -> int:
-        return len(self.groups) * self.periods * len(QUANTITIES) + 1  # + the sites cell
+        return self.forecast_cells + 2 * self.periods + 3 + 1  # + the hold-out errors + the sites cell
 
     @property
     def length(self) -> int:
@@ -92,8 +101,11 @@ def series_sd(forecasts: pd.DataFrame) -> np.ndarray:
     return np.clip((forecasts["q90"] - forecasts["q10"]).to_numpy(float), 0.0, None) / (2 * Z90)
 
 
-def site_cells(forecasts: pd.DataFrame, layout: Layout, dates: list) -> tuple[np.ndarray, pd.DataFrame]:
-    """One site's cells from its forecast rows (date, mean, q10, q90 and the group column).
+def site_cells(
+    forecasts: pd.DataFrame, layout: Layout, dates: list, holdout: pd.DataFrame | None = None
+) -> tuple[np.ndarray, pd.DataFrame]:
+    """One site's cells from its forecast rows (date, mean, q10, q90 and the group column), and
+    from ``holdout``: its forecast of its hold-out window with the actual demand (``actual``).
 
     Returns the flat cell vector and the same numbers as a table (kept by the node for audit)."""
     if len(dates) != layout.periods:
@@ -117,10 +129,27 @@ def site_cells(forecasts: pd.DataFrame, layout: Layout, dates: list) -> tuple[np
     agg["var_site"] = agg["sd_site"] ** 2
     full = pd.MultiIndex.from_product([layout.groups, range(layout.periods)], names=["group", "period"])
     table = agg.reindex(full, fill_value=0.0)[list(QUANTITIES)]
-    values = np.append(table.to_numpy(float).ravel(), 1.0)
+    values = np.concatenate([table.to_numpy(float).ravel(), holdout_cells(holdout, layout.periods), [1.0]])
     table = table.reset_index()
     table["date"] = [dates[int(p)] for p in table["period"]]
     return values, table.drop(columns=["period"])
+
+
+def holdout_cells(holdout: pd.DataFrame | None, periods: int) -> np.ndarray:
+    """The site's hold-out terms of ``HoldoutSums``: its total's error in each hold-out period
+    (positive part, then negative part: the digits carry no sign), then mean square, root mean
+    square and mean forecast variance (Σ sdᵢ)². Zeros without a hold-out (the planner then falls
+    back to "network")."""
+    out = np.zeros(2 * periods + 3)
+    if holdout is None or holdout.empty:
+        return out
+    rows = holdout.assign(sd=series_sd(holdout)).groupby("date")[["mean", "actual", "sd"]].sum().sort_index()
+    error = (rows["actual"] - rows["mean"]).to_numpy(float)[:periods]
+    out[: len(error)] = np.clip(error, 0, None)
+    out[periods : periods + len(error)] = np.clip(-error, 0, None)
+    square = float(np.mean(error**2))
+    out[2 * periods :] = [square, np.sqrt(square), float(np.mean(rows["sd"].to_numpy(float)[:periods] ** 2))]
+    return out
 
 
 def to_digits(values: np.ndarray) -> np.ndarray:
@@ -156,12 +185,14 @@ def network_table(
     """The planner's view: per group and period, mean, sd and normal quantiles (clipped at 0)."""
     if dependence not in DEPENDENCE:
         raise NetworkError(f"unknown dependence {dependence!r}: choose one of {', '.join(DEPENDENCE)}")
-    cells = totals[:-1].reshape(len(layout.groups), layout.periods, len(QUANTITIES))
+    cells = totals[: layout.forecast_cells].reshape(len(layout.groups), layout.periods, len(QUANTITIES))
     q = {name: cells[..., i] for i, name in enumerate(QUANTITIES)}
+    rho, k = summed_holdout(totals, layout).dependence()
     sd = {
         "series": np.sqrt(q["var_series"]),
         "site": np.sqrt(q["var_site"]),
         "network": q["sd_site"],
+        "calibrated": calibrated_sd(q["var_site"], q["sd_site"], rho, k),
     }
     out = pd.DataFrame(
         {
@@ -177,4 +208,45 @@ def network_table(
         out[f"q{round(level * 100):02d}"] = np.clip(out["mean"] + z * out["sd"], 0.0, None)
     out["sites"] = round(totals[-1])
     out["dependence"] = dependence
+    out["site_correlation"], out["variance_scale"] = rho, k  # what "calibrated" used
     return out
+
+
+def summed_holdout(totals: np.ndarray, layout: Layout) -> HoldoutSums:
+    """The hold-out terms of a network sum (``holdout_cells``, summed over sites)."""
+    at, n = layout.forecast_cells, layout.periods
+    terms = totals[at : at + 2 * n + 3]
+    return HoldoutSums(terms[:n] - terms[n : 2 * n], *(float(v) for v in terms[2 * n :]))
+
+
+@dataclass(frozen=True)
+class HoldoutSums:
+    """What each site computes from its own forecast errors on periods already observed, summed
+    over sites (each term is one site's figure, so the sites can encrypt and add them):
+
+    * ``network_error[t]``: Σ_s e_s,t, the error of the network total in period t;
+    * ``squared``: Σ_s mean_t e_s,t², the sites' own error variances;
+    * ``rms``: Σ_s sqrt(mean_t e_s,t²), their standard deviations;
+    * ``predicted``: Σ_s mean_t var_site_s,t, the variance each site's forecast gave its total.
+    """
+
+    network_error: np.ndarray
+    squared: float
+    rms: float
+    predicted: float
+
+    def dependence(self) -> tuple[float, float]:
+        """(ρ, k): ρ the correlation between sites' errors, from Var(Σ e) = Σσ² + ρ[(Σσ)² − Σσ²];
+        k how much the sites' forecast variance must be scaled to match their errors."""
+        network = float(np.mean(np.square(self.network_error)))
+        between = self.rms**2 - self.squared
+        rho = (network - self.squared) / between if between > 0 else 1.0
+        k = self.squared / self.predicted if self.predicted > 0 else 1.0
+        return float(np.clip(rho, 0.0, 1.0)), float(k)
+
+
+def calibrated_sd(var_site: np.ndarray, sd_site: np.ndarray, rho: float, k: float) -> np.ndarray:
+    """Network sd from the summed cells under the calibrated dependence: ρ = 0 is "site", ρ = 1 is
+    "network"; k rescales the sites' own variances."""
+    var_site = np.asarray(var_site, dtype=float)
+    return np.sqrt(k * (var_site + rho * (np.square(sd_site) - var_site)))

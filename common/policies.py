@@ -12,6 +12,9 @@ the reorder point s (protects the L periods until an order arrives) and the orde
 3. ``probabilistic``: s and S are α-quantiles of the demand SUMMED over L and over R + L, taken
    from sample paths of the model's forecast distribution (summing per-period quantiles would
    overstate the spread of a sum).
+
+``bounds`` gives (s, S) for one sku or, with paths [skus, n, H], for many at once (the replay);
+``levels`` adds the reason's numbers for one sku (the node's decision).
 """
 
 from __future__ import annotations
@@ -25,32 +28,34 @@ import numpy as np
 
 @dataclass(frozen=True)
 class DemandForecast:
-    """One sku's forecast over the next H periods: sample paths [n, H] of the model's distribution
-    and the standard deviation of its one-period point-forecast errors (None when unknown)."""
+    """A sku's forecast over the next H periods: sample paths [n, H] of the model's distribution
+    and the standard deviation of its one-period point-forecast errors (None when unknown). Many
+    skus at once: paths [skus, n, H] and residual_sd [skus]."""
 
     paths: np.ndarray
-    residual_sd: float | None = None
+    residual_sd: float | np.ndarray | None = None
     mean: np.ndarray = field(init=False, repr=False, compare=False)  # per period
     _sorted_sums: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "mean", self.paths.mean(axis=0))  # computed once, read at every review
+        object.__setattr__(self, "mean", self.paths.mean(axis=-2))  # computed once, read at every review
 
-    def mean_sum(self, start: int, periods: int) -> float:
-        """Mean demand summed over ``periods`` from ``start``."""
-        return float(self.mean[_span(self, start, periods)].sum())
+    def mean_sum(self, start: int, periods: int) -> float | np.ndarray:
+        """Mean demand summed over ``periods`` from ``start`` (one per sku)."""
+        return _one(self.mean[..., _span(self, start, periods)].sum(-1))
 
-    def sum_quantile(self, start: int, periods: int, alpha: float) -> float:
+    def sum_quantile(self, start: int, periods: int, alpha: float) -> float | np.ndarray:
         """α-quantile (linear interpolation) of demand summed over ``periods`` from ``start``; the
         sorted sums are kept, as a replay asks for the same span at many service levels."""
         key = (start, periods)
         if key not in self._sorted_sums:
-            self._sorted_sums[key] = np.sort(self.paths[:, _span(self, start, periods)].sum(1))
+            self._sorted_sums[key] = np.sort(self.paths[..., _span(self, start, periods)].sum(-1), axis=-1)
         sums = self._sorted_sums[key]
-        pos = alpha * (len(sums) - 1)
+        n = sums.shape[-1]
+        pos = alpha * (n - 1)
         lo = int(np.floor(pos))
-        hi = min(lo + 1, len(sums) - 1)
-        return float(sums[lo] + (pos - lo) * (sums[hi] - sums[lo]))
+        hi = min(lo + 1, n - 1)
+        return _one(sums[..., lo] + (pos - lo) * (sums[..., hi] - sums[..., lo]))
 
 
 @dataclass(frozen=True)
@@ -63,15 +68,23 @@ class StockLevels:
 class Policy(Protocol):
     name: str
 
+    def bounds(self, f: DemandForecast, start: int, lead: int, review: int, alpha: float) -> tuple: ...
+
     def levels(self, f: DemandForecast, start: int, lead: int, review: int, alpha: float) -> StockLevels: ...
 
 
 def _span(f: DemandForecast, start: int, periods: int) -> slice:
-    if start < 0 or start + periods > f.paths.shape[1]:
+    horizon = f.paths.shape[-1]
+    if start < 0 or start + periods > horizon:
         raise ValueError(
-            f"periods {start}..{start + periods - 1} reach past the forecast horizon of {f.paths.shape[1]}"
+            f"periods {start}..{start + periods - 1} reach past the forecast horizon of {horizon}"
         )
     return slice(start, start + periods)
+
+
+def _one(value: np.ndarray) -> float | np.ndarray:
+    """A plain float for one sku, the array for many."""
+    return float(value) if np.ndim(value) == 0 else value
 
 
 @dataclass(frozen=True)
@@ -79,14 +92,18 @@ class SeedRule:
     name: str = "seed-rule"
     safety_share: float = 0.2
 
+    def bounds(self, f: DemandForecast, start: int, lead: int, review: int, alpha: float) -> tuple:
+        k = 1 + self.safety_share
+        return k * f.mean_sum(start, lead), k * f.mean_sum(start, lead + review)
+
     def levels(self, f: DemandForecast, start: int, lead: int, review: int, alpha: float) -> StockLevels:
-        lead_mean, cycle_mean = f.mean_sum(start, lead), f.mean_sum(start, lead + review)
+        s, big_s = self.bounds(f, start, lead, review, alpha)
         k = 1 + self.safety_share
         return StockLevels(
-            k * lead_mean,
-            k * cycle_mean,
-            f"reorder point {k * lead_mean:.1f} = {k:g} × forecast over {lead} periods, "
-            f"order-up-to {k * cycle_mean:.1f} = {k:g} × forecast over {lead + review} periods",
+            s,
+            big_s,
+            f"reorder point {s:.1f} = {k:g} × forecast over {lead} periods, "
+            f"order-up-to {big_s:.1f} = {k:g} × forecast over {lead + review} periods",
         )
 
 
@@ -94,13 +111,17 @@ class SeedRule:
 class Classical:
     name: str = "classical"
 
-    def levels(self, f: DemandForecast, start: int, lead: int, review: int, alpha: float) -> StockLevels:
-        if f.residual_sd is None or not np.isfinite(f.residual_sd):
+    def bounds(self, f: DemandForecast, start: int, lead: int, review: int, alpha: float) -> tuple:
+        if f.residual_sd is None or not np.all(np.isfinite(f.residual_sd)):
             raise ValueError("the classical policy needs the forecast's residual standard deviation")
         z = NormalDist().inv_cdf(alpha)
-        lead_mean, cycle_mean = f.mean_sum(start, lead), f.mean_sum(start, lead + review)
-        s = lead_mean + z * f.residual_sd * np.sqrt(lead)
-        big_s = cycle_mean + z * f.residual_sd * np.sqrt(lead + review)
+        s = f.mean_sum(start, lead) + z * f.residual_sd * np.sqrt(lead)
+        return s, f.mean_sum(start, lead + review) + z * f.residual_sd * np.sqrt(lead + review)
+
+    def levels(self, f: DemandForecast, start: int, lead: int, review: int, alpha: float) -> StockLevels:
+        s, big_s = self.bounds(f, start, lead, review, alpha)
+        z = NormalDist().inv_cdf(alpha)
+        lead_mean = f.mean_sum(start, lead)
         return StockLevels(
             s,
             big_s,
@@ -113,9 +134,11 @@ class Classical:
 class Probabilistic:
     name: str = "probabilistic"
 
+    def bounds(self, f: DemandForecast, start: int, lead: int, review: int, alpha: float) -> tuple:
+        return f.sum_quantile(start, lead, alpha), f.sum_quantile(start, lead + review, alpha)
+
     def levels(self, f: DemandForecast, start: int, lead: int, review: int, alpha: float) -> StockLevels:
-        s = f.sum_quantile(start, lead, alpha)
-        big_s = f.sum_quantile(start, lead + review, alpha)
+        s, big_s = self.bounds(f, start, lead, review, alpha)
         pct = f"P{alpha * 100:.0f}"
         return StockLevels(
             s,

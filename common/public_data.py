@@ -236,5 +236,6 @@ def to_dataset_columns(name: str, forecasts: pd.DataFrame) -> pd.DataFrame:
         out[key] = pd.to_numeric(out[key]).astype(np.int64)
     quantiles = sorted(c for c in out.columns if c.startswith("q") and c[1:].isdigit())
     extra = [c for c in ("residual_sd", "path_corr") if c in out.columns]
-    cols = [*ds.keys, ds.date, "mean", *quantiles, *extra]
-    return out[cols].sort_values([*ds.keys, ds.date]).reset_index(drop=True)
+    made = [c for c in ("origin", "step") if c in out.columns]  # a backtest's forecasts from many origins
+    cols = [*ds.keys, *made, ds.date, "mean", *quantiles, *extra]
+    return out[cols].sort_values([*ds.keys, *made, ds.date]).reset_index(drop=True)

@@ -105,19 +105,88 @@ def _output(values: dict[str, np.ndarray], wide: pd.DataFrame, keys: list[str], 
 def _ets_one(y: np.ndarray, season: int, horizon: int) -> tuple[np.ndarray, ...]:
     """AutoETS with an additive season when two seasons are there, else non-seasonal; a series that
     no ETS fits (too short, constant) repeats its last value with a zero-width interval."""
+    for model in _ets_fits(y, season):
+        fc = model.predict(horizon, level=[80])
+        if all(np.all(np.isfinite(fc[k])) for k in ("mean", "lo-80", "hi-80")):
+            return fc["lo-80"], fc["mean"], fc["hi-80"]
+    last = np.full(horizon, y[-1] if len(y) else 0.0)
+    return last, last, last
+
+
+def _ets_fits(y: np.ndarray, season: int):
+    """The AutoETS fits to try, best first (seasonal when two seasons are there); fits that fail
+    are skipped."""
     auto_ets = _require("statsforecast.models").AutoETS
     specs = [(season, "ZZA"), (1, "ZZN")] if len(y) >= 2 * season else [(1, "ZZN")] * (len(y) >= MIN_ETS)
     for m, model in specs:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                fc = auto_ets(season_length=m, model=model).fit(y).predict(horizon, level=[80])
-            if all(np.all(np.isfinite(fc[k])) for k in ("mean", "lo-80", "hi-80")):
-                return fc["lo-80"], fc["mean"], fc["hi-80"]
+                yield auto_ets(season_length=m, model=model).fit(y)
         except (ValueError, KeyError, ZeroDivisionError, NotImplementedError, np.linalg.LinAlgError):
             continue
-    last = np.full(horizon, y[-1] if len(y) else 0.0)
-    return last, last, last
+
+
+@dataclass
+class RollingETS:
+    """AutoETS per series fitted once, then applied to the history through each later origin with
+    its fitted parameters (statsforecast's ``forward``), as the inventory replay asks."""
+
+    models: list
+    series: pd.Index
+    shape: tuple  # keys, date, target, freq
+
+    @classmethod
+    def fit(cls, history: pd.DataFrame, keys, date, target, freq, season: int) -> RollingETS:
+        wide = _wide(history, keys, date, target, freq)
+        models = [next(_ets_fits(y, season), None) for y in _from_first(wide)]
+        return cls(models, wide.columns, (keys, date, target, freq))
+
+    def predict_at(self, history: pd.DataFrame, origins: list[pd.Timestamp], steps: int) -> pd.DataFrame:
+        """[keys..., origin, step, date, mean, sd]: sd from the 80% interval; a series with no fit
+        repeats its last value, with the sd of its period-to-period changes."""
+        keys, date, target, freq = self.shape
+        wide = _wide(history, keys, date, target, freq).reindex(columns=self.series)
+        ids = self.series.to_frame(index=False).astype(np.int64)
+        parts = []
+        for origin in origins:
+            upto = wide.loc[:origin]
+            mean = np.zeros((len(self.series), steps))
+            sd = np.zeros_like(mean)
+            for j, y in enumerate(_from_first(upto)):
+                mean[j], sd[j] = self._one(self.models[j], y, steps)
+            dates = pd.date_range(origin, periods=steps + 1, freq=freq)[1:]
+            part = ids.loc[np.repeat(np.arange(len(ids)), steps)].reset_index(drop=True)
+            parts.append(
+                part.assign(
+                    origin=origin,
+                    step=np.tile(np.arange(steps), len(ids)),
+                    **{date: np.tile(dates, len(ids))},
+                ).assign(mean=np.clip(mean.ravel(), 0, None), sd=sd.ravel())
+            )
+        return pd.concat(parts, ignore_index=True)
+
+    @staticmethod
+    def _one(model, y: np.ndarray, steps: int) -> tuple[np.ndarray, np.ndarray]:
+        if model is not None and len(y) >= 2:
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    fc = model.forward(y, steps, level=[80])
+                if all(np.all(np.isfinite(fc[k])) for k in ("mean", "lo-80", "hi-80")):
+                    return fc["mean"], (fc["hi-80"] - fc["lo-80"]) / (2 * 1.2815515655446004)
+            except (ValueError, KeyError, ZeroDivisionError, NotImplementedError, np.linalg.LinAlgError):
+                pass
+        last = y[-1] if len(y) else 0.0
+        spread = float(np.std(np.diff(y))) if len(y) > 2 else 0.0
+        return np.full(steps, last), np.full(steps, spread)
+
+
+def _from_first(wide: pd.DataFrame):
+    """Each series from its first row on; missing periods after it are 0."""
+    first = wide.notna().to_numpy().argmax(axis=0)
+    for j in range(wide.shape[1]):
+        yield np.nan_to_num(wide.iloc[first[j] :, j].to_numpy(dtype=float))
 
 
 def autoets(
@@ -127,9 +196,7 @@ def autoets(
     interval, q50 = mean. Each series starts at its first row; missing periods after it are 0."""
     wide = _wide(history, keys, date, target, freq)
     out = {q: np.zeros((horizon, wide.shape[1])) for q in QUANTILES}
-    first = wide.notna().to_numpy().argmax(axis=0)
-    for j in range(wide.shape[1]):
-        y = np.nan_to_num(wide.iloc[first[j] :, j].to_numpy(dtype=float))
+    for j, y in enumerate(_from_first(wide)):
         for q, v in zip(QUANTILES, _ets_one(y, season, horizon), strict=True):
             out[q][:, j] = v
     return _output(out, wide, keys, date, freq)
@@ -208,11 +275,21 @@ def _design(
     wide = _wide(history, keys, date, target, freq)
     spec = spec_for(freq)
     scale = np.maximum(np.nan_to_num(wide.abs().mean().to_numpy()), 1.0)
-    values = wide.to_numpy(dtype=float) / scale
     last = len(wide) - 1
     first = min(spec.season // 2, last - 1)
     origins = np.unique(np.linspace(first, last - 1, spec.origins).round().astype(int)).tolist()
-    rows = feature_frame(values, spec, [*origins, last], horizon)
+    rows = _feature_rows(wide, scale, [*origins, last], horizon, keys, date, freq, known)
+    future = rows[rows["origin"] == last]
+    train = rows[(rows["origin"] < last) & rows["y"].notna()]
+    return train, future
+
+
+def _feature_rows(
+    wide: pd.DataFrame, scale: np.ndarray, origins: list[int], horizon: int, keys, date, freq, known
+) -> pd.DataFrame:
+    """``feature_frame`` rows at the given origin positions of ``wide``, with the date of each
+    target, the series' keys and scale, the calendar and the known-future columns."""
+    rows = feature_frame(wide.to_numpy(dtype=float) / scale, spec_for(freq), origins, horizon)
     dates = pd.date_range(wide.index[0], periods=len(wide) + horizon, freq=freq)
     rows = rows.assign(**{date: dates[rows["origin"] + rows["h"]]})
     ids = wide.columns.to_frame(index=False).astype(np.int64)
@@ -224,9 +301,7 @@ def _design(
     if known is not None:
         rows = rows.merge(known.rename(columns={"Date": date}), on=[keys[0], date], how="left")
         rows["holiday"] = rows["holiday"].fillna(0).astype(int)
-    future = rows[rows["origin"] == last]
-    train = rows[(rows["origin"] < last) & rows["y"].notna()]
-    return train, future
+    return rows
 
 
 FEATURE_SKIP = {"y", "origin", "series", "scale"}
@@ -234,6 +309,12 @@ FEATURE_SKIP = {"y", "origin", "series", "scale"}
 
 def _fit_predict(train: pd.DataFrame, future: pd.DataFrame, date: str, cats: list[str], rounds: int):
     """Three quantile LightGBM models; predictions in units, one array per quantile."""
+    boosters, columns = _boosters(train, date, cats, rounds, QUANTILES)
+    return {q: b.predict(future[columns]) * future["scale"].to_numpy() for q, b in boosters.items()}
+
+
+def _boosters(train: pd.DataFrame, date: str, cats: list[str], rounds: int, quantiles: dict[str, float]):
+    """One quantile LightGBM per level of ``quantiles`` (name -> level), and the columns they read."""
     lgb = _require("lightgbm")
     columns = [c for c in train.columns if c not in FEATURE_SKIP and c != date]
     cats = [c for c in cats if c in columns and train[c].nunique() > 1]
@@ -241,12 +322,52 @@ def _fit_predict(train: pd.DataFrame, future: pd.DataFrame, date: str, cats: lis
     data = lgb.Dataset(
         train[columns], train["y"], weight=train["scale"], categorical_feature=cats, free_raw_data=False
     )
-    out = {}
-    for q, alpha in QUANTILES.items():
-        params = PARAMS | {"objective": "quantile", "alpha": alpha}
-        booster = lgb.train(params, data, num_boost_round=rounds)
-        out[q] = booster.predict(future[columns]) * future["scale"].to_numpy()
-    return out
+    boosters = {}
+    for q, alpha in quantiles.items():
+        boosters[q] = lgb.train(
+            PARAMS | {"objective": "quantile", "alpha": alpha}, data, num_boost_round=rounds
+        )
+    return boosters, columns
+
+
+@dataclass
+class RollingLightGBM:
+    """The global LightGBM peer fitted once and asked again from later origins (the inventory
+    replay): the series scales are those of the fit; every feature still ends at its origin."""
+
+    boosters: dict
+    columns: list[str]
+    series: pd.Index
+    scale: np.ndarray
+    shape: tuple  # keys, date, target, freq, horizon
+    known: pd.DataFrame | None
+
+    @classmethod
+    def fit(
+        cls, history, *shape, known=None, levels=(0.1, 0.5, 0.9), rounds: int = ROUNDS
+    ) -> RollingLightGBM:
+        keys, date, target, freq, horizon = shape
+        train, _ = _design(history, keys, date, target, freq, horizon, known)
+        named = {f"q{round(a * 100):02d}": a for a in levels}
+        boosters, columns = _boosters(train, date, [*keys, "holiday"], rounds, named)
+        wide = _wide(history, keys, date, target, freq)
+        scale = np.maximum(np.nan_to_num(wide.abs().mean().to_numpy()), 1.0)
+        return cls(boosters, columns, wide.columns, scale, shape, known)
+
+    def predict_at(self, history: pd.DataFrame, origins: list[pd.Timestamp], steps: int) -> pd.DataFrame:
+        """[keys..., origin, step, date, q..]: the first ``steps`` periods after each origin, read
+        from ``history`` through that origin only (a row at origin + h is never an input)."""
+        keys, date, target, freq, _ = self.shape
+        wide = _wide(history, keys, date, target, freq).reindex(columns=self.series)
+        at = wide.index.get_indexer(pd.DatetimeIndex(origins))
+        if (at < 0).any():
+            raise ValueError("an origin is not a period of the history")
+        rows = _feature_rows(wide, self.scale, at.tolist(), steps, keys, date, freq, self.known)
+        out = rows[[*keys, date]].assign(origin=wide.index[rows["origin"]], step=rows["h"] - 1)
+        names = list(self.boosters)
+        pred = np.column_stack([b.predict(rows[self.columns]) for b in self.boosters.values()])
+        pred = np.clip(np.sort(pred * rows["scale"].to_numpy()[:, None], axis=1), 0, None)
+        return out.assign(**dict(zip(names, pred.T, strict=True))).reset_index(drop=True)
 
 
 def _lightgbm(history, keys, date, target, freq, horizon, known, rounds, by_store) -> pd.DataFrame:

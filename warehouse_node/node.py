@@ -23,6 +23,7 @@ from common.privacy import privatize
 from common.settings import ModelConfig
 from common.stopping import Decision, decide, validation_score
 from warehouse_node import journal, published
+from warehouse_node.backtest import holdout_forecast
 from warehouse_node.fallback import MODEL, forecast_or_fallback, with_source
 from warehouse_node.federated import (
     RoundSettings,
@@ -135,7 +136,9 @@ class Node:
         self.keep_final_model(s.model, weights, s.global_round, key_fingerprint)
         frame = with_source(forecast(self.cfg), MODEL, "")  # the network's: the federation's model
         dates = sorted(pd.to_datetime(frame["date"].unique()))
-        values, table = site_cells(frame, s.network, dates)
+        # the hold-out window's errors calibrate the network interval; a run without one has none
+        holdout = holdout_forecast(self.cfg, self.data(s).cutoff) if s.validation != 0 else None
+        values, table = site_cells(frame, s.network, dates, holdout)
         self.cfg.out_dir.mkdir(parents=True, exist_ok=True)
         frame.to_parquet(self.cfg.out_dir / "forecasts.parquet", index=False)
         table.to_parquet(self.cfg.out_dir / NETWORK_TOTALS_FILE, index=False)

@@ -105,7 +105,13 @@ class NodeData:
 
     @classmethod
     def _read(cls, cfg: NodeConfig, horizon: int, validation: int | None, denoised: bool) -> NodeData:
-        panel = read_private(cfg, DEMAND_FILE)
+        return cls.of_panel(cfg, read_private(cfg, DEMAND_FILE), horizon, validation, denoised)
+
+    @classmethod
+    def of_panel(
+        cls, cfg: NodeConfig, panel: pd.DataFrame, horizon: int, validation: int | None, denoised: bool
+    ) -> NodeData:
+        """The same over a given part of the node's prepared panel (a backtest's history)."""
         dates = np.sort(panel["date"].unique())
         validation = horizon if validation is None else validation
         if len(dates) <= max(horizon, validation):

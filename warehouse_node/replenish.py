@@ -300,9 +300,14 @@ def run_replenish(
     policy: str = "probabilistic",
     overrides_path: Path | None = None,
     strategy_path: Path | None = None,
+    forecasts: pd.DataFrame | None = None,
+    write_strategy: bool = True,
 ) -> ReplenishResult:
+    """Decide a stock file on a forecasts file (or on ``forecasts`` given as a table: the network's,
+    for a distribution center) and write decisions, rejected rows and, with ``write_strategy``, the
+    customer-facing strategy to ``out_dir``."""
     check_output(out_dir, folder=True)  # before any file is read
-    forecasts = read_table(forecasts_path)
+    forecasts = read_table(forecasts_path) if forecasts is None else forecasts
     if node is not None and "node" in forecasts.columns:
         nodes = sorted(forecasts["node"].astype(str).unique())
         if node not in nodes:
@@ -325,6 +330,7 @@ def run_replenish(
         result.rejected_overrides.to_csv(out_dir / "overrides_rejected.csv", index=False)
     out_dir.mkdir(parents=True, exist_ok=True)
     result.decisions.to_csv(out_dir / "decisions.csv", index=False)
-    result.strategy.to_csv(out_dir / "strategy.csv", index=False)
+    if write_strategy:
+        result.strategy.to_csv(out_dir / "strategy.csv", index=False)
     result.rejected.to_csv(out_dir / "rejected.csv", index=False)
     return result

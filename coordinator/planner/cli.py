@@ -19,6 +19,7 @@ from rich.table import Table
 
 from common.cli_errors import one_line_errors
 from coordinator.planner.console import network_forecast_cmd, run_cmd, status_cmd
+from coordinator.planner.dc import dc_replenish_cmd
 from coordinator.planner.demo import DemoSettings, resume_demo, run_demo
 from coordinator.planner.runs import progress
 from coordinator.planner.simulate import MODES, OUTCOME_FILE, SimulationSettings, simulate
@@ -303,5 +304,5 @@ def report(
     console.print(f"report written: {path}")
 
 
-for command in (run_cmd, status_cmd, network_forecast_cmd, site):
+for command in (run_cmd, status_cmd, network_forecast_cmd, dc_replenish_cmd, site):
     cli.add_command(command)

@@ -312,15 +312,21 @@ def status_cmd(run_id: str | None, keys_dir: str, runs_dir: str, as_json: bool) 
         _print_status(status, info)
 
 
-@click.command("network-forecast")
-@click.argument("run_id")
-@keys_option
-@runs_option
-@click.option(
-    "--out", "out_path", required=True, type=click.Path(dir_okay=False), help="Output file, .parquet or .csv."
+def opened_network_forecast(run_id: str, keys_dir: str, runs_dir: str, min_sites: int, dependence: str):
+    """The network forecast the sites opened for RUN_ID, after checking the run and its key."""
+    key, _ = planner_keys(keys_dir)
+    run_dir = Path(runs_dir).resolve() / run_id
+    if not run_dir.is_dir():
+        raise click.ClickException(f"no run {run_id} in {run_dir.parent}")
+    if progress(run_dir).get("fingerprint", key.fingerprint) != key.fingerprint:
+        raise crypto.KeyMismatchError(f"run {run_id} was made under another key than {key.fingerprint}")
+    return network_forecast(run_dir, min_sites, dependence)
+
+
+min_sites_option = click.option(
+    "--min-sites", type=click.IntRange(MIN_SITES), default=MIN_SITES, show_default=True
 )
-@click.option("--min-sites", type=click.IntRange(MIN_SITES), default=MIN_SITES, show_default=True)
-@click.option(
+dependence_option = click.option(
     "--dependence",
     type=click.Choice(list(DEPENDENCE)),
     default=DEFAULT_DEPENDENCE,
@@ -328,6 +334,17 @@ def status_cmd(run_id: str | None, keys_dir: str, runs_dir: str, as_json: bool) 
     help="How forecast errors are assumed to move together: "
     + "; ".join(f"{k}: {v}" for k, v in DEPENDENCE.items()),
 )
+
+
+@click.command("network-forecast")
+@click.argument("run_id")
+@keys_option
+@runs_option
+@click.option(
+    "--out", "out_path", required=True, type=click.Path(dir_okay=False), help="Output file, .parquet or .csv."
+)
+@min_sites_option
+@dependence_option
 @one_line_errors
 def network_forecast_cmd(
     run_id: str, keys_dir: str, runs_dir: str, out_path: str, min_sites: int, dependence: str
@@ -335,13 +352,7 @@ def network_forecast_cmd(
     """The network's forecast of RUN_ID as the sites opened it (never a sum of fewer than
     --min-sites sites)."""
     out = check_output(output_table(Path(out_path)))
-    key, _ = planner_keys(keys_dir)
-    run_dir = Path(runs_dir).resolve() / run_id
-    if not run_dir.is_dir():
-        raise click.ClickException(f"no run {run_id} in {run_dir.parent}")
-    if progress(run_dir).get("fingerprint", key.fingerprint) != key.fingerprint:
-        raise crypto.KeyMismatchError(f"run {run_id} was made under another key than {key.fingerprint}")
-    frame = network_forecast(run_dir, min_sites, dependence)
+    frame = opened_network_forecast(run_id, keys_dir, runs_dir, min_sites, dependence)
     write_table(frame, out)
     png = fan_chart(frame, out.with_suffix(".png"))
     total = frame[frame["group"] == "total"]

@@ -156,11 +156,9 @@ def run_he(nodes: list[NodeConfig], rc: dict, report: Report) -> Outcome:
 RUNNERS = {"he": run_he, "plain": run_plain, "local": run_local, "central": run_central}
 
 
-def train_and_forecast(
-    nodes: list[NodeConfig], s: SimulationSettings, out: Path, report: Report
-) -> tuple[pd.DataFrame, Outcome]:
+def train(nodes: list[NodeConfig], s: SimulationSettings, out: Path, report: Report) -> Outcome:
     """Train in ``s.mode`` over prepared nodes (keys in ``out/keys``) until the stopping rule
-    ends it; return dataset-shaped forecasts and how the training ended."""
+    ends it; every node then holds the model it forecasts with."""
     started = time.monotonic()
     rc = s.run_config(out)
     denoise = Settings.of(rc).federation.denoise
@@ -170,8 +168,16 @@ def train_and_forecast(
     outcome = RUNNERS[s.mode](nodes, rc, report)
     report(
         f"{s.mode} training done in {time.monotonic() - started:.0f}s: {outcome.rounds} rounds, "
-        f"best round {outcome.best_round} ({outcome.reason}); forecasting"
+        f"best round {outcome.best_round} ({outcome.reason})"
     )
+    return outcome
+
+
+def train_and_forecast(
+    nodes: list[NodeConfig], s: SimulationSettings, out: Path, report: Report
+) -> tuple[pd.DataFrame, Outcome]:
+    """``train``, then dataset-shaped forecasts from every node, and how the training ended."""
+    outcome = train(nodes, s, out, report)
     # the federation's model at every site, whatever a site's own safeguards would do (a deployed
     # node falls back to a baseline when it cannot trust the model: warehouse_node/fallback.py)
     frames = [forecast(cfg, include_ended=True) for cfg in nodes]
