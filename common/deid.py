@@ -85,6 +85,8 @@ def series_label(keys: pd.DataFrame) -> pd.Series:
     """One string per row identifying its series (the sku of stock files)."""
     if keys.shape[1] == 1:
         return keys.iloc[:, 0].astype(str)
+    if keys.empty:  # agg over no rows gives a frame, not a Series
+        return pd.Series([], index=keys.index, dtype=str)
     return keys.astype(str).agg("/".join, axis=1)
 
 

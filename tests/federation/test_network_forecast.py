@@ -8,13 +8,16 @@ import pytest
 from click.testing import CliRunner
 
 from common import crypto
+from common.config import load_node_config
 from common.network import (
     DIGIT_SCALE_BITS,
     Layout,
     NetworkError,
     from_digits,
+    holdout_cells,
     network_table,
     site_cells,
+    summed_holdout,
     to_digits,
 )
 from coordinator.checkpoints import NETWORK_FILE, NETWORK_META
@@ -24,7 +27,9 @@ from coordinator.planner.runs import fan_chart, network_forecast, run_status
 from coordinator.server_app import app as server_app
 from tests.conftest import run_config
 from warehouse_node import client_app as client_module
+from warehouse_node.backtest import holdout_forecast
 from warehouse_node.node import NETWORK_TOTALS_FILE
+from warehouse_node.pipeline import DEMAND_FILE, read_private
 
 SKUS = "SKU-0000,SKU-0001"
 
@@ -82,6 +87,30 @@ def test_site_cells_sum_series_per_group_and_keep_unlisted_values_as_other():
     assert first["q50"] == pytest.approx(16.0) and first["q90"] > first["q50"] > first["q10"]
 
 
+def test_hold_out_cells_carry_the_sites_error_by_period_and_its_moments():
+    dates = list(pd.date_range("2024-01-07", periods=2, freq="W"))
+    holdout = pd.DataFrame(
+        {
+            "date": dates * 2,
+            "mean": [10.0, 20.0, 5.0, 5.0],
+            "q10": [8.0, 18.0, 5.0, 4.0],
+            "q90": [12.0, 22.0, 5.0, 6.0],
+            "actual": [13.0, 18.0, 6.0, 3.0],
+        }
+    )
+    cells = holdout_cells(holdout, periods=2)
+    # the site's total errs by +4 then -4: positive parts, negative parts, mean square 16, rms 4
+    assert list(cells[:4]) == [4.0, 0.0, 0.0, 4.0] and list(cells[4:6]) == [16.0, 4.0]
+    sd = np.array([4 + 0, 4 + 2]) / 2.5631031311
+    assert cells[6] == pytest.approx(np.mean(sd**2), rel=1e-6)
+    layout = Layout.of("", "", 2)
+    forecast = holdout.drop(columns="actual")
+    values, _ = site_cells(forecast, layout, dates, holdout)
+    sums = summed_holdout(values, layout)
+    assert list(sums.network_error) == [4.0, -4.0] and sums.squared == 16.0
+    assert list(site_cells(forecast, layout, dates)[0][-8:-1]) == [0.0] * 7  # no hold-out: zeros
+
+
 def _federate(dirs, keys, run_dir, min_nodes, **extra) -> dict:
     rc = {
         **run_config(keys, run_dir, rounds=1, min_nodes=min_nodes),
@@ -129,7 +158,7 @@ def test_network_forecast_is_the_exact_sum_of_the_sites_own_totals(nodes, keys, 
     out = tmp_path / "net" / "network.parquet"
     shown = CliRunner().invoke(planner, ["network-forecast", "run", *common, "--out", str(out)])
     assert shown.exit_code == 0 and "3 sites" in shown.output, shown.output
-    assert pd.read_parquet(out)["dependence"].eq("network").all() and out.with_suffix(".png").is_file()
+    assert pd.read_parquet(out)["dependence"].eq("calibrated").all() and out.with_suffix(".png").is_file()
     as_csv = out.with_suffix(".csv")
     written = CliRunner().invoke(planner, ["network-forecast", "run", *common, "--out", str(as_csv)])
     assert written.exit_code == 0, written.output
@@ -187,3 +216,66 @@ def test_a_resumed_run_with_every_round_done_still_sums_the_network_forecast(nod
     assert not (run / NETWORK_META).exists()  # the first attempt stopped before its network forecast
     meta = _federate(dirs, keys, run, min_nodes=3, resume=True)
     assert meta["status"] == "opened" and meta["sites"] == 3 and meta["round"] == 1
+
+
+def test_the_summed_hold_out_errors_are_the_sites_own_and_calibrate_the_interval(nodes, keys, tmp_path):
+    dirs, _ = nodes
+    meta = _federate(dirs, keys, tmp_path / "run", min_nodes=3)
+    layout = Layout(str(meta["group_by"]), tuple(meta["groups"]), len(meta["dates"]))
+    own = []
+    for d in dirs:  # what each site computed alone, with the model it kept and its hold-out window
+        cfg = load_node_config(d)
+        dates = np.sort(read_private(cfg, DEMAND_FILE)["date"].unique())
+        own.append(holdout_cells(holdout_forecast(cfg, pd.Timestamp(dates[-15])), layout.periods))
+    summed = summed_holdout(np.asarray(meta["totals"]), layout)
+    expected = np.sum(own, axis=0)
+    n = layout.periods
+    assert np.allclose(summed.network_error, expected[:n] - expected[n : 2 * n], atol=1e-5)
+    assert summed.squared == pytest.approx(expected[2 * n], rel=1e-6) and summed.squared > 0
+    frame = network_forecast(tmp_path / "run")  # "calibrated" by default
+    total = frame[frame["group"] == "total"]
+    assert frame["dependence"].eq("calibrated").all()
+    rho, k = summed.dependence()
+    assert total["site_correlation"].iloc[0] == pytest.approx(rho)
+    assert total["variance_scale"].iloc[0] == pytest.approx(k)
+    site, network = total["sd_site"] ** 2, total["sd_network"] ** 2  # sites independent / in step
+    assert np.allclose(total["sd"], np.sqrt(k * (site + rho * (network - site))), rtol=1e-9)
+
+
+def test_the_distribution_center_decides_from_the_network_forecast_alone(
+    nodes, keys, published_keys, tmp_path
+):
+    dirs, _ = nodes
+    _federate(dirs, keys, tmp_path / "run", min_nodes=3)
+    stock = tmp_path / "dc_stock.csv"
+    stock.write_text(
+        "sku,on_hand,on_order,lead_time,service_level,moq,pack_size\n"
+        "total,0,0,2,0.95,0,10\n"
+        "SKU-0000,1000000,0,1,0.9,0,1\n"
+        "SKU-9999,5,0,1,0.9,0,1\n"
+        "other,-3,0,1,0.9,0,1\n"
+    )
+    out = tmp_path / "dc"
+    common = ["--runs", str(tmp_path), "--keys", str(published_keys)]
+    done = CliRunner().invoke(
+        planner, ["dc-replenish", "run", *common, "--stock", str(stock), "--out", str(out)]
+    )
+    assert done.exit_code == 0, done.output
+    assert "DC decisions for 2 groups" in done.output and "2 rows rejected" in done.output
+    decisions = pd.read_csv(out / "decisions.csv").set_index("sku")
+    network = network_forecast(tmp_path / "run")
+    first = network[network["group"] == "total"].sort_values("date")
+    assert decisions.loc["total", "status"] == "REPLENISH_NOW"  # nothing on hand
+    assert decisions.loc["total", "order_qty"] % 10 == 0  # whole packs
+    assert decisions.loc["total", "order_up_to"] > first["mean"].iloc[:3].sum()  # R + L, with safety
+    assert decisions.loc["SKU-0000", "status"] == "OBSERVE" and decisions.loc["SKU-0000", "order_qty"] == 0
+    assert "P95 of 3-period demand" in decisions.loc["total", "reason"]
+    rejected = pd.read_csv(out / "rejected.csv").set_index("sku")["reason"]
+    assert rejected["SKU-9999"].startswith("unknown sku") and rejected["other"] == "on_hand is negative"
+    assert not (out / "strategy.csv").exists()  # no shop-floor promotion advice for a DC
+    stock.write_text("sku,lead_time\ntotal,1\n")
+    bad = CliRunner().invoke(
+        planner, ["dc-replenish", "run", *common, "--stock", str(stock), "--out", str(out)]
+    )
+    assert bad.exit_code != 0 and "stock file" in bad.output and "on_hand" in bad.output
+    assert len(bad.output.strip().splitlines()) == 1

@@ -187,3 +187,18 @@ def test_a_planned_promotion_reaches_the_horizon_with_yes_as_one_and_empty_as_un
     (tmp_path / "future.csv").write_text("sku,date,promo\nA,2025-01-02,lots\n")
     with pytest.raises(ConfigError, match=r"column 'promo': 1 values that are not numbers, the first 'lots'"):
         _apply_plan(cfg, fut)
+
+
+def test_a_plan_with_only_its_header_plans_nothing(tmp_path):
+    from common.config import load_node_config
+    from warehouse_node.pipeline import _apply_plan
+
+    (tmp_path / "node.toml").write_text(
+        '[node]\nname = "n"\nsecret_context = "s.ctx"\n[data]\npath = "x.csv"\ntimestamp = "ts"\n'
+        'quantity = "q"\nseries_keys = ["store", "sku"]\npromo = "promo"\nfuture = "future.csv"\n'
+    )
+    (tmp_path / "future.csv").write_text("store,sku,date,promo\n")
+    dates = pd.to_datetime(["2025-01-02", "2025-01-03"])
+    fut = pd.DataFrame({"series": "x", "date": dates, "promo": 0.5, "price": 1.0})
+    planned = _apply_plan(load_node_config(tmp_path), fut)
+    assert len(planned) == 2 and planned["promo"].tolist() == [0.5, 0.5]
