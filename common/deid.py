@@ -77,6 +77,19 @@ def load_or_create_secret(private_dir: Path) -> bytes:
     return key
 
 
+def seed_simulated_secret(private_dir: Path, seed: int, site: str) -> None:
+    """A simulated site's pseudonym key, derived from the run's seed and the site's name, so that a
+    simulation is repeatable (the series are ordered by pseudonym, and so are the batches). Never
+    for a real site: its key is random (``load_or_create_secret``). An existing key is kept."""
+    path = private_dir / PSEUDONYM_SECRET_FILE
+    if path.is_file():
+        return
+    private_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(hashlib.sha256(f"fedstock simulation {seed} {site}".encode()).digest())
+
+
 def pseudonym(secret: bytes, value: str) -> str:
     return hmac.new(secret, value.encode(), hashlib.sha256).hexdigest()[:20]
 

@@ -28,6 +28,7 @@ import torch
 
 from common import crypto
 from common.config import NodeConfig, load_node_config
+from common.deid import seed_simulated_secret
 from common.files import check_output, write_json_atomic
 from common.network import group_label
 from common.public_data import DATASETS, WRITERS, load_sales, to_dataset_columns
@@ -102,11 +103,13 @@ def prepare_nodes(s: SimulationSettings, out: Path, report: Report) -> list[Node
     fingerprint = site_keys(dirs, out / "keys")
     report(f"{len(dirs)} node folders written; keys made at {dirs[0].name}, fingerprint {fingerprint}")
     configs, totals = [], Counter()
+    seed = int(s.run_config(out)["seed"])
     for d in dirs:
         if s.device != "cpu":  # as an operator would: in node.toml, which the ClientApp reads too
             with open(d / "node.toml", "a", encoding="utf-8") as toml:
                 toml.write(f'\n[training]\ndevice = "{s.device}"\n')
         cfg = load_node_config(d)
+        seed_simulated_secret(cfg.private_dir, seed, cfg.name)  # a repeatable simulation
         totals.update(Node(cfg).prepare())
         configs.append(cfg)
     series, periods = totals.pop("series"), totals.pop("periods")

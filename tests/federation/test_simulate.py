@@ -164,9 +164,9 @@ def test_simulate_on_the_gpu_writes_the_device_into_every_node_and_forecasts(wal
     assert len(fc) and np.isfinite(fc["mean"]).all()
 
 
-def _run(walmart_slice: Path, out: Path, mode: str) -> pd.DataFrame:
+def _run(walmart_slice: Path, out: Path, mode: str, seed: int = 3) -> pd.DataFrame:
     settings = SimulationSettings(
-        "walmart", walmart_slice, mode=mode, rounds=2, seed=3, until="2012-04-27", overrides=TINY
+        "walmart", walmart_slice, mode=mode, rounds=2, seed=seed, until="2012-04-27", overrides=TINY
     )
     return simulate(out, settings, lambda line: None)
 
@@ -206,6 +206,11 @@ def test_encryption_costs_no_accuracy_he_matches_plaintext(walmart_slice, tmp_pa
 def test_reference_modes_forecast_every_series(walmart_slice, tmp_path, mode):
     fc = _run(walmart_slice, tmp_path / mode, mode)
     assert fc["mean"].notna().all() and len(fc) % 13 == 0
+    if mode == "local":  # a simulation is repeatable for its seed: the same keys, batches, weights
+        again = _run(walmart_slice, tmp_path / "again", mode)
+        pd.testing.assert_frame_equal(fc, again)
+        other = _run(walmart_slice, tmp_path / "other", mode, seed=4)
+        assert not np.allclose(fc["mean"], other["mean"])
 
 
 def test_store_item_forecasts_90_days_per_item(tmp_path):
