@@ -105,7 +105,7 @@ def run_dataset(name: str, ctx: dict) -> tuple[pd.DataFrame, pd.DataFrame, dict,
         fc = Forecasts.of(panels[system], keys, skus, origins, ctx["steps"])
         log(f"{name}: replaying {label} over {len(skus)} skus ({fc.missing:.2%} reviews without a forecast)")
         frame = sweep(fc, policy, demand, ctx["leads"], ctx["setup"].warmup, setup.year, ctx["seed"])
-        results.append(frame.assign(system=label, missing=fc.missing))
+        results.append(frame.assign(dataset=name, system=label, policy=policy, missing=fc.missing))
         made[system] = json.loads((ctx["work"] / f"{system}.json").read_text())
     dc, figures = pd.DataFrame(), {}
     if panels["he"] is not None:

@@ -133,10 +133,15 @@ def decisions_section(run_dir: Path) -> str:
 
 
 def service_section(inventory: pd.DataFrame) -> str:
+    """On-hand against fill rate per curve: a system's (the year-long benchmark: its own forecasts
+    and policy, lost sales) or, in older files, a policy's."""
+    if "sales" in inventory:
+        inventory = inventory[inventory["sales"] == "lost sales"]
+    curve = "system" if "system" in inventory else "policy"
     groups = list(inventory.groupby(["dataset", "lead"]))
     fig, axes = plt.subplots(1, len(groups), figsize=(4.5 * len(groups), 3.4), squeeze=False)
     for ax, ((name, lead), g) in zip(axes[0], groups, strict=True):
-        for policy, p in g.groupby("policy"):
+        for policy, p in g.groupby(curve):
             p = p.sort_values("target")
             ax.plot(p["fill_rate"], p["on_hand_value"], marker="o", label=policy)
         ax.set_title(f"{name}, lead time {lead}", fontsize=9)
