@@ -103,3 +103,26 @@ def test_autoets_falls_back_on_series_too_short_for_ets(length):
     low, mean, high = peers._ets_one(np.linspace(5.0, 6.0, length), 52, HORIZON)
     assert all(len(v) == HORIZON and np.isfinite(v).all() for v in (low, mean, high))
     assert (low <= mean).all() and (mean <= high).all()
+
+
+@pytest.mark.parametrize("peer", ["lightgbm", "autoets"])
+def test_a_fitted_peer_asked_from_later_origins_reads_only_history_up_to_each(peer):
+    """The inventory replay fits once and asks again from later origins with more history at hand:
+    each forecast must be the one that history up to its own origin gives."""
+    full = weekly_history(133)
+    dates = np.sort(full["Date"].unique())
+    fitted_at, origins = dates[110], list(pd.DatetimeIndex(dates[112:116]))
+    shape = (KEYS, "Date", "Weekly_Sales", "W-FRI")
+    fit = full[full["Date"] <= fitted_at]
+    if peer == "lightgbm":
+        model = peers.RollingLightGBM.fit(fit, *shape, HORIZON, levels=(0.1, 0.5, 0.9), rounds=20)
+    else:
+        model = peers.RollingETS.fit(fit, *shape, 52)
+    together = model.predict_at(full, origins, 3)
+    # the short series starts after the fit: the fitted peer does not know it
+    assert len(together) == 5 * len(origins) * 3 and set(together["origin"]) == set(origins)
+    for origin in origins:  # each origin alone, with nothing after it at hand
+        alone = model.predict_at(full[full["Date"] <= origin], [origin], 3)
+        mine = together[together["origin"] == origin].reset_index(drop=True)
+        pd.testing.assert_frame_equal(mine, alone.reset_index(drop=True))
+        assert (mine["step"].between(0, 2)).all()
