@@ -143,7 +143,7 @@ def _parse(frame: pd.DataFrame, cfg: DataConfig, ended_after: int, bad: list[pd.
             continue
         raw = frame[src]
         refuse_nested(raw, src)
-        if not pd.api.types.is_numeric_dtype(raw):  # "True"/"false"/"yes" flags
+        if not pd.api.types.is_numeric_dtype(raw) or pd.api.types.is_bool_dtype(raw):  # True/"yes" flags
             raw = raw.map(lambda v: FLAG_WORDS.get(str(v).strip().lower(), v) if pd.notna(v) else v)
         parsed = parse_numbers(raw, f"{dst} column {src!r}")
         unreadable = parsed.isna() & raw.notna()

@@ -323,3 +323,15 @@ def test_gigantic_or_infinite_quantities_are_quarantined_and_nested_cells_refuse
     nested["Weekly_Sales"] = [[1.0, 2.0]] * len(nested)
     with pytest.raises(ConfigError, match="column 'Weekly_Sales' holds list cells"):
         prepare(nested, _periods_cfg(tmp_path), SECRET)
+
+
+@pytest.mark.parametrize("kind", ["bool", "boolean"])
+def test_holiday_flags_stored_as_booleans_are_read_not_quarantined(tmp_path, kind):
+    """Parquet keeps IsHoliday as booleans (Walmart's files do): they are flags, not unreadable text."""
+    weeks = pd.date_range("2011-01-07", periods=30, freq="W-FRI")
+    raw = _weekly("1", weeks, np.full(30, 100.0))
+    raw["IsHoliday"] = pd.Series([i in (5, 17) for i in range(30)], dtype=kind)
+    out = prepare(raw, _periods_cfg(tmp_path), SECRET)
+    assert not out.quarantine["reason"].str.startswith("unreadable").any()
+    holiday = out.panel.sort_values("date")["holiday"].to_numpy()
+    assert list(np.flatnonzero(holiday)) == [5, 17]
