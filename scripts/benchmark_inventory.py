@@ -236,17 +236,20 @@ def dc_lines(dc: pd.DataFrame, figures: dict, res: pd.DataFrame) -> list[str]:
         f"variance scale k {figures['k_median']:.2f}); {cov['site']:.3f} with sites independent ('site'), "
         f"{cov['network']:.3f} with every series moving together ('network').",
         "",
-        "| lead | DC on-hand at 95% fill | DC safety stock at 95% fill | Σ sites' safety stock at 95% fill "
-        "(federated + probabilistic) | DC / Σ sites |",
-        "|---|---|---|---|---|",
+        "| lead | target | DC safety stock | Σ sites' safety stock (federated + probabilistic) "
+        "| DC / Σ sites | DC fill rate | sites' fill rate |",
+        "|---|---|---|---|---|---|---|",
     ]
     for lead, g in dc.groupby("lead"):
         fed = res[(res["system"] == FED) & (res["lead"] == lead) & (res["sales"] == "lost sales")]
-        own, sites = at_fill(g, 0.95, "safety_stock"), at_fill(fed, 0.95, "safety_stock")
-        lines.append(
-            f"| {lead} | {_amount(at_fill(g, 0.95))} | {_amount(own)} | {_amount(sites)} | "
-            f"{own / sites:.3f} |"
-        )
+        for target in (0.95, 0.99):
+            own, sites = g[g["target"] == target].iloc[0], fed[fed["target"] == target].iloc[0]
+            lines.append(
+                f"| {lead} | {target:g} | {_amount(own['safety_stock'])} | "
+                f"{_amount(sites['safety_stock'])} | {own['safety_stock'] / sites['safety_stock']:.3f} | "
+                f"{own['fill_rate']:.3f} | "
+                f"{sites['fill_rate']:.3f} |"
+            )
     return lines
 
 
