@@ -12,6 +12,7 @@ be run in parts (``--systems``) and the replay redone from them (``--replay-only
 
     .venv/bin/python scripts/benchmark_inventory.py --datasets walmart
     .venv/bin/python scripts/benchmark_inventory.py --quick        # < 10 min, last line: JSON
+    .venv/bin/python scripts/benchmark_inventory.py --datasets walmart --systems he --forecast-only
 """
 
 from __future__ import annotations
@@ -292,13 +293,19 @@ def write_section(name: str, res, dc, figures, made, ctx, command: str, png: str
     help="Systems whose forecasts are made in this run; the others are read from WORK if there.",
 )
 @click.option("--replay-only", is_flag=True, help="Make no forecasts: replay those kept in WORK.")
+@click.option(
+    "--forecast-only", is_flag=True, help="Make the chosen systems' forecasts and keep them in WORK; no replay."
+)
 @click.option("--seed", default=7, show_default=True)
 @click.option("--threads", default=2, show_default=True, type=click.IntRange(1, 64))
 @click.option("--quick", is_flag=True, help="Walmart stores 1-8, lead 1, two trainings: under 10 minutes.")
-def main(data_root, work, datasets, chosen, replay_only, seed, threads, quick) -> None:
+def main(data_root, work, datasets, chosen, replay_only, forecast_only, seed, threads, quick) -> None:
     torch.set_num_threads(threads)
     command = (".venv/bin/python scripts/benchmark_inventory.py " + " ".join(sys.argv[1:])).strip()
     names = ["walmart"] if quick else datasets.split(",")
+    known = dict.fromkeys(v[0] for v in ROWS.values())
+    if unknown := set(chosen.split(",")) - set(known):
+        raise click.BadParameter(f"unknown system {sorted(unknown)[0]!r}: choose from {', '.join(known)}")
     for name in names:
         if name not in systems.SETUPS:
             raise click.BadParameter(f"unknown dataset {name!r}: choose from {', '.join(systems.SETUPS)}")
@@ -323,6 +330,10 @@ def main(data_root, work, datasets, chosen, replay_only, seed, threads, quick) -
             "rounds": 3 if quick else None,
             "run": set() if replay_only else set(chosen.split(",")),
         }
+        if forecast_only:  # a part of a long run: the replay follows with --replay-only
+            for system in sorted(ctx["run"]):
+                panel(name, system, ctx)
+            continue
         res, dc, figures, made = run_dataset(name, ctx)
         res.to_csv(out / "inventory.csv", index=False)
         dc.to_csv(out / "dc.csv", index=False)
