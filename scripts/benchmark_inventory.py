@@ -294,7 +294,7 @@ def write_section(name: str, res, dc, figures, made, ctx, command: str, png: str
 )
 @click.option("--replay-only", is_flag=True, help="Make no forecasts: replay those kept in WORK.")
 @click.option(
-    "--forecast-only", is_flag=True, help="Make the chosen systems' forecasts and keep them in WORK; no replay."
+    "--forecast-only", is_flag=True, help="Make the chosen systems' forecasts, keep them in WORK; no replay."
 )
 @click.option("--seed", default=7, show_default=True)
 @click.option("--threads", default=2, show_default=True, type=click.IntRange(1, 64))
