@@ -50,6 +50,8 @@ LIMBS = 3  # fraction + two integer digits: totals below 2^48 (2.8e14) at 6e-8 r
 DIGIT_SCALE_BITS = 20  # CKKS scale of the digits: sum error ~2^-8·√sites, far below 0.5
 MAX_VALUE = 2.0 ** (DIGIT_BITS * (LIMBS - 1))  # one site's value; the digit sums bound the total
 FAN_LEVELS = (0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95)
+HORIZON_FALLBACK = 0.5  # path_corr without hold-out errors to measure it: the node's replenish default
+MIN_PAIRS = 3  # fewer pairs of consecutive errors than this measure no correlation along the horizon
 
 
 class NetworkError(ValueError):
@@ -209,6 +211,8 @@ def network_table(
     out["sites"] = round(totals[-1])
     out["dependence"] = dependence
     out["site_correlation"], out["variance_scale"] = rho, k  # what "calibrated" used
+    along = summed_holdout(totals, layout).horizon_correlation()
+    out["path_corr"] = HORIZON_FALLBACK if along is None else along  # how errors persist over periods
     return out
 
 
@@ -216,7 +220,9 @@ def summed_holdout(totals: np.ndarray, layout: Layout) -> HoldoutSums:
     """The hold-out terms of a network sum (``holdout_cells``, summed over sites)."""
     at, n = layout.forecast_cells, layout.periods
     terms = totals[at : at + 2 * n + 3]
-    return HoldoutSums(terms[:n] - terms[n : 2 * n], *(float(v) for v in terms[2 * n :]))
+    error = terms[:n] - terms[n : 2 * n]
+    unseen = (terms[:n] == 0) & (terms[n : 2 * n] == 0)  # no site's hold-out reached this period
+    return HoldoutSums(np.where(unseen, np.nan, error), *(float(v) for v in terms[2 * n :]))
 
 
 @dataclass(frozen=True)
@@ -224,7 +230,8 @@ class HoldoutSums:
     """What each site computes from its own forecast errors on periods already observed, summed
     over sites (each term is one site's figure, so the sites can encrypt and add them):
 
-    * ``network_error[t]``: Σ_s e_s,t, the error of the network total in period t;
+    * ``network_error[t]``: Σ_s e_s,t, the error of the network total in period t (NaN: a period
+      after every site's hold-out window);
     * ``squared``: Σ_s mean_t e_s,t², the sites' own error variances;
     * ``rms``: Σ_s sqrt(mean_t e_s,t²), their standard deviations;
     * ``predicted``: Σ_s mean_t var_site_s,t, the variance each site's forecast gave its total.
@@ -238,11 +245,33 @@ class HoldoutSums:
     def dependence(self) -> tuple[float, float]:
         """(ρ, k): ρ the correlation between sites' errors, from Var(Σ e) = Σσ² + ρ[(Σσ)² − Σσ²];
         k how much the sites' forecast variance must be scaled to match their errors."""
-        network = float(np.mean(np.square(self.network_error)))
+        seen = self.network_error[np.isfinite(self.network_error)]
+        if not seen.size:
+            return 1.0, 1.0
+        network = float(np.mean(np.square(seen)))
         between = self.rms**2 - self.squared
         rho = (network - self.squared) / between if between > 0 else 1.0
         k = self.squared / self.predicted if self.predicted > 0 else 1.0
         return float(np.clip(rho, 0.0, 1.0)), float(k)
+
+    def horizon_correlation(self) -> float | None:
+        """How the network total's error persists from one hold-out period to the next."""
+        return horizon_correlation(self.network_error[None, :])
+
+
+def horizon_correlation(errors: np.ndarray) -> float | None:
+    """The correlation of the network error between consecutive steps of one forecast, pooled over
+    the forecasts' origins: errors [origins, steps], NaN where not yet seen. Not centred: a shared
+    bias is exactly what persists along the horizon and widens the interval of a sum over periods.
+    Clipped to [0, 0.99] (a few pairs never license errors that cancel); None below ``MIN_PAIRS``."""
+    e = np.asarray(errors, dtype=float)
+    now, after = e[:, :-1].ravel(), e[:, 1:].ravel()
+    both = np.isfinite(now) & np.isfinite(after)
+    now, after = now[both], after[both]
+    scale = float(np.sqrt(np.sum(now**2) * np.sum(after**2)))
+    if both.sum() < MIN_PAIRS or scale == 0.0:
+        return None
+    return float(np.clip(np.sum(now * after) / scale, 0.0, 0.99))
 
 
 def calibrated_sd(var_site: np.ndarray, sd_site: np.ndarray, rho: float, k: float) -> np.ndarray:

@@ -235,7 +235,9 @@ def dc_lines(dc: pd.DataFrame, figures: dict, res: pd.DataFrame) -> list[str]:
         f"80% interval coverage **{cov['calibrated']:.3f}** with the calibrated dependence "
         f"(median ρ {figures['rho_median']:.2f}, "
         f"variance scale k {figures['k_median']:.2f}); {cov['site']:.3f} with sites independent ('site'), "
-        f"{cov['network']:.3f} with every series moving together ('network').",
+        f"{cov['network']:.3f} with every series moving together ('network'). The DC's periods are "
+        f"correlated as the network errors persisted (median {figures['horizon_rho_median']:.2f}; the "
+        f"sites' own paths: {figures['sites_path_corr']:.2f}).",
         "",
         "| lead | target | DC safety stock | Σ sites' safety stock (federated + probabilistic) "
         "| DC / Σ sites | DC fill rate | sites' fill rate |",

@@ -5,8 +5,9 @@
 and backorders, and every target in TARGETS (common/replay.py). ``distribution_center`` builds the
 network forecast that the sites would sum under CKKS (common/network.py cells: the sum of means,
 the sites' variances Σ var_site and Σ sd_site), calibrates the cross-site dependence from the
-errors the sites saw before each review (``HoldoutSums``), scores the 80% interval of the next
-week's network total, and replays a DC that stocks the network total from it.
+errors the sites saw before each review (``HoldoutSums``) and the correlation along the horizon
+from the network errors of every step seen (``horizon_correlation``), scores the 80% interval of
+the next period's network total, and replays a DC that stocks the network total from it.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from common.inventory import ar1_normals, sample_paths_many
-from common.network import Z90, HoldoutSums, calibrated_sd
+from common.network import HORIZON_FALLBACK, Z90, HoldoutSums, calibrated_sd, horizon_correlation
 from common.policies import POLICIES, DemandForecast
 from common.replay import ReplaySettings, plan_reviews, replay, summarise
 
@@ -140,7 +141,8 @@ def at_fill(curve: pd.DataFrame, fill: float, column: str = "on_hand_value") -> 
 @dataclass(frozen=True)
 class NetworkForecast:
     """Per review t and step: the network mean, Σ_s var_site and Σ_s sd_site (what the planner
-    decrypts), each site's own total and error terms, and the truth."""
+    decrypts), the network total's error (once its period is seen), each site's own total and
+    error terms, and the truth."""
 
     mean: np.ndarray  # [T, steps]
     var_site: np.ndarray  # [T, steps]
@@ -148,7 +150,8 @@ class NetworkForecast:
     site_mean: np.ndarray  # [sites, T] step 0
     site_var: np.ndarray  # [sites, T] step 0
     site_actual: np.ndarray  # [sites, T] the period each step-0 forecast is for
-    rho_time: float
+    error: np.ndarray  # [T, steps] network actual - mean of the period review t's step h is for
+    sites_path_corr: float  # the mean of the sites' own correlation along the horizon (reported)
 
     @classmethod
     def of(cls, fc: Forecasts, demand: np.ndarray, site_of: np.ndarray) -> NetworkForecast:
@@ -158,6 +161,9 @@ class NetworkForecast:
         by_site = np.stack([np.nansum(sd[site_of == s], axis=0) for s in sites])  # [S, T, steps]
         means = np.stack([np.nansum(fc.mean[site_of == s], axis=0) for s in sites])
         actual = np.stack([demand[site_of == s].sum(axis=0) for s in sites])  # [S, T]
+        periods, steps = fc.mean.shape[1:]
+        truth = np.append(actual.sum(0), np.full(steps, np.nan))  # periods past the end: unseen
+        ahead = np.arange(periods)[:, None] + np.arange(steps)[None, :]
         return cls(
             means.sum(0),
             np.square(by_site).sum(0),
@@ -165,22 +171,28 @@ class NetworkForecast:
             means[..., 0],
             np.square(by_site[..., 0]),
             actual,
+            truth[ahead] - means.sum(0),
             float(np.nanmean(fc.rho)),
         )
 
-    def calibration(self, t: int, window: int) -> tuple[float, float]:
-        """(ρ, k) from the step-0 errors of reviews whose period was seen before review t."""
+    def calibration(self, t: int, window: int) -> tuple[float, float, float]:
+        """(ρ, k) from the step-0 errors of reviews whose period was seen before review t, and the
+        correlation along the horizon from the network errors of every step seen by then."""
         seen = slice(max(0, t - window), t)  # review τ forecasts period τ; seen by review t when τ < t
         errors = self.site_actual[:, seen] - self.site_mean[:, seen]
+        along = self.error[seen].copy()
+        along[np.arange(seen.start, t)[:, None] + np.arange(along.shape[1])[None, :] >= t] = np.nan
+        rho_time = horizon_correlation(along)
+        rho_time = HORIZON_FALLBACK if rho_time is None else rho_time
         if errors.shape[1] < 2:
-            return 1.0, 1.0
+            return 1.0, 1.0, rho_time
         sums = HoldoutSums(
             errors.sum(axis=0),
             float(np.square(errors).mean(axis=1).sum()),
             float(np.sqrt(np.square(errors).mean(axis=1)).sum()),
             float(self.site_var[:, seen].mean(axis=1).sum()),
         )
-        return sums.dependence()
+        return (*sums.dependence(), rho_time)
 
 
 def distribution_center(
@@ -190,8 +202,7 @@ def distribution_center(
     interval: returns the DC's sweep and the coverage / dependence figures."""
     reviews = net.mean.shape[0] - first
     cal = [net.calibration(first + t, window) for t in range(reviews)]
-    rho = np.array([c[0] for c in cal])
-    k = np.array([c[1] for c in cal])
+    rho, k, rho_time = (np.array(c) for c in zip(*cal, strict=True))
     sd = calibrated_sd(net.var_site[first:], net.sd_site[first:], rho[:, None], k[:, None])
     truth = net.site_actual[:, first:].sum(axis=0)
     mean = net.mean[first:]
@@ -205,7 +216,7 @@ def distribution_center(
         hit = np.abs(truth - mean[:, 0]) <= Z90 * spread[:, 0]
         inside[name] = float(hit[scored].mean())
     rng = np.random.default_rng(seed)
-    z = ar1_normals(rng.standard_normal((reviews, PATHS, mean.shape[1])), net.rho_time)
+    z = ar1_normals(rng.standard_normal((reviews, PATHS, mean.shape[1])), rho_time[:, None])
     paths = np.clip(mean[:, None, :] + sd[:, None, :] * z, 0, None)  # [T, n, steps]
     rows = []
     for lead in leads:
@@ -230,6 +241,8 @@ def distribution_center(
         "coverage80": inside,
         "rho_median": float(np.median(rho[scored])),
         "k_median": float(np.median(k[scored])),
+        "horizon_rho_median": float(np.median(rho_time[scored])),
+        "sites_path_corr": net.sites_path_corr,
         "weeks": int(len(truth) - warmup),
     }
     return pd.DataFrame(rows), figures

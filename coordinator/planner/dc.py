@@ -6,7 +6,9 @@ stock file names a network group (``total``, a department, ``other``) in its ``s
 contract, the checks and the outputs are the node's ``replenish`` (warehouse_node/replenish.py):
 decisions.csv (status, order quantity, reorder point, order-up-to, safety stock, reason) and
 rejected.csv. The group's forecast distribution is normal per period, with the spread of the
-chosen dependence (by default calibrated from the sites' summed hold-out errors).
+chosen dependence (by default calibrated from the sites' summed hold-out errors), and its periods
+are correlated as much as the network's hold-out errors persisted from one period to the next
+(``path_corr``): a DC with a long lead time stocks the sum of many periods, whose spread that sets.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ console = Console()
 def dc_forecasts(network: pd.DataFrame) -> pd.DataFrame:
     """The network table in the shape of a node's forecasts file: one ``sku`` per group."""
     quantiles = [c for c in network.columns if c[0] == "q" and c[1:].isdigit()]
-    out = network[["group", "date", "mean", *quantiles]].rename(columns={"group": "sku"})
+    out = network[["group", "date", "mean", *quantiles, "path_corr"]].rename(columns={"group": "sku"})
     return out.assign(residual_sd=network["sd"], date=pd.to_datetime(out["date"]).dt.strftime("%Y-%m-%d"))
 
 

@@ -240,6 +240,8 @@ def test_the_summed_hold_out_errors_are_the_sites_own_and_calibrate_the_interval
     assert total["variance_scale"].iloc[0] == pytest.approx(k)
     site, network = total["sd_site"] ** 2, total["sd_network"] ** 2  # sites independent / in step
     assert np.allclose(total["sd"], np.sqrt(k * (site + rho * (network - site))), rtol=1e-9)
+    along = summed.horizon_correlation()  # the network errors' persistence over hold-out periods
+    assert along is not None and total["path_corr"].eq(along).all()
 
 
 def test_the_distribution_center_decides_from_the_network_forecast_alone(

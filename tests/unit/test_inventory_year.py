@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from common.inventory import ar1_normals
 from scripts.inventory_replay import Forecasts, NetworkForecast, distribution_center
 from scripts.inventory_systems import SETUPS, Timeline
 
@@ -26,12 +27,16 @@ def test_every_review_is_served_once_by_a_model_trained_before_it(name):
     assert calibration[-1] < tl.origins[0] and len(calibration) == tl.calibration
 
 
-def _network(rho: float, reviews: int = 400, sites: int = 12, seed: int = 0) -> NetworkForecast:
-    """Sites whose one-period errors are normal with sd 10 and correlation ``rho`` between sites;
-    each site's forecast says sd 10 (q10/q90 at ∓12.8) around a mean of 100."""
+def _network(
+    rho: float, reviews: int = 400, sites: int = 12, seed: int = 0, persistence: float = 0.0
+) -> NetworkForecast:
+    """Sites whose one-period errors are normal with sd 10 and correlation ``rho`` between sites,
+    and ``persistence`` from one period to the next; each site's forecast says sd 10 (q10/q90 at
+    ∓12.8) around a mean of 100."""
     rng = np.random.default_rng(seed)
     cov = 100 * (rho * np.ones((sites, sites)) + (1 - rho) * np.eye(sites))
-    demand = 100 + rng.multivariate_normal(np.zeros(sites), cov, size=reviews).T  # [sites, T]
+    shocks = rng.multivariate_normal(np.zeros(sites), cov, size=reviews).T  # [sites, T]
+    demand = 100 + ar1_normals(shocks, persistence)
     mean = np.full((sites, reviews, 3), 100.0)
     z = 1.2815515655446004 * 10
     levels = np.stack([mean - z, mean, mean + z], axis=-1)
@@ -53,3 +58,10 @@ def test_the_distribution_center_holds_more_stock_for_a_higher_target():
     for _, g in dc.groupby("lead"):
         g = g.sort_values("target")
         assert g["on_hand_value"].is_monotonic_increasing and g["fill_rate"].iloc[-1] > g["fill_rate"].iloc[0]
+
+
+@pytest.mark.parametrize("persistence", [0.0, 0.7])
+def test_the_dc_correlates_its_periods_as_much_as_the_network_errors_persisted(persistence):
+    _, figures = distribution_center(_network(0.4, persistence=persistence), 52, 4, (2,), 52.0, 52, seed=1)
+    assert figures["horizon_rho_median"] == pytest.approx(persistence, abs=0.12)
+    assert figures["sites_path_corr"] == 0.0  # what the sites' own paths said: not what was used
