@@ -189,13 +189,18 @@ def decide(
         why, qty = f"position above reorder point after next review: {nums}", 0
     if qty and (moq or pack > 1):
         why += f"; order {qty} after MOQ {moq:g} and pack {pack:g}"
+    window = lead + review  # until an order placed at the next review would arrive
+    unprotected = stockout_probability(paths[:, :window], on_hand, _arrivals(row, window, 0))
     decision = {
         "sku": row["sku"],
         "status": status,
         "order_qty": qty,
+        "on_hand": on_hand,
+        "on_order": on_order,
         "reorder_point": round(reorder_point, 3),
         "order_up_to": round(order_up_to, 3),
         "safety_stock": round(safety, 3),
+        "stockout_risk": round(unprotected, 4),  # if nothing were ordered now: what ranks the urgent
         "reason": why,
     }
     if pinned_status:

@@ -222,7 +222,18 @@ def replenish(
         decision, strategy = decide(row, paths, origin, freq, cfg, policy, sd, pinned.get(row["sku"]))
         decisions.append(decision)
         strategies.append(strategy)
-    cols_d = ["sku", "status", "order_qty", "reorder_point", "order_up_to", "safety_stock", "reason"]
+    cols_d = [
+        "sku",
+        "status",
+        "order_qty",
+        "on_hand",
+        "on_order",
+        "reorder_point",
+        "order_up_to",
+        "safety_stock",
+        "stockout_risk",
+        "reason",
+    ]
     cols_s = ["sku", "availability", "restock_date", "promotion", "reason"]
     result = ReplenishResult(
         pd.DataFrame(decisions, columns=cols_d), pd.DataFrame(strategies, columns=cols_s), rejected, good

@@ -203,3 +203,18 @@ def test_restock_date_is_the_first_arrival_and_none_when_nothing_is_coming():
     assert f"the {decision['order_qty']} ordered now arrive after the 2-period lead time" in s["reason"]
     _, s = decide(empty, _constant_paths(), ORIGIN, "D", StrategyConfig(), pinned_status=OBSERVE)
     assert s["restock_date"] == "" and "nothing is on order and nothing is ordered now" in s["reason"]
+
+
+def test_stockout_risk_ranks_the_skus_that_run_out_before_an_order_could_arrive():
+    """Demand 10/period, lead 2 + review 1: 30 units are needed before an order placed at the next
+    review arrives; the risk counts what is on hand and on order, never an order placed now."""
+    paths = _constant_paths() + np.random.default_rng(0).normal(0, 3, size=_constant_paths().shape)
+    risk = {
+        on_hand: decide(_row(on_hand=on_hand), paths, ORIGIN, "D", StrategyConfig())[0]["stockout_risk"]
+        for on_hand in (5.0, 25.0, 30.0, 45.0)
+    }
+    assert risk[5.0] == 1.0 and risk[45.0] < 0.01
+    assert risk[5.0] > risk[25.0] > risk[30.0] > risk[45.0]
+    row = _row(on_hand=15.0, on_order=40.0, on_order_due=1)  # arrives after one period's demand
+    d, _ = decide(row, paths, ORIGIN, "D", StrategyConfig())
+    assert d["stockout_risk"] < 0.01 and (d["on_hand"], d["on_order"]) == (15.0, 40.0)

@@ -35,9 +35,12 @@ def test_valid_rows_are_decided_and_bad_rows_rejected_with_reasons():
         "sku",
         "status",
         "order_qty",
+        "on_hand",
+        "on_order",
         "reorder_point",
         "order_up_to",
         "safety_stock",
+        "stockout_risk",
         "reason",
     ]
     assert list(result.strategy.columns) == ["sku", "availability", "restock_date", "promotion", "reason"]
