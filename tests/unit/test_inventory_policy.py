@@ -215,6 +215,6 @@ def test_stockout_risk_ranks_the_skus_that_run_out_before_an_order_could_arrive(
     }
     assert risk[5.0] == 1.0 and risk[45.0] < 0.01
     assert risk[5.0] > risk[25.0] > risk[30.0] > risk[45.0]
-    row = _row(on_hand=15.0, on_order=40.0, on_order_due=1)  # arrives after one period's demand
+    row = _row(on_hand=20.0, on_order=40.0, on_order_due=1)  # arrives after one period's demand
     d, _ = decide(row, paths, ORIGIN, "D", StrategyConfig())
-    assert d["stockout_risk"] < 0.01 and (d["on_hand"], d["on_order"]) == (15.0, 40.0)
+    assert d["stockout_risk"] < 0.01 and (d["on_hand"], d["on_order"]) == (20.0, 40.0)
