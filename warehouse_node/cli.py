@@ -151,6 +151,57 @@ def _file(path: str | None) -> Path | None:
 
 
 @cli.command()
+@node_option
+@click.option(
+    "--out", "out_path", default=None, type=click.Path(dir_okay=False), help="Default NODE/out/report.html."
+)
+@click.option(
+    "--decisions",
+    "decisions_dir",
+    default=None,
+    type=click.Path(exists=True, file_okay=False),
+    help="Where replenish wrote decisions.csv and strategy.csv (default NODE/out).",
+)
+@click.option(
+    "--forecasts",
+    "forecasts_path",
+    default=None,
+    type=click.Path(exists=True, dir_okay=False),
+    help="Default NODE/out/forecasts.parquet.",
+)
+@click.option(
+    "--stock",
+    "stock_path",
+    default=None,
+    type=click.Path(exists=True, dir_okay=False),
+    help="The stock file: its unit_cost ranks the skus by value.",
+)
+@click.option("--sku", "skus", multiple=True, help="Chart this sku too (repeatable).")
+@click.option(
+    "--top", default=8, show_default=True, type=click.IntRange(0, 200), help="Skus charted by value."
+)
+@one_line_errors
+def report(
+    node_dir: str,
+    out_path: str | None,
+    decisions_dir: str | None,
+    forecasts_path: str | None,
+    stock_path: str | None,
+    skus: tuple[str, ...],
+    top: int,
+) -> None:
+    """The operator's morning report: one HTML file of what to order today, availability and
+    promotion advice, each top sku's history, forecast and stock, and the data's health."""
+    from warehouse_node.site_report import build_site_report
+
+    cfg = load_node_config(node_dir)
+    path = build_site_report(
+        cfg, _file(out_path), _file(decisions_dir), _file(forecasts_path), _file(stock_path), skus, top
+    )
+    console.print(f"report written: {path} (it names skus and stock: it stays on this node)")
+
+
+@cli.command()
 @click.option("--superlink", required=True, help="HOST:PORT of the federation's SuperLink.")
 @node_option
 @click.option("--data", "data_path", type=click.Path(exists=True, dir_okay=False), help="Raw data file.")

@@ -304,21 +304,20 @@ def _with_malformed(rejected: pd.DataFrame, lines: list[MalformedLine]) -> pd.Da
 
 
 def run_replenish(
-    forecasts_path: Path,
+    forecasts: Path | pd.DataFrame,
     stock_path: Path,
     out_dir: Path,
     node: str | None = None,
     policy: str = "probabilistic",
     overrides_path: Path | None = None,
     strategy_path: Path | None = None,
-    forecasts: pd.DataFrame | None = None,
     write_strategy: bool = True,
 ) -> ReplenishResult:
-    """Decide a stock file on a forecasts file (or on ``forecasts`` given as a table: the network's,
-    for a distribution center) and write decisions, rejected rows and, with ``write_strategy``, the
+    """Decide a stock file on a forecasts file (or on a forecasts table: the network's, for a
+    distribution center) and write decisions, rejected rows and, with ``write_strategy``, the
     customer-facing strategy to ``out_dir``."""
     check_output(out_dir, folder=True)  # before any file is read
-    forecasts = read_table(forecasts_path) if forecasts is None else forecasts
+    forecasts = forecasts if isinstance(forecasts, pd.DataFrame) else read_table(forecasts)
     if node is not None and "node" in forecasts.columns:
         nodes = sorted(forecasts["node"].astype(str).unique())
         if node not in nodes:

@@ -18,7 +18,18 @@ from rich.console import Console
 from rich.table import Table
 
 from common.cli_errors import one_line_errors
-from coordinator.planner.console import network_forecast_cmd, run_cmd, status_cmd
+from coordinator.planner import control
+from coordinator.planner.console import (
+    dependence_option,
+    find_run,
+    keys_option,
+    min_sites_option,
+    network_forecast_cmd,
+    planner_keys,
+    run_cmd,
+    runs_option,
+    status_cmd,
+)
 from coordinator.planner.dc import dc_replenish_cmd
 from coordinator.planner.demo import DemoSettings, resume_demo, run_demo
 from coordinator.planner.runs import progress
@@ -116,6 +127,10 @@ def _counts(outputs: dict, out: Path, seconds: float) -> None:
     console.print(
         f"outputs in {out}: forecasts.parquet, decisions.csv, strategy.csv, rounds.csv, "
         f"keys/, checkpoints/ ({seconds:.0f}s)"
+    )
+    console.print(
+        f"reports: {out / 'report.html'} (the planner's); each site's morning report in "
+        f"{out / 'nodes' / '*' / 'out' / 'report.html'}"
     )
 
 
@@ -270,36 +285,49 @@ def simulate_cmd(
 
 
 @cli.command()
-@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.argument("run", required=False)
+@keys_option
+@runs_option
 @click.option(
-    "--out", "out_path", default=None, type=click.Path(dir_okay=False), help="Default RUN_DIR/report.html."
+    "--out", "out_path", default=None, type=click.Path(dir_okay=False), help="Default RUN/report.html."
 )
-@click.option("--actuals", "actuals_path", default=None, type=click.Path(exists=True, dir_okay=False))
-@click.option("--target", default=None, help="Column of --actuals holding demand (e.g. Weekly_Sales).")
 @click.option(
-    "--inventory",
-    "inventory_path",
+    "--dc",
+    "dc_dir",
     default=None,
-    type=click.Path(exists=True, dir_okay=False),
-    help="inventory.csv of scripts/benchmark_inventory.py (default RUN_DIR/inventory.csv if present).",
+    type=click.Path(exists=True, file_okay=False),
+    help="Where dc-replenish wrote the DC's decisions (default RUN/dc).",
 )
+@min_sites_option
+@dependence_option
 @one_line_errors
 def report(
-    run_dir: str,
+    run: str | None,
+    keys_dir: str,
+    runs_dir: str,
     out_path: str | None,
-    actuals_path: str | None,
-    target: str | None,
-    inventory_path: str | None,
+    dc_dir: str | None,
+    min_sites: int,
+    dependence: str,
 ) -> None:
-    """Write one self-contained HTML report of a run: forecast fans, rounds, decisions, service curves."""
-    from coordinator.planner.report import build_report
+    """Write the planner's HTML report of RUN (a run id under --runs, the latest by default, or a
+    demo's or simulation's folder): rounds, who answered, stopping, privacy, the network forecast
+    and the DC's decisions; aggregates over sites only."""
+    from coordinator.planner.report import build_planner_report
 
-    path = build_report(
-        Path(run_dir),
+    run_dir = find_run(run, Path(runs_dir))
+    keys = Path(keys_dir)
+    if not keys.is_dir() and (run_dir.parent / "keys").is_dir():  # a demo's or simulation's folder
+        keys = run_dir.parent / "keys"
+    key, _ = planner_keys(keys)
+    path = build_planner_report(
+        run_dir,
         Path(out_path) if out_path else None,
-        Path(actuals_path) if actuals_path else None,
-        target,
-        Path(inventory_path) if inventory_path else None,
+        key.fingerprint,
+        control.site_names(Path(runs_dir).resolve()),
+        Path(dc_dir) if dc_dir else None,
+        min_sites,
+        dependence,
     )
     console.print(f"report written: {path}")
 

@@ -230,6 +230,20 @@ def _latest_run(runs: Path) -> str:
     return found[-1].name
 
 
+def find_run(run: str | None, runs: Path) -> Path:
+    """The folder of a run: RUNS/RUN, or RUN itself as a folder holding progress.json (or its
+    checkpoints/ holding it: a demo's or simulation's folder); the latest run under RUNS without RUN."""
+    runs = Path(runs).resolve()
+    if run is None:
+        return runs / _latest_run(runs)
+    as_path = "/" in run or Path(run).exists()
+    tried = [Path(run), Path(run) / "checkpoints"] if as_path else [runs / run]
+    for folder in tried:
+        if (folder / PROGRESS_FILE).is_file():
+            return folder.resolve()
+    raise click.ClickException(f"no run {run}: no {PROGRESS_FILE} in {' or '.join(map(str, tried))}")
+
+
 def _with_site_names(status: dict, names: dict[int, str]) -> dict:
     """Name the nodes of each round by the sites registered with ``site add``, and list the
     registered sites that did not train in it."""

@@ -80,14 +80,7 @@ def dc_replenish_cmd(
 
     network = opened_network_forecast(run_id, keys_dir, runs_dir, min_sites, dependence)
     out = Path(out_dir)
-    result = run_replenish(
-        Path(f"network forecast of run {run_id}"),
-        Path(stock_path),
-        out,
-        policy=policy,
-        forecasts=dc_forecasts(network),
-        write_strategy=False,
-    )
+    result = run_replenish(dc_forecasts(network), Path(stock_path), out, policy=policy, write_strategy=False)
     counts = result.decisions["status"].value_counts().to_dict()
     said = ", ".join(f"{v} {k}" for k, v in counts.items())
     sites = int(network["sites"].iloc[0])

@@ -5,7 +5,9 @@ Layout of ``OUT``::
     keys/                 public.ctx, keys.json: all the coordinator and the planner hold
     nodes/warehouse-NN/   one folder per node: node.toml, raw/, keys/ (secret.ctx, 0600), private/,
                           out/; warehouse-00 is the key steward, which made the key pair
-    checkpoints/          the coordinator's encrypted state and metrics, every round
+    checkpoints/          the coordinator's encrypted state and metrics, every round; network.json
+                          (the network forecast the sites opened) and dc/ (the DC's decisions)
+    report.html           the planner's report; each site's is nodes/warehouse-NN/out/report.html
     deployment/           SuperLink / SuperNode / flwr run logs (certs/ with --tls)
     deployment-resumed-*/ the same for each `fedstock-planner resume`
     demo.json             the settings, so that `resume` can continue the run
@@ -25,13 +27,18 @@ import pandas as pd
 from common import crypto
 from common.config import load_node_config
 from common.files import check_output
+from common.network import MIN_SITES
 from common.processes import write_run_config
 from common.synthetic import SyntheticSpec, write_warehouse
+from coordinator.checkpoints import NETWORK_META
+from coordinator.planner.dc import dc_forecasts
 from coordinator.planner.provision import site_keys
-from coordinator.planner.runs import progress, round_metrics
+from coordinator.planner.report import build_planner_report
+from coordinator.planner.runs import network_forecast, progress, round_metrics
 from warehouse_node import journal
 from warehouse_node.node import Node
 from warehouse_node.replenish import run_replenish
+from warehouse_node.site_report import build_site_report
 
 Report = Callable[[str], None]
 SETTINGS_FILE = "demo.json"
@@ -56,6 +63,7 @@ def run_config(out: Path, s: DemoSettings, resume: bool = False) -> dict:
         "num-rounds": s.rounds,  # the cap: the sites stop earlier when their validation stops improving
         "stop-patience": 2,  # a short demo: two rounds without a better summed score end it
         "min-nodes": s.nodes,
+        "network-forecast": s.nodes >= MIN_SITES,  # the DC's forecast: a sum over 3 sites at least
         "seed": s.seed,  # also the synthetic data's
         "public-context": str((out / "keys" / crypto.PUBLIC_CONTEXT_FILE).resolve()),
         "checkpoint-dir": str((out / "checkpoints").resolve()),
@@ -174,7 +182,39 @@ def finish(
     outputs["decisions"].to_csv(out / "decisions.csv", index=False)
     outputs["strategy"].to_csv(out / "strategy.csv", index=False)
     outputs["rounds"].to_csv(out / "rounds.csv", index=False)
+    outputs["reports"] = write_reports(out, node_dirs, report)
     return outputs
+
+
+def distribution_center(out: Path, report: Report) -> None:
+    """The DC's decisions from the network forecast the sites opened, for a DC stock file made
+    here (one 'total' row: two periods of network demand on hand, a 3-period lead time)."""
+    network = network_forecast(out / "checkpoints")
+    total = network[network["group"] == "total"]
+    dc = out / "checkpoints" / "dc"
+    dc.mkdir(parents=True, exist_ok=True)
+    on_hand = round(float(total["mean"].iloc[:2].sum()))
+    stock = pd.DataFrame([{"sku": "total", "on_hand": on_hand, "on_order": 0, "lead_time": 3}])
+    stock.to_csv(dc / "stock.csv", index=False)
+    result = run_replenish(dc_forecasts(network), dc / "stock.csv", dc, write_strategy=False)
+    row = result.decisions.iloc[0]
+    report(
+        f"distribution center: {row['status']}, order {row['order_qty']:g} "
+        f"(network forecast of {int(total['sites'].iloc[0])} sites)"
+    )
+
+
+def write_reports(out: Path, node_dirs: list[Path], report: Report) -> list[Path]:
+    """The planner's report of the run, and each site's morning report in its own folder."""
+    if (out / "checkpoints" / NETWORK_META).is_file():
+        distribution_center(out, report)
+    fingerprint = crypto.load_public(out / "keys").fingerprint
+    paths = [build_planner_report(out / "checkpoints", out / "report.html", fingerprint)]
+    for node_dir in node_dirs:
+        cfg = load_node_config(node_dir)
+        paths.append(build_site_report(cfg, stock=node_dir / "stock.csv"))
+    report(f"reports: {paths[0]} (the planner's), {len(node_dirs)} sites' in nodes/*/out/report.html")
+    return paths
 
 
 def _node_first(frame: pd.DataFrame) -> pd.DataFrame:

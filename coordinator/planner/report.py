@@ -1,187 +1,214 @@
-"""The planner's report: one self-contained HTML file (plots embedded as PNG data URIs).
+"""The planner's run report: one HTML file from what the planner holds of a run, nothing more.
 
-Sections, each present when its input is: forecast fans for the largest series (with actuals
-where an actuals file is given), per-round federated metrics (``rounds.csv``), counts of
-replenishment decisions and promotions (the run's ``decisions.csv`` / ``strategy.csv``, or every one
-under the run when it has none of its own),
-and the service-level curves of the inventory benchmark (``inventory.csv``).
+It reads the run's folder (RUNS/RUN_ID, or a demo's or simulation's checkpoints/): progress.json
+(rounds, who answered, refused updates, the stopping decision, the privacy budget), the per-round
+aggregates the sites opened, the network forecast they opened (network.json), and the
+distribution center's decisions when ``dc-replenish`` made them. None of these holds a sku, a
+pseudonym or one site's figure: every number is a sum over at least the run's minimum of sites.
 """
 
 from __future__ import annotations
 
-import base64
-import html
-import io
+import time
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
-from matplotlib.ticker import MaxNLocator
-
-from common.config import ConfigError, require_columns
+from common import html_report as ui
+from common.config import require_columns
 from common.files import check_output
+from common.network import DEFAULT_DEPENDENCE, MIN_SITES, NetworkError
 from common.tables import read_table
+from coordinator.checkpoints import NETWORK_META
+from coordinator.planner.report_charts import network_fans, round_curves
+from coordinator.planner.runs import progress, round_metrics, run_status
 
-FANS = 4
-NOT_KEYS = {"mean", "residual_sd", "path_corr", "ended"}
-INVENTORY_COLUMNS = ["dataset", "lead", "policy", "target", "fill_rate", "on_hand_value"]
-STYLE = (
-    "body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px;color:#222}"
-    "table{border-collapse:collapse;margin:0.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;"
-    "text-align:right}h2{border-bottom:1px solid #ddd;margin-top:1.6em}img{max-width:100%}"
-)
+DC_COLUMNS = ["sku", "status", "order_qty", "reorder_point", "order_up_to", "reason"]
 
 
-def _png(fig) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-    plt.close(fig)
-    return f'<img alt="plot" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
+def summary(status: dict, done: dict, network: pd.DataFrame | None) -> str:
+    privacy = done.get("privacy")
+    trained = [len(r["trained"]) for r in status["rounds"]]
+    items = [
+        (f"{status['rounds_done']} / {status['rounds_planned'] or '?'}", "rounds done / at most"),
+        (str(status["best_round"] or "-"), "best round (the sites' model)"),
+        (f"{max(trained, default=0)}", "sites in a round, at most"),
+        ("yes" if network is not None else "no", "network forecast opened"),
+        (f"ε {privacy['epsilon']:.2f}" if privacy else "off", "differential privacy"),
+    ]
+    stop = status.get("stop_reason") or "the run has not stopped yet (or stopped without a decision)"
+    return ui.kpis(items) + ui.note(f"Stopping: {stop}.")
 
 
-def _columns(fc: pd.DataFrame) -> tuple[list[str], str, list[str]]:
-    """(series key columns, date column, quantile columns ordered by level)."""
-    dates = [c for c in fc.columns if c.lower() == "date"]
-    if not dates:
-        raise ConfigError("forecasts file has no date column")
-    quantiles = sorted((c for c in fc.columns if c[0] == "q" and c[1:].isdigit()), key=lambda c: int(c[1:]))
-    if not {"q10", "q50", "q90"} <= set(quantiles):
-        raise ConfigError("forecasts file needs q10, q50 and q90 columns")
-    keys = [c for c in fc.columns if c not in {*NOT_KEYS, dates[0], *quantiles}]
-    return keys, dates[0], quantiles
-
-
-def fan_section(fc: pd.DataFrame, actuals: pd.DataFrame | None, target: str | None) -> str:
-    keys, date, _ = _columns(fc)
-    fc = fc.assign(**{date: pd.to_datetime(fc[date])})
-    top = fc.groupby(keys)["q50"].sum().nlargest(FANS).index
-    fig, axes = plt.subplots(1, len(top), figsize=(4.2 * len(top), 3.2), squeeze=False)
-    with_actuals = 0
-    for ax, key in zip(axes[0], top, strict=False):
-        key = key if isinstance(key, tuple) else (key,)
-        g = fc[(fc[keys] == pd.Series(key, index=keys)).all(axis=1)].sort_values(date)
-        ax.fill_between(g[date], g["q10"], g["q90"], alpha=0.25, label="q10–q90")
-        if {"q25", "q75"} <= set(g.columns):
-            ax.fill_between(g[date], g["q25"], g["q75"], alpha=0.35, label="q25–q75")
-        ax.plot(g[date], g["q50"], label="median")
-        if actuals is not None and target is not None:
-            a = actuals[(actuals[keys] == pd.Series(key, index=keys)).all(axis=1)]
-            a = a[pd.to_datetime(a[date]).between(g[date].min(), g[date].max())]
-            ax.plot(pd.to_datetime(a[date]), a[target], "k.", label="actual")
-            with_actuals += not a.empty
-        ax.set_title(" / ".join(f"{k} {v}" for k, v in zip(keys, key, strict=True)), fontsize=9)
-        ax.tick_params(axis="x", labelrotation=45, labelsize=7)
-    axes[0][0].legend(fontsize=7)
-    series = fc.groupby(keys).ngroups
-    shown = f" Actuals in {with_actuals} of them." if actuals is not None else ""
-    head = (
-        f"<p>{series} series × {fc[date].nunique()} periods; the {len(top)} largest by forecast "
-        f"volume.{shown}</p>"
+def rounds_section(status: dict, run_dir: Path) -> str:
+    metrics = round_metrics(run_dir)
+    rows = []
+    for r in status["rounds"]:
+        best = r["round"] == status.get("best_round")
+        mae, naive = r["validation_mae"], r["naive_mae"]
+        rows.append(
+            {
+                "round": r["round"],
+                "trained": len(r["trained"]),
+                "validated": len(r["evaluated"]),
+                "opened by": r["opened_by"] if r["opened_by"] is not None else np.nan,
+                "refused": len(r["refused"]),
+                "train loss": _num(r["train_loss"]),
+                "validation loss": _num(r["validation_loss"]),
+                "validation MAE": _num(mae),
+                "seasonal naive MAE": _num(naive),
+                "MAE / naive": mae / naive if mae is not None and naive else np.nan,
+                "80% coverage": _num(_metric(metrics, r["round"], "coverage_80")),
+                "decision": ("best, " if best else "") + (r["decision"] or "-"),
+            }
+        )
+    if not rows:
+        return ui.note("No round has finished yet: the coordinator writes progress.json after each.")
+    frame = pd.DataFrame(rows)
+    chart = ui.figure(round_curves(frame, status.get("best_round")), "training and validation by round")
+    why = (
+        "Losses are pinball losses summed over the sites and opened by them; the validation MAE is "
+        "each site's hold-out window, summed, beside seasonal naive on the same points."
     )
-    return f"<h2>Forecast fans</h2>{head}{_png(fig)}"
+    return chart + ui.note(why) + ui.table(frame, digits=4)
 
 
-def rounds_section(rounds: pd.DataFrame) -> str:
-    fig, ax = plt.subplots(figsize=(6, 3))
-    for col in [c for c in ("mae_vs_naive", "coverage_80", "train_pinball") if c in rounds]:
-        ax.plot(rounds["round"], rounds[col], marker="o", label=col)
-    ax.set_xlabel("round")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.legend(fontsize=8)
-    table = rounds.round(4).to_html(index=False, border=0)
-    return f"<h2>Federated rounds</h2>{_png(fig)}{table}"
+def _num(value: float | None) -> float:
+    return np.nan if value is None else float(value)
 
 
-def decision_files(run_dir: Path, name: str) -> list[Path]:
-    """The run's combined file (a demo writes every node's rows there, beside each node's own
-    copy) or, without one, every such file under the run: no decision is counted twice."""
-    combined = run_dir / name
-    return [combined] if combined.is_file() else sorted(run_dir.rglob(name))
+def _metric(metrics: pd.DataFrame, round_: int, column: str) -> float | None:
+    if metrics.empty or column not in metrics:
+        return None
+    hit = metrics.loc[metrics["round"] == round_, column]
+    return float(hit.iloc[0]) if len(hit) else None
 
 
-def _read_with(path: Path, columns: list[str], run_dir: Path | None = None) -> pd.DataFrame:
-    """A table the report draws from, refused in one line when it lacks a column it plots; the
-    columns that hold only numbers become numbers (read_table keeps CSV cells as text)."""
+def participation(status: dict, names: dict[int, str]) -> str:
+    """Who answered each round (by site name where ``site add`` registered it), and refusals."""
+    rounds = status["rounds"]
+    if not rounds:
+        return ui.note("No round yet.")
+    nodes = sorted({int(n) for r in rounds for n in (*r["trained"], *r["evaluated"])} | set(names))
+    rows = []
+    for node in nodes:
+        row = {"site": names.get(node, f"node {node}")}
+        for r in rounds:
+            trained = node in {int(n) for n in r["trained"]}
+            validated = node in {int(n) for n in r["evaluated"]}
+            row[f"round {r['round']}"] = (
+                "trained, validated"
+                if trained and validated
+                else ("trained" if trained else "validated" if validated else "-")
+            )
+        rows.append(row)
+    parts = [ui.table(pd.DataFrame(rows), sortable=False)]
+    refused = [{"round": r["round"], "refused update": line} for r in rounds for line in r["refused"]]
+    if refused:
+        parts += ["<h3>Refused updates</h3>", ui.table(pd.DataFrame(refused))]
+    else:
+        parts.append(ui.note("No update was refused."))
+    return "".join(parts)
+
+
+def privacy_section(done: dict, min_sites: int) -> str:
+    lines = [
+        f"The planner holds no secret key: every figure here is a sum that at least {min_sites} sites "
+        "opened together; no sku, pseudonym or one site's number reaches this folder."
+    ]
+    p = done.get("privacy")
+    if p:
+        lines.append(
+            f"Differential privacy: (ε = {p['epsilon']:.2f}, δ = {p['delta']:g}) over {p['rounds']} rounds "
+            f"of {p['nodes']} sites, noise multiplier {p['noise_multiplier']:g}, clip {p['clip']:g} "
+            f"({p['accountant']})."
+        )
+    else:
+        lines.append("Differential privacy is off in this run (run config dp-clip = 0).")
+    return "".join(ui.note(line) for line in lines)
+
+
+def network_section(network: pd.DataFrame | None, reason: str) -> str:
+    if network is None:
+        return ui.note(f"No network forecast: {reason}.")
+    total = network[network["group"] == "total"]
+    facts = total.iloc[0]
+    head = ui.kpis(
+        [
+            (f"{int(facts['sites'])}", "sites summed"),
+            (str(facts["dependence"]), "dependence"),
+            (f"{facts['site_correlation']:.2f}", "correlation between sites"),
+            (f"{facts['variance_scale']:.2f}", "variance scale"),
+            (f"{facts['path_corr']:.2f}", "correlation along the horizon"),
+        ]
+    )
+    shown = total[["date", "mean", "q05", "q10", "q25", "q50", "q75", "q90", "q95", "sd"]]
+    shown = shown.assign(date=pd.to_datetime(shown["date"]).dt.strftime("%Y-%m-%d"))
+    by_group = network.groupby("group", sort=False)["mean"].sum().rename("mean over the horizon")
+    return (
+        head
+        + ui.figure(network_fans(network), "network forecast by group")
+        + "<h3>Network total</h3>"
+        + ui.table(shown, digits=1)
+        + (
+            "<h3>By group</h3>" + ui.table(by_group.reset_index(), digits=1)
+            if network["group"].nunique() > 1
+            else ""
+        )
+    )
+
+
+def dc_section(dc_dir: Path | None) -> str:
+    path = dc_dir / "decisions.csv" if dc_dir else None
+    if path is None or not path.is_file():
+        hint = "fedstock-planner dc-replenish RUN_ID --stock FILE --out RUN_DIR/dc"
+        return ui.note(f"No distribution center decisions for this run ({hint} makes them).")
     frame = read_table(path)
-    require_columns(frame, columns, str(path.relative_to(run_dir)) if run_dir else str(path))
-    for col in frame.columns:
-        numbers = pd.to_numeric(frame[col], errors="coerce")
-        if numbers.notna().sum() == frame[col].notna().sum():
-            frame[col] = numbers
-    return frame
+    require_columns(frame, DC_COLUMNS, str(path))
+    keep = [
+        c for c in (*DC_COLUMNS[:-1], "on_hand", "on_order", "safety_stock", "stockout_risk") if c in frame
+    ]
+    for col in keep[2:]:
+        frame[col] = pd.to_numeric(frame[col], errors="coerce")
+    return ui.table(frame[[*keep, "reason"]].rename(columns={"sku": "group"}), badge_columns=("status",))
 
 
-def decisions_section(run_dir: Path) -> str:
-    parts = []
-    for name, col in (("decisions.csv", "status"), ("strategy.csv", "promotion")):
-        files = decision_files(run_dir, name)
-        if files:
-            rows = pd.concat(_read_with(p, [col], run_dir) for p in files)
-            counts = rows[col].value_counts()
-            parts.append(counts.rename_axis(col).reset_index(name="skus").to_html(index=False, border=0))
-            if "node" in rows and rows["node"].nunique() > 1:  # which sites need attention
-                parts.append(pd.crosstab(rows["node"], rows[col]).to_html(border=0))
-            where = ", ".join(html.escape(str(p.relative_to(run_dir))) for p in files[:6])
-            parts.append(f"<p>From {where}{' …' if len(files) > 6 else ''}.</p>")
-    if not parts:
-        hint = "run <code>fedstock-node replenish</code> into the run folder"
-        return f"<h2>Decisions</h2><p>No decisions.csv under this run: {hint}.</p>"
-    return "<h2>Decisions and promotions</h2>" + "".join(parts)
-
-
-def service_section(inventory: pd.DataFrame) -> str:
-    """On-hand against fill rate per curve: a system's (the year-long benchmark: its own forecasts
-    and policy, lost sales) or, in older files, a policy's."""
-    if "sales" in inventory:
-        inventory = inventory[inventory["sales"] == "lost sales"]
-    curve = "system" if "system" in inventory else "policy"
-    groups = list(inventory.groupby(["dataset", "lead"]))
-    fig, axes = plt.subplots(1, len(groups), figsize=(4.5 * len(groups), 3.4), squeeze=False)
-    for ax, ((name, lead), g) in zip(axes[0], groups, strict=True):
-        for policy, p in g.groupby(curve):
-            p = p.sort_values("target")
-            ax.plot(p["fill_rate"], p["on_hand_value"], marker="o", label=policy)
-        ax.set_title(f"{name}, lead time {lead}", fontsize=9)
-        ax.set_xlabel("achieved fill rate")
-        ax.set_ylabel("average on-hand")
-    axes[0][0].legend(fontsize=7)
-    return f"<h2>Service level vs stock</h2>{_png(fig)}"
-
-
-def build_report(
+def build_planner_report(
     run_dir: Path,
     out: Path | None = None,
-    actuals_path: Path | None = None,
-    target: str | None = None,
-    inventory_path: Path | None = None,
+    fingerprint: str | None = None,
+    names: dict[int, str] | None = None,
+    dc_dir: Path | None = None,
+    min_sites: int = MIN_SITES,
+    dependence: str = DEFAULT_DEPENDENCE,
 ) -> Path:
+    """Write the report of the run in ``run_dir`` (its progress.json folder)."""
+    from coordinator.planner.runs import network_forecast
+
     run_dir = Path(run_dir)
-    out = check_output(out or run_dir / "report.html")  # before anything is read
-    fc_path = run_dir / "forecasts.parquet"
-    if not fc_path.is_file():
-        raise ConfigError(f"{fc_path} not found: is {run_dir} a simulate run folder?")
-    fc = read_table(fc_path)
-    actuals = _read_with(Path(actuals_path), []) if actuals_path else None
-    if actuals is not None and (target is None or target not in actuals.columns):
-        raise ConfigError(f"actuals file has no target column {target!r}: pass --target")
-    if actuals is not None:
-        keys, date, _ = _columns(fc)
-        require_columns(actuals, [*keys, date], "actuals file", " (the forecasts' keys and date)")
-    sections = [fan_section(fc, actuals, target)]
-    if (run_dir / "rounds.csv").is_file():
-        sections.append(rounds_section(_read_with(run_dir / "rounds.csv", ["round"], run_dir)))
-    sections.append(decisions_section(run_dir))
-    inventory_path = inventory_path or (run_dir / "inventory.csv")
-    if inventory_path.is_file():
-        inventory = _read_with(Path(inventory_path), INVENTORY_COLUMNS)
-        sections.append(service_section(inventory))
-    title = f"fedstock report: {html.escape(run_dir.name)}"
-    page = (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title>"
-        f"<style>{STYLE}</style></head><body><h1>{title}</h1>{''.join(sections)}</body></html>"
-    )
-    out.write_text(page, encoding="utf-8")
+    out = check_output(Path(out) if out else run_dir / "report.html")  # before anything is read
+    status = run_status(run_dir, fingerprint)
+    done = progress(run_dir)
+    network, reason = None, "the run did not make one (network-forecast = true in its run config does)"
+    if (run_dir / NETWORK_META).is_file():
+        try:
+            network = network_forecast(run_dir, min_sites, dependence)
+        except NetworkError as exc:
+            reason = str(exc)
+    dc_dir = dc_dir if dc_dir is not None else run_dir / "dc"
+    sections = [
+        ("summary", "Summary", summary(status, done, network)),
+        ("rounds", "Rounds", rounds_section(status, run_dir)),
+        ("sites", "Who answered", participation(status, names or {})),
+        ("network", "Network forecast", network_section(network, reason)),
+        ("dc", "Distribution center", dc_section(dc_dir)),
+        ("privacy", "Privacy", privacy_section(done, min_sites)),
+    ]
+    when = time.strftime("%Y-%m-%d %H:%M")
+    label = run_dir.parent.name if run_dir.name == "checkpoints" else run_dir.name  # a demo's folder
+    title = f"fedstock run {label}"
+    subtitle = f"the planner's report, written {when}: aggregates over sites only"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(ui.page(title, subtitle, sections), encoding="utf-8")
     return out

@@ -21,6 +21,7 @@ from common.processes import flower_env, flower_tool, stop_group, write_run_conf
 from coordinator.planner.deployment import free_port, wait_for_port
 from tests.conftest import FAST_RUN, make_nodes, process_memory_holds, secret_only_slices
 from warehouse_node.node import NETWORK_TOTALS_FILE
+from warehouse_node.pipeline import MAP_FILE
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
@@ -148,6 +149,22 @@ def test_three_sites_join_and_the_keyless_planner_runs_watches_and_reads_the_net
         assert np.allclose(got, expected, rtol=1e-6, atol=0)
         assert out.with_suffix(".png").is_file()
 
+        dc_stock = tmp_path / "dc_stock.csv"
+        dc_stock.write_text("sku,on_hand,lead_time\ntotal,0,2\n")
+        dc = _planner(
+            "dc-replenish", run_id, *common[1:], "--stock", str(dc_stock), "--out", str(runs / run_id / "dc")
+        )
+        assert dc.returncode == 0, dc.stderr
+        report = _planner("report", run_id, *common[1:])
+        assert report.returncode == 0, report.stderr
+        page = (runs / run_id / "report.html").read_text()
+        assert "Distribution center" in page and "REPLENISH_NOW" in page and "Network forecast" in page
+        chosen = {"SKU-0000", "SKU-0001"}  # the network groups the planner itself named in its run config
+        for d in dirs:  # no other sku and no pseudonym of any site reaches the planner's report
+            names = pd.read_parquet(d / "private" / MAP_FILE)
+            shown = [v for v in (*names["series"], *set(names["sku"]) - chosen) if str(v) in page]
+            assert not shown, f"{d.name}'s {shown[:3]} in the planner's report"
+
         node_status = [
             json.loads(
                 subprocess.run(
@@ -162,6 +179,11 @@ def test_three_sites_join_and_the_keyless_planner_runs_watches_and_reads_the_net
         assert all(s["rounds_answered"] == 2 and s["supernode"].startswith("running") for s in node_status)
         assert len({s["last_model"]["model"] for s in node_status}) == 1  # one global model, everywhere
         assert all(s["last_forecast"]["periods"] == FAST_RUN["horizon"] for s in node_status)
+        site_report = subprocess.run(  # before replenish: the report says so, and shows the rest
+            [str(BIN / "fedstock-node"), "report", "--node", str(dirs[0])], capture_output=True, text=True
+        )
+        assert site_report.returncode == 0, site_report.stderr
+        assert "No decisions.csv yet" in (dirs[0] / "out" / "report.html").read_text()
 
         secret = secret_only_slices(steward)
         assert process_memory_holds(procs["superlink"].pid, secret) is False  # after the whole run

@@ -67,6 +67,9 @@ def test_resume_continues_after_the_last_checkpoint_without_losing_or_repeating_
     assert len(first_resumed) == 3
     assert all(read_encrypted(m.content[GLOBAL], STATE).to_bytes() == round1 for m in first_resumed)
     assert (out / "decisions.csv").is_file() and len((out / "rounds.csv").read_text().splitlines()) == 4
+    assert (out / "report.html").is_file()  # the planner's report, and each site's morning report
+    assert all((d / "out" / "report.html").is_file() for d in (out / "nodes").iterdir())
+    assert (ckpt / "network.json").is_file() and (ckpt / "dc" / "decisions.csv").is_file()
     node_journal = journal.read_status(load_node_config(out / "nodes" / "warehouse-00"))
     assert node_journal["last_forecast"]["series"] == SETTINGS.items  # `fedstock-node status` sees it
     # the key pair was made at a node; the planner's and coordinator's keys/ hold the public half

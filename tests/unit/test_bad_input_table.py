@@ -397,7 +397,7 @@ CASES: list[Case] = [
     Case("resume-not-a-run", planner, lambda w: ["resume", str(w.empty)], 1,
          "Error: {tmp}/empty holds no demo.json: not a demo run folder"),
     Case("report-not-a-run", planner, lambda w: ["report", str(w.empty)], 1,
-         "Error: {tmp}/empty/forecasts.parquet not found: is {tmp}/empty a simulate run folder?"),
+         "Error: no run {tmp}/empty: no progress.json in {tmp}/empty or {tmp}/empty/checkpoints"),
 ]
 # fmt: on
 
