@@ -77,6 +77,7 @@ def _position(ax, fc: pd.DataFrame, decision: pd.Series | None) -> None:
     qty = float(decision.get("order_qty", 0) or 0)
     if qty > 0:
         ax.plot(steps, median + qty, color=GREEN, lw=1.2, label=f"with today's order of {qty:,.0f}")
+    ax.plot([0], [float(decision["on_hand"])], "ko", ms=4, label="on hand now")
     ax.axhline(float(decision["reorder_point"]), color=RED, lw=1.2, label="reorder point")
     ax.axhline(0, color="black", lw=0.6)
     ax.set_xlabel("periods ahead", fontsize=8)
