@@ -25,6 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 from common.config import ConfigError, DataConfig, require_columns
+from common.files import owner_only
 
 _PII_NAME = re.compile(
     r"(^|_)(name|first_?name|last_?name|full_?name|email|e_?mail|mail|phone|mobile|tel|telephone|"
@@ -69,11 +70,11 @@ def load_or_create_secret(private_dir: Path) -> bytes:
         if len(key) < 16:
             raise ConfigError(f"{path} is too short to be a pseudonym key")
         return key
-    private_dir.mkdir(parents=True, exist_ok=True)
     key = secrets.token_bytes(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(key)
+    with owner_only(private_dir):
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(key)
     return key
 
 
@@ -84,10 +85,10 @@ def seed_simulated_secret(private_dir: Path, seed: int, site: str) -> None:
     path = private_dir / PSEUDONYM_SECRET_FILE
     if path.is_file():
         return
-    private_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(hashlib.sha256(f"fedstock simulation {seed} {site}".encode()).digest())
+    with owner_only(private_dir):
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(hashlib.sha256(f"fedstock simulation {seed} {site}".encode()).digest())
 
 
 def pseudonym(secret: bytes, value: str) -> str:

@@ -1,5 +1,6 @@
-"""Writing files safely: secrets readable by their owner only (mode 0600), from the first byte;
-state (checkpoints, JSON records, arrays) replaced atomically."""
+"""Writing files safely: secrets readable by their owner only (mode 0600), from the first byte, and
+a site's private folder owner-only as a whole; state (checkpoints, JSON records, arrays) replaced
+atomically."""
 
 from __future__ import annotations
 
@@ -9,6 +10,24 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
+
+
+@contextmanager
+def owner_only(folder: Path) -> Iterator[Path]:
+    """Write into ``folder`` readable by its owner only: the folder is made (or set) 0700 before
+    anything is written, files created inside are 0600 from their first byte (umask 077), and on
+    leaving everything in it is set 0700 / 0600 (files another tool made, or an older version)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(folder, 0o700)
+    old = os.umask(0o077)
+    try:
+        yield folder
+    finally:
+        os.umask(old)
+        for path in folder.rglob("*"):
+            if not path.is_symlink():
+                os.chmod(path, 0o700 if path.is_dir() else 0o600)
 
 
 def write_private(path: Path, data: bytes) -> None:

@@ -28,6 +28,7 @@ from common.denoise import (
     SiteHistory,
     grid_dates,
 )
+from common.files import owner_only
 from common.model import build_model, model_vector
 from common.network import MIN_SITES
 from common.settings import FederationSettings, typed
@@ -147,9 +148,9 @@ def round_update(
     )
     if not np.all(np.isfinite(new)) or not np.isfinite(loss):
         raise UpdateRefused("local training produced NaN or infinite weights: update not sent")
-    cfg.private_dir.mkdir(parents=True, exist_ok=True)
     saved = {"run": _run_tag(s), "round": s.server_round, "state": state}
-    torch.save(saved, cfg.private_dir / OPTIMIZER_FILE)
+    with owner_only(cfg.private_dir) as private:
+        torch.save(saved, private / OPTIMIZER_FILE)
     start = round_start(s, weights)
     if s.optimizer.stateful:  # the step is taken after decryption, by every node (global_model)
         return start, new, windows, loss
@@ -183,7 +184,8 @@ def adopt_profile(cfg: NodeConfig, s: RoundSettings, summed: np.ndarray, profile
     """Keep the shapes of the network's summed moments in NODE/private (checked site counts)."""
     end = _grid(cfg, s)[1][-1]
     profile = Profile.from_moments(summed, s.denoise, end, cfg.data.period_freq, profile_id)
-    profile.save(cfg.private_dir / PROFILE_FILE)
+    with owner_only(cfg.private_dir) as private:
+        profile.save(private / PROFILE_FILE)
     return profile
 
 

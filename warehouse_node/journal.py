@@ -18,7 +18,7 @@ import pandas as pd
 
 from common.config import NodeConfig
 from common.evaluation import holdout_means
-from common.files import write_json_atomic
+from common.files import owner_only, write_json_atomic
 
 STATUS_FILE = "status.json"
 HOLDOUT_FILE = "holdout.json"  # NODE/private: this site's hold-out scores of each global model
@@ -63,7 +63,8 @@ def record_holdout(cfg: NodeConfig, run: int | None, server_round: int, model: s
         path.replace(path.with_suffix(".damaged"))
         scores = {"rounds": []}
     scores["rounds"] = [*scores["rounds"], entry][-KEEP_EVENTS:]
-    write_json_atomic(cfg.private_dir / HOLDOUT_FILE, scores)
+    with owner_only(cfg.private_dir) as private:
+        write_json_atomic(private / HOLDOUT_FILE, scores)
     return entry
 
 

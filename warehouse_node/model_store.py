@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from common.config import ConfigError, NodeConfig
+from common.files import owner_only
 from common.model import build_model, load_vector
 from common.settings import ModelConfig
 
@@ -28,18 +29,18 @@ def save_global_model(
 ) -> Path:
     """Keep a decrypted global model, with the key it was decrypted under ("" where no key was
     used: the simulation's plaintext modes) and when it was kept (warehouse_node/fallback.py)."""
-    cfg.private_dir.mkdir(parents=True, exist_ok=True)
     path = cfg.private_dir / name
-    torch.save(
-        {
-            "vector": torch.from_numpy(np.asarray(vector, dtype=np.float32)),
-            "model_config": m.to_dict(),
-            "round": server_round,
-            "fingerprint": key_fingerprint,
-            "saved_at": time.time(),
-        },
-        path,
-    )
+    with owner_only(cfg.private_dir):
+        torch.save(
+            {
+                "vector": torch.from_numpy(np.asarray(vector, dtype=np.float32)),
+                "model_config": m.to_dict(),
+                "round": server_round,
+                "fingerprint": key_fingerprint,
+                "saved_at": time.time(),
+            },
+            path,
+        )
     return path
 
 

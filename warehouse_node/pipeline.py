@@ -20,7 +20,7 @@ from common.deid import load_or_create_secret, pseudonym, series_label
 from common.demand import mark_events, prepare
 from common.denoise import PROFILE_FILE, DenoiseError, Profile
 from common.evaluation import naive_positions, pinball_per_point
-from common.files import check_output
+from common.files import check_output, owner_only
 from common.model import ModelConfig, build_model, load_vector, model_vector
 from common.tables import MalformedLine, read_table, row_locator
 from common.training import TrainConfig, mean_from_quantiles, predict_scaled, train_local
@@ -40,11 +40,11 @@ def prepare_node(cfg: NodeConfig) -> dict[str, int]:
     locate = row_locator(cfg.data.path, raw)
     prepared = prepare(raw, cfg.data, secret, malformed=malformed, locate=locate)
     del raw, locate
-    cfg.private_dir.mkdir(parents=True, exist_ok=True)
-    prepared.panel.to_parquet(cfg.private_dir / DEMAND_FILE, index=False)
     key_map = prepared.key_map.assign(ended=prepared.key_map["series"].isin(prepared.ended))
-    key_map.to_parquet(cfg.private_dir / MAP_FILE, index=False)
-    prepared.quarantine.to_csv(cfg.private_dir / QUARANTINE_FILE, index=False)
+    with owner_only(cfg.private_dir) as private:  # the pseudonyms' key to the skus is in here
+        prepared.panel.to_parquet(private / DEMAND_FILE, index=False)
+        key_map.to_parquet(private / MAP_FILE, index=False)
+        prepared.quarantine.to_csv(private / QUARANTINE_FILE, index=False)
     counts = prepared.counts()
     counts["series"] = int(prepared.panel["series"].nunique())
     counts["periods"] = len(prepared.panel)

@@ -22,7 +22,7 @@ from common import crypto
 from common.codec import EVAL_METRICS, NETWORK_TOTALS, PUBLISHED_KINDS, ROUND_METRICS, decode_totals
 from common.config import NodeConfig
 from common.evaluation import holdout_means
-from common.files import write_json_atomic
+from common.files import owner_only, write_json_atomic
 from common.network import MIN_SITES, Layout
 from common.settings import MIN_PUBLISHED_SITES
 
@@ -38,7 +38,8 @@ class RefusedToOpen(crypto.CryptoError):
 def remember_training(cfg: NodeConfig, run_token: str, server_round: int, weight: float, loss: float) -> None:
     """Keep this round's training loss until the round's evaluation adds it to the summed metrics."""
     entry = {"run": run_token, "round": server_round, "weight": weight, "loss": loss}
-    write_json_atomic(cfg.private_dir / TRAINED_FILE, entry)
+    with owner_only(cfg.private_dir) as private:
+        write_json_atomic(private / TRAINED_FILE, entry)
 
 
 def training_sums(cfg: NodeConfig, run_token: str, server_round: int) -> tuple[float, float]:
@@ -115,4 +116,5 @@ def check_first_opening(cfg: NodeConfig, run_token: str, kind: str, server_round
         scope = "run" if kind == NETWORK_TOTALS else f"round {server_round}"
         raise RefusedToOpen(f"this site already opened another {kind} sum in this {scope}: not opened")
     ledger[slot] = digest
-    write_json_atomic(path, dict(list(ledger.items())[-KEEP_OPENED:]))
+    with owner_only(cfg.private_dir):
+        write_json_atomic(path, dict(list(ledger.items())[-KEEP_OPENED:]))

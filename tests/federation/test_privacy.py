@@ -8,6 +8,7 @@ written to a file, then each node forecasts and decides. The assertions then loo
 from __future__ import annotations
 
 import logging
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -110,6 +111,17 @@ def test_no_pii_canary_in_any_message_coordinator_file_or_node_output(federation
     places |= {str(p): p.read_bytes() for p in outputs}
     hits = [(where, c.decode()) for where, data in places.items() for c in canaries if c in data]
     assert hits == []
+
+
+def test_every_sites_private_folder_is_readable_by_its_owner_only(federation):
+    """After rounds with the profile, hold-out scores, the network forecast and replenish: the
+    folder 0700 and every file in it 0600 (the series map turns pseudonyms back into skus)."""
+    for d in federation["nodes"]:
+        private = d / "private"
+        assert stat.S_IMODE(private.stat().st_mode) == 0o700
+        modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in private.rglob("*")}
+        assert {"series_map.parquet", "demand.parquet", "quarantine.csv", "global_model.pt"} <= set(modes)
+        assert {name: mode for name, mode in modes.items() if mode & 0o077} == {}
 
 
 def test_the_memory_probe_finds_a_secret_key_in_a_process_that_holds_one(federation):
