@@ -214,10 +214,10 @@ def report(
 @click.option("--fingerprint", default=None, help="The federation's key fingerprint, from the planner.")
 @click.option(
     "--port",
-    default=9094,
-    show_default=True,
+    default=None,
     type=click.IntRange(1, 65535),
-    help="This SuperNode's local ClientApp port (one per SuperNode on a machine).",
+    help="This SuperNode's local ClientApp port on 127.0.0.1 (one per SuperNode on a machine) "
+    "[default: the first free one from 9094].",
 )
 @click.option("--torch-threads", default=0, type=click.IntRange(0, 256), help="0: torch's default.")
 @click.option("--verbose", is_flag=True, help="Show every line of Flower's output too.")
@@ -231,7 +231,7 @@ def join(
     auth_key: str | None,
     insecure: bool,
     fingerprint: str | None,
-    port: int,
+    port: int | None,
     torch_threads: int,
     verbose: bool,
 ) -> None:
@@ -249,7 +249,7 @@ def join(
         torch_threads,
         verbose,
     )
-    cfg, checks = check_site(settings)
+    settings, cfg, checks = check_site(settings)
     for line in checks:
         console.print(f"[green]ok[/green] {line}", soft_wrap=True)
     if not superlink_reachable(superlink):

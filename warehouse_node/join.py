@@ -18,7 +18,7 @@ import stat
 import subprocess
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -53,7 +53,7 @@ class JoinSettings:
     auth_key: Path | None = None
     insecure: bool = False
     fingerprint: str | None = None
-    port: int = 9094  # this SuperNode's ClientAppIo port (loopback); one per SuperNode on a machine
+    port: int | None = None  # this SuperNode's ClientAppIo port (loopback); None: the first free one
     torch_threads: int = 0
     verbose: bool = False
 
@@ -121,6 +121,36 @@ def check_transport(s: JoinSettings) -> str:
     return line
 
 
+FIRST_PORT, PORTS = 9094, 100  # without --port: the first free port of 9094..9193
+
+
+def port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def check_port(s: JoinSettings) -> tuple[int, str]:
+    """This SuperNode's local port: the one asked for if it is free, else the first free one from
+    FIRST_PORT (several sites on one machine: a 3PL's clients, or a trial)."""
+    if s.port is not None:
+        if not port_free(s.port):
+            raise JoinError(
+                f"port {s.port} on 127.0.0.1 is in use (another SuperNode on this machine?): pass a free "
+                f"--port, or leave --port out to take the first free one from {FIRST_PORT}"
+            )
+        return s.port, f"SuperNode port {s.port} on 127.0.0.1 is free"
+    for port in range(FIRST_PORT, FIRST_PORT + PORTS):
+        if port_free(port):
+            taken = f" ({FIRST_PORT}..{port - 1} are in use on this machine)" if port > FIRST_PORT else ""
+            return port, f"SuperNode port {port} on 127.0.0.1{taken}"
+    last = FIRST_PORT + PORTS - 1
+    raise JoinError(f"ports {FIRST_PORT}..{last} on 127.0.0.1 are all in use: pass a free --port")
+
+
 def check_training_device(cfg: NodeConfig) -> str:
     """node.toml's ``[training] device`` is on this machine: a missing GPU fails here, not in round 1."""
     try:
@@ -132,8 +162,9 @@ def check_training_device(cfg: NodeConfig) -> str:
     return f"training on {device} ({torch.cuda.get_device_name(device)})"
 
 
-def check_site(s: JoinSettings) -> tuple[NodeConfig, list[str]]:
-    """Run every local check; return the node's configuration and one line per check passed."""
+def check_site(s: JoinSettings) -> tuple[JoinSettings, NodeConfig, list[str]]:
+    """Run every local check; return the settings with this SuperNode's port, the node's
+    configuration and one line per check passed."""
     host, _, port = s.superlink.rpartition(":")
     if not host or not port.isdigit():
         raise JoinError(f"--superlink must be HOST:PORT, got {s.superlink!r}")
@@ -146,14 +177,16 @@ def check_site(s: JoinSettings) -> tuple[NodeConfig, list[str]]:
     if "'" in "".join(str(p) for p in (cfg.folder, cfg.data.path, cfg.secret_context)):
         raise JoinError("paths with a single quote cannot be passed to the SuperNode")
     lines = [f"config {s.config}: node {cfg.name}, data {cfg.data.path}", check_keys(s, cfg)]
-    lines += [check_transport(s), check_training_device(cfg)]
+    port, port_line = check_port(s)
+    s = replace(s, port=port)
+    lines += [check_transport(s), check_training_device(cfg), port_line]
     counts = prepare_node(cfg)
     quarantined = sum(v for k, v in counts.items() if k not in ("series", "periods", "dropped_columns"))
     lines.append(
         f"data de-identified: {counts.get('series', 0)} series, {counts.get('periods', 0)} series-periods; "
         f"{quarantined} rows quarantined or repaired ({cfg.private_dir / QUARANTINE_FILE})"
     )
-    return cfg, lines
+    return s, cfg, lines
 
 
 def superlink_reachable(address: str, timeout: float = 3.0) -> bool:
@@ -177,7 +210,7 @@ def supernode_args(s: JoinSettings, cfg: NodeConfig) -> list[str]:
         flower_tool("flower-supernode"),
         *security,
         *("--superlink", s.superlink),
-        *("--host", "127.0.0.1", "--port", str(s.port)),
+        *("--host", "127.0.0.1", "--port", str(s.port or FIRST_PORT)),
         *("--node-config", node_config),
     ]
 

@@ -4,6 +4,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 
@@ -42,7 +43,7 @@ def test_join_checks_keys_data_and_transport_and_builds_the_supernode_command(no
     make_certificates(certs, ["127.0.0.1"])
     key = make_node_key(certs, "warehouse-00").with_suffix("")
     settings = JoinSettings("127.0.0.1:9092", node_dir / "node.toml", tls_ca=certs / "ca.crt", auth_key=key)
-    cfg, lines = check_site(settings)
+    settings, cfg, lines = check_site(settings)
     assert any("matches the federation's" in line for line in lines)
     assert any(line.startswith("TLS with CA") for line in lines)
     assert any(line.startswith("training on ") for line in lines)
@@ -52,6 +53,24 @@ def test_join_checks_keys_data_and_transport_and_builds_the_supernode_command(no
     assert args[args.index("--auth-supernode-private-key") + 1] == str(key.resolve())
     assert f"node-dir='{cfg.folder}'" in args[args.index("--node-config") + 1]
     assert "--insecure" not in args
+
+
+def test_a_second_site_on_one_machine_takes_the_next_free_port_and_a_port_in_use_is_named(nodes, monkeypatch):
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as first_site:
+        first_site.bind(("127.0.0.1", 0))
+        first_site.listen()
+        taken = first_site.getsockname()[1]
+        monkeypatch.setattr(join_module, "FIRST_PORT", taken)
+        settings = JoinSettings("127.0.0.1:9", nodes[0][0] / "node.toml", insecure=True)
+        settings, _, lines = check_site(settings)
+        assert (
+            settings.port > taken and f"SuperNode port {settings.port} on 127.0.0.1 ({taken}.." in lines[-2]
+        )
+        assert supernode_args(settings, load_node_config(nodes[0][0]))[-3] == str(settings.port)
+        assert _error(_join(nodes[0][0], "--insecure", "--port", str(taken))) == (
+            f"Error: port {taken} on 127.0.0.1 is in use (another SuperNode on this machine?): pass a free "
+            f"--port, or leave --port out to take the first free one from {taken}"
+        )
 
 
 def test_join_refuses_another_federations_key(nodes, tmp_path):
