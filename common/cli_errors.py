@@ -18,7 +18,7 @@ def one_line_errors(fn: Callable) -> Callable:
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except (ConfigError, CryptoError, FileNotFoundError, ValueError) as exc:
+        except (ConfigError, CryptoError, FileNotFoundError, FileExistsError, ValueError) as exc:
             message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise click.ClickException(message) from None
 

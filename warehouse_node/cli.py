@@ -16,6 +16,7 @@ from common.cli_errors import one_line_errors
 from common.config import load_node_config
 from common.files import check_output
 from common.policies import POLICIES
+from common.site_keys import make_node_key
 from common.tables import output_table, write_table
 from warehouse_node import journal
 from warehouse_node.join import JoinSettings, check_site, run_supernode, status_lines, superlink_reachable
@@ -209,7 +210,12 @@ def report(
     "--keys", "keys_dir", type=click.Path(exists=True, file_okay=False), help="Folder with secret.ctx."
 )
 @click.option("--tls-ca", type=click.Path(dir_okay=False), help="CA certificate of the SuperLink.")
-@click.option("--auth-key", type=click.Path(dir_okay=False), help="This SuperNode's private key (node auth).")
+@click.option(
+    "--auth-key",
+    type=click.Path(dir_okay=False),
+    help="This SuperNode's private key (node auth) [default with --tls-ca: NODE/keys/supernode.key "
+    "when `fedstock-node authkey` made it].",
+)
 @click.option("--insecure", is_flag=True, help="No TLS: for a test network on one machine only.")
 @click.option("--fingerprint", default=None, help="The federation's key fingerprint, from the planner.")
 @click.option(
@@ -263,6 +269,20 @@ def join(
     code = run_supernode(settings, cfg, say)
     if code:
         sys.exit(code)
+
+
+@cli.command()
+@node_option
+@one_line_errors
+def authkey(node_dir: str) -> None:
+    """Make this site's SuperNode key pair (node authentication): the private key stays in
+    NODE/keys (0600); send only the .pub file to the planner, who registers it."""
+    cfg = load_node_config(node_dir)
+    public = make_node_key(cfg.folder / "keys", cfg.name)
+    console.print(
+        f"SuperNode key pair made: {public.with_suffix('')} (0600, stays here; join uses it). "
+        f"Send {public} to the planner: fedstock-planner site add {public.name} --name {cfg.name}"
+    )
 
 
 @cli.command()

@@ -26,6 +26,7 @@ import torch
 from common import crypto
 from common.config import ConfigError, NodeConfig, load_node_config, with_site_files
 from common.processes import flower_env, flower_tool, stop_group
+from common.site_keys import SITE_KEY_FILE
 from common.training import training_device
 from warehouse_node import journal
 from warehouse_node.client_app import LOG_PREFIX
@@ -177,6 +178,9 @@ def check_site(s: JoinSettings) -> tuple[JoinSettings, NodeConfig, list[str]]:
     if "'" in "".join(str(p) for p in (cfg.folder, cfg.data.path, cfg.secret_context)):
         raise JoinError("paths with a single quote cannot be passed to the SuperNode")
     lines = [f"config {s.config}: node {cfg.name}, data {cfg.data.path}", check_keys(s, cfg)]
+    site_key = cfg.folder / "keys" / SITE_KEY_FILE
+    if s.auth_key is None and s.tls_ca and site_key.is_file():  # the key pair `authkey` made here
+        s = replace(s, auth_key=site_key)
     port, port_line = check_port(s)
     s = replace(s, port=port)
     lines += [check_transport(s), check_training_device(cfg), port_line]

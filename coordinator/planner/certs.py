@@ -1,4 +1,4 @@
-"""Transport credentials: a self-signed CA, the SuperLink's certificate, SuperNode auth keys.
+"""Transport credentials: a self-signed CA and the SuperLink's certificate.
 
 Made with ``cryptography`` (already required by Flower), so no openssl or ssh-keygen is needed.
 Written by ``fedstock-planner certs``; never committed (``certs/`` is git-ignored). Private keys
@@ -6,7 +6,9 @@ get file mode 0600. Layout of ``OUT``::
 
     ca.crt, ca.key               the federation's CA (ca.key stays with the planner)
     server.pem, server.key       the SuperLink's certificate (SANs: the hosts given) and key
-    nodes/NAME.key, NAME.key.pub each SuperNode's ECDSA P-384 key pair, OpenSSH format
+
+Each site makes its own SuperNode key pair (``fedstock-node authkey``, common/site_keys.py) and
+sends only the public half: the planner never holds a site's private key.
 """
 
 from __future__ import annotations
@@ -82,17 +84,3 @@ def make_certificates(out: Path, hosts: list[str]) -> None:
     (out / "ca.crt").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     write_private(out / "server.key", _pem_key(server_key))
     (out / "server.pem").write_bytes(server.public_bytes(serialization.Encoding.PEM))
-
-
-def make_node_key(out: Path, name: str) -> Path:
-    """An ECDSA P-384 key pair for SuperNode authentication; return the public key's path."""
-    folder = out / "nodes"
-    folder.mkdir(parents=True, exist_ok=True)
-    key = ec.generate_private_key(ec.SECP384R1())
-    private = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
-    )
-    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
-    write_private(folder / f"{name}.key", private)
-    (folder / f"{name}.key.pub").write_bytes(public + f" fedstock-{name}\n".encode())
-    return folder / f"{name}.key.pub"

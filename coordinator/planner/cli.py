@@ -57,23 +57,25 @@ def cli() -> None:
     show_default=True,
     help="Address the SuperLink is reached at (repeat): its certificate is valid for these.",
 )
-@click.option(
-    "--node", "node_names", multiple=True, help="Make an auth key pair for this SuperNode (repeat)."
-)
+@click.option("--node", "node_names", multiple=True, hidden=True)
 @one_line_errors
 def certs(out_dir: str, hosts: tuple[str, ...], node_names: tuple[str, ...]) -> None:
-    """Make the federation's CA, the SuperLink certificate and SuperNode auth keys (TLS + node auth)."""
-    from coordinator.planner.certs import make_certificates, make_node_key
+    """Make the federation's CA and the SuperLink certificate (TLS). Each site makes its own
+    SuperNode key pair (`fedstock-node authkey`) and sends only its public key."""
+    from coordinator.planner.certs import make_certificates
 
+    if node_names:
+        raise click.UsageError(
+            "--node: the planner makes no site's key any more; each site runs `fedstock-node authkey` "
+            "and sends you its .pub file for `fedstock-planner site add`"
+        )
     out = Path(out_dir)
     try:
         make_certificates(out, list(hosts))
     except FileExistsError as exc:
         raise click.ClickException(str(exc)) from None
     console.print(f"CA {out / 'ca.crt'}; SuperLink certificate {out / 'server.pem'} for {', '.join(hosts)}")
-    for name in node_names:
-        public = make_node_key(out, name)
-        console.print(f"  {name}: {public.with_suffix('')} (0600, on the node); register {public}")
+    console.print(f"give each site {out / 'ca.crt'}; keep {out / 'ca.key'} here")
 
 
 def _clock() -> Callable[[str], None]:

@@ -29,7 +29,8 @@ from common.processes import (
     write_connection,
 )
 from common.settings import APP_DIR
-from coordinator.planner.certs import make_certificates, make_node_key
+from common.site_keys import make_node_key
+from coordinator.planner.certs import make_certificates
 
 FEDERATION = "fedstock-local"
 
@@ -120,13 +121,15 @@ class LocalDeployment:
     def start_supernode(
         self, name: str, node_dir: Path, register: bool = True, key: Path | None = None
     ) -> subprocess.Popen:
-        """One SuperNode; with node auth it gets its own key, registered with the SuperLink or not,
-        or ``key`` (a public key's path), registered by the caller."""
+        """One SuperNode; with node auth it gets its own key pair, made in its node's folder as a
+        site makes it (registered with the SuperLink or not), or ``key`` (a public key's path),
+        registered by the caller."""
         security = ["--insecure"]
         if self.tls:
             security = ["--root-certificates", str(self.certs_dir / "ca.crt")]
         if self.auth:
-            public = key or make_node_key(self.certs_dir, name)
+            held = Path(node_dir) / "keys" / f"{name}.key.pub"  # a resumed deployment keeps its keys
+            public = key or (held if held.is_file() else make_node_key(held.parent, name, stem=name))
             if register and key is None:
                 self._register(public, name)
             security += ["--auth-supernode-private-key", str(public.with_suffix(""))]

@@ -60,22 +60,24 @@ def test_tls_and_node_auth_refuse_an_unregistered_node_and_run_with_the_register
     intruder_log = (log_dir / "intruder.log").read_text(errors="replace")
     assert "Exit Code: 305" in intruder_log and "[code: 2004] Failed to activate SuperNode" in intruder_log
     certs = tmp_path / "deployment" / "certs"
-    for private in (certs / "ca.key", certs / "server.key", certs / "nodes" / "supernode-0.key"):
+    site_key = nodes[0][0] / "keys" / "supernode-0.key"  # made in the site's own folder
+    for private in (certs / "ca.key", certs / "server.key", site_key):
         assert stat.S_IMODE(os.stat(private).st_mode) == 0o600
+    assert not list(certs.rglob("*.key.pub"))  # the planner's side holds no site's key pair
 
 
 def _a_site_added_joins_and_once_removed_is_refused(dep: LocalDeployment, node_dir, runs) -> None:
     """`fedstock-planner site add / list / remove` against the deployment's SuperLink."""
     from click.testing import CliRunner
 
-    from coordinator.planner.certs import make_node_key
+    from common.site_keys import make_node_key
     from coordinator.planner.cli import cli as planner
 
     def planner_says(*args: str):
         return CliRunner().invoke(planner, ["site", *args, "--runs", str(runs)])
 
     link = ["--superlink", f"127.0.0.1:{dep.superlink_port}", "--tls-ca", str(dep.certs_dir / "ca.crt")]
-    late = make_node_key(dep.certs_dir, "late")
+    late = make_node_key(node_dir / "late-keys", "late")  # made at the site; the planner gets the .pub
     added = planner_says("add", str(late), "--name", "late", *link)
     assert added.exit_code == 0 and "site late registered" in added.output, added.output
     again = planner_says("add", str(late), "--name", "late")

@@ -5,6 +5,7 @@ import os
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 
@@ -14,7 +15,8 @@ from click.testing import CliRunner
 
 from common import crypto
 from common.config import load_node_config
-from coordinator.planner.certs import make_certificates, make_node_key
+from common.site_keys import make_node_key
+from coordinator.planner.certs import make_certificates
 from coordinator.planner.cli import cli as planner
 from tests.conftest import ROOT
 from warehouse_node import join as join_module
@@ -41,7 +43,7 @@ def test_join_checks_keys_data_and_transport_and_builds_the_supernode_command(no
     node_dir = nodes[0][0]
     certs = tmp_path / "certs"
     make_certificates(certs, ["127.0.0.1"])
-    key = make_node_key(certs, "warehouse-00").with_suffix("")
+    key = make_node_key(tmp_path / "site-keys", "warehouse-00").with_suffix("")
     settings = JoinSettings("127.0.0.1:9092", node_dir / "node.toml", tls_ca=certs / "ca.crt", auth_key=key)
     settings, cfg, lines = check_site(settings)
     assert any("matches the federation's" in line for line in lines)
@@ -90,7 +92,7 @@ def test_join_refuses_a_ca_that_is_not_a_certificate_and_a_readable_auth_key(nod
     assert "is not a PEM certificate" in _error(_join(nodes[0][0], "--tls-ca", str(bogus)))
     certs = tmp_path / "certs"
     make_certificates(certs, ["127.0.0.1"])
-    key = make_node_key(certs, "n").with_suffix("")
+    key = make_node_key(tmp_path / "site-keys", "n").with_suffix("")
     os.chmod(key, 0o644)
     args = ("--tls-ca", str(certs / "ca.crt"), "--auth-key", str(key))
     assert "readable by others" in _error(_join(nodes[0][0], *args))
@@ -257,3 +259,27 @@ def test_a_supernode_that_ends_by_itself_says_the_site_is_out_and_exits_non_zero
     assert any("fedstock-planner site remove" in line for line in said), said
     left = journal.read_status(cfg)["events"][-1]
     assert (left["kind"], left["exit_code"]) == ("left", join_module.EXIT_SESSION_ENDED)
+
+
+def test_a_site_makes_its_own_supernode_key_and_join_uses_it_and_the_planner_makes_none(nodes, tmp_path):
+    node_dir = nodes[0][0]
+    made = CliRunner().invoke(node, ["authkey", "--node", str(node_dir)])
+    assert made.exit_code == 0, made.output
+    private, public = node_dir / "keys" / "supernode.key", node_dir / "keys" / "supernode.key.pub"
+    assert stat.S_IMODE(private.stat().st_mode) == 0o600 and public.read_text().startswith(
+        "ecdsa-sha2-nistp384 "
+    )
+    again = CliRunner().invoke(node, ["authkey", "--node", str(node_dir)])
+    assert _error(again) == f"Error: {private} exists: a site keeps its key (remove it to make a new one)"
+    certs = tmp_path / "certs"
+    refused = CliRunner().invoke(planner, ["certs", "--out", str(certs), "--node", "warehouse-00"])
+    assert "each site runs `fedstock-node authkey`" in _error(refused) and not certs.exists()
+    assert CliRunner().invoke(planner, ["certs", "--out", str(certs)]).exit_code == 0
+    settings, cfg, lines = check_site(
+        JoinSettings("127.0.0.1:9", node_dir / "node.toml", tls_ca=certs / "ca.crt")
+    )
+    assert settings.auth_key == private and any(
+        line.endswith("SuperNode key supernode.key") for line in lines
+    )
+    args = supernode_args(settings, cfg)
+    assert args[args.index("--auth-supernode-private-key") + 1] == str(private.resolve())

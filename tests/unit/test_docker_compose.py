@@ -44,15 +44,17 @@ def test_compose_transport_is_tls_with_registered_supernode_keys():
     assert "--insecure" not in everything and "insecure = true" not in everything
     link = " ".join(services["superlink"]["command"])
     assert "--ssl-certfile /certs/server.pem" in link and "--enable-supernode-auth" in link
-    node_keys = set()
+    node_folders = set()
     for name in (s for s in services if s.startswith("supernode-")):
         command = " ".join(services[name]["command"])
-        assert "--tls-ca /certs/ca.crt --auth-key /certs/node.key" in command
-        node_keys.update(v for v in services[name]["volumes"] if v.endswith(":/certs/node.key:ro"))
-    assert len(node_keys) == 3  # each SuperNode its own key
+        assert "--tls-ca /certs/ca.crt" in command  # join takes the site's own keys/supernode.key
+        node_folders.update(v for v in services[name]["volumes"] if v.endswith(":/node"))
+    assert len(node_folders) == 3  # each SuperNode its own folder, with its own key pair
     register = " ".join(services["register"]["command"])
-    assert "flwr supernode register" in register and "root-certificates" in register
-    assert not any("ca.key" in v for svc in services.values() for v in svc.get("volumes", []))
+    assert "flwr supernode register /site-keys/" in register and "root-certificates" in register
+    mounted = [v for svc in services.values() for v in svc.get("volumes", [])]
+    assert not any("ca.key" in v or v.split(":")[0].endswith(".key") for v in mounted)  # no private key
+    assert "fedstock-node authkey" in everything and "certs --node" not in everything
 
 
 def test_compose_makes_the_key_pair_at_a_site_and_gives_the_planner_the_public_half():
