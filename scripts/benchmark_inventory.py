@@ -270,7 +270,8 @@ def write_section(name: str, res, dc, figures, made, ctx, command: str, png: str
         f"retrained {tl.trainings} times, every {tl.every} periods (at {trained}), and re-forecast at "
         "every review from the history through the period before. Review every period; targets swept "
         f"{', '.join(f'{t:g}' for t in TARGETS)}; holding 25%/year of the value on hand, shortage 50% "
-        f"of the value short. Forecasts made: {measured}. Plot: `{png}`.",
+        f"of the value short. Forecasts made: {measured}; replayed at {current_commit(ROOT)}. "
+        f"Plot: `{png}`.",
         "",
         *system_lines(res, setup.unit),
         "",
