@@ -89,7 +89,11 @@ def check_keys(s: JoinSettings, cfg: NodeConfig) -> str:
         raise JoinError("no federation fingerprint to check the key against: pass --fingerprint")
     for source, value in expected.items():
         if value != key.fingerprint:
-            raise JoinError(f"key {key.fingerprint} does not match the federation's {value} ({source})")
+            raise JoinError(
+                f"the key {cfg.secret_context} has fingerprint {key.fingerprint}, but {source} says "
+                f"{value}: the federation's fingerprint is the one in the key steward's keys.json; "
+                f"correct {source} or use the federation's secret.ctx"
+            )
     return f"key {key.fingerprint} matches the federation's ({', '.join(expected)})"
 
 

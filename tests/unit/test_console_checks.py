@@ -79,7 +79,13 @@ def test_join_refuses_another_federations_key(nodes, tmp_path):
     other = tmp_path / "other"
     crypto.keygen(other)
     message = _error(_join(nodes[0][0], "--keys", str(other), "--insecure"))
-    assert "does not match the federation's" in message
+    theirs = crypto.load_context(other / crypto.SECRET_CONTEXT_FILE).fingerprint
+    ours = load_node_config(nodes[0][0]).key_fingerprint
+    assert message == (  # both sources named: the key's file, and where the other value is written
+        f"Error: the key {other / crypto.SECRET_CONTEXT_FILE} has fingerprint {theirs}, but node.toml "
+        f"key_fingerprint says {ours}: the federation's fingerprint is the one in the key steward's "
+        "keys.json; correct node.toml key_fingerprint or use the federation's secret.ctx"
+    )
 
 
 def test_join_refuses_to_run_without_tls_unless_told_insecure(nodes):
