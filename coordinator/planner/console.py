@@ -21,13 +21,13 @@ from rich.table import Table
 
 from common import crypto
 from common.cli_errors import one_line_errors
-from common.files import check_output
+from common.files import check_output, write_json_atomic
 from common.network import DEFAULT_DEPENDENCE, DEPENDENCE, MIN_SITES, Layout
 from common.settings import APP_DIR, Settings, SettingsError, app_defaults
 from common.tables import output_table, write_table
 from coordinator.checkpoints import PROGRESS_FILE
 from coordinator.planner import control
-from coordinator.planner.runs import fan_chart, network_forecast, progress, run_status
+from coordinator.planner.runs import STARTED_FILE, fan_chart, network_forecast, progress, run_status
 
 console = Console(stderr=True)
 
@@ -196,13 +196,16 @@ def run_cmd(
             raise click.ClickException(f"--resume {resume_run}: no such run in {runs}")
         rc.update({"checkpoint-dir": str(runs / str(resume_run)), "resume": True})
     try:  # a wrong type or range is refused here, by key, before anything is submitted
-        Settings.of({**app_defaults(app.resolve()), **rc})
+        planned = {**app_defaults(app.resolve()), **rc}
+        Settings.of(planned)
     except SettingsError as exc:
         raise click.ClickException(str(exc)) from None
     control.connect(runs, superlink, Path(tls_ca) if tls_ca else None)
     run_id = control.start_run(runs, rc, app)
     print(run_id, flush=True)
     folder = runs / str(resume_run if resume_run is not None else run_id)
+    started = {"run": run_id, "superlink": superlink, "time": time.time(), "rounds": planned["num-rounds"]}
+    write_json_atomic(folder / STARTED_FILE, started)  # `status` shows it before round 1 ends
     console.print(f"run {run_id} started on {superlink}; encrypted results in {folder}")
     if detach:
         return
@@ -216,18 +219,16 @@ def run_cmd(
     _print_status(run_status(folder, key.fingerprint), info)
 
 
+def _marker(folder: Path) -> Path | None:
+    """What shows a run's folder is a run: its progress, or the note ``run`` leaves at the start."""
+    return next((folder / n for n in (PROGRESS_FILE, STARTED_FILE) if (folder / n).is_file()), None)
+
+
 def _latest_run(runs: Path) -> str:
-    found = (
-        sorted(
-            (p for p in runs.iterdir() if p.is_dir() and (p / PROGRESS_FILE).is_file()),
-            key=lambda p: (p / PROGRESS_FILE).stat().st_mtime,
-        )
-        if runs.is_dir()
-        else []
-    )
+    found = [p for p in runs.iterdir() if p.is_dir() and _marker(p)] if runs.is_dir() else []
     if not found:
         raise click.ClickException(f"no runs in {runs}")
-    return found[-1].name
+    return max(found, key=lambda p: max(f.stat().st_mtime for f in p.iterdir() if f.is_file())).name
 
 
 def find_run(run: str | None, runs: Path) -> Path:
@@ -239,7 +240,7 @@ def find_run(run: str | None, runs: Path) -> Path:
     as_path = "/" in run or Path(run).exists()
     tried = [Path(run), Path(run) / "checkpoints"] if as_path else [runs / run]
     for folder in tried:
-        if (folder / PROGRESS_FILE).is_file():
+        if _marker(folder):
             return folder.resolve()
     raise click.ClickException(f"no run {run}: no {PROGRESS_FILE} in {' or '.join(map(str, tried))}")
 
@@ -261,6 +262,12 @@ def _print_status(status: dict, info: dict | None) -> None:
     console.print(
         f"run {status['run']}: {flower}; rounds {status['rounds_done']} of at most {status['rounds_planned']}"
     )
+    if status.get("started") and not status["rounds"]:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(status["started"]["time"]))
+        console.print(
+            f"started {when} on {status['started']['superlink']}; round 1 in progress (each round is "
+            "shown once the coordinator has checkpointed it)"
+        )
     if status.get("best_round"):
         console.print(
             f"stopped: {status['stop_reason']}; the sites forecast with round {status['best_round']}'s model"

@@ -15,6 +15,8 @@ from common import crypto
 from common.network import DEFAULT_DEPENDENCE, MIN_SITES, Layout, NetworkError, network_table
 from coordinator.checkpoints import NETWORK_META, PROGRESS_FILE
 
+STARTED_FILE = "started.json"  # RUNS/RUN_ID: written by `fedstock-planner run` when it submits
+
 
 def progress(checkpoint_dir: Path) -> dict:
     path = Path(checkpoint_dir) / PROGRESS_FILE
@@ -64,10 +66,13 @@ def run_status(run_dir: Path, fingerprint: str | None = None) -> dict:
     meta_path = run_dir / NETWORK_META
     network = json.loads(meta_path.read_text()) if meta_path.is_file() else None
     outcome = done.get("outcome", {})
+    started_path = run_dir / STARTED_FILE
+    started = json.loads(started_path.read_text()) if started_path.is_file() else None
     return {
         "run": run_dir.name,
+        "started": started,  # written by `fedstock-planner run` as it submits the run
         "rounds_done": done.get("last_round", 0),
-        "rounds_planned": done.get("planned_rounds"),
+        "rounds_planned": done.get("planned_rounds") or (started or {}).get("rounds"),
         "best_round": outcome.get("best_round"),  # the round whose model the sites forecast with
         "stop_reason": outcome.get("reason"),
         "rounds": rounds,

@@ -219,6 +219,20 @@ def test_planner_status_and_network_forecast_name_what_is_missing(planner_keys, 
     assert "has no network forecast" in _error(result)
 
 
+def test_status_shows_a_run_as_started_before_its_first_round_is_checkpointed(planner_keys, tmp_path):
+    runs = tmp_path / "runs"
+    common = ["--keys", str(planner_keys), "--runs", str(runs)]
+    (runs / "77").mkdir(parents=True)  # what `run` leaves as it submits: the run's folder and this note
+    note = {"run": 77, "superlink": "127.0.0.1:9", "time": 1.8e9, "rounds": 6}
+    (runs / "77" / "started.json").write_text(json.dumps(note))
+    shown = CliRunner().invoke(planner, ["status", *common])  # the latest run, though no round ended
+    assert shown.exit_code == 0, shown.output
+    assert "run 77: " in shown.output and "rounds 0 of at most 6" in shown.output
+    assert "round 1 in progress" in shown.output
+    body = json.loads(CliRunner().invoke(planner, ["status", "77", *common, "--json"]).output)
+    assert body["started"]["superlink"] == "127.0.0.1:9" and body["rounds"] == []
+
+
 STAND_IN = """
 import sys
 from pathlib import Path
