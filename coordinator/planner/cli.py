@@ -35,6 +35,7 @@ from coordinator.planner.demo import DemoSettings, resume_demo, run_demo
 from coordinator.planner.runs import progress
 from coordinator.planner.simulate import MODES, OUTCOME_FILE, SimulationSettings, simulate
 from coordinator.planner.sites import site
+from coordinator.planner.superlink import superlink_cmd
 
 console = Console(stderr=True)
 
@@ -334,5 +335,5 @@ def report(
     console.print(f"report written: {path}")
 
 
-for command in (run_cmd, status_cmd, network_forecast_cmd, dc_replenish_cmd, site):
+for command in (run_cmd, status_cmd, network_forecast_cmd, dc_replenish_cmd, site, superlink_cmd):
     cli.add_command(command)

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from common.processes import flower_env, flower_tool, stop_group, write_run_config
+from common.processes import flower_env, stop_group, write_run_config
 from coordinator.planner.deployment import free_port, wait_for_port
 from tests.conftest import FAST_RUN, make_nodes, process_memory_holds, secret_only_slices
 from warehouse_node.node import NETWORK_TOTALS_FILE
@@ -70,21 +70,18 @@ def test_three_sites_join_and_the_keyless_planner_runs_watches_and_reads_the_net
     rc_file = write_run_config(tmp_path / "model.toml", FAST_RUN)
     common = ["--insecure", "--keys", str(planner_site / "keys"), "--runs", str(runs)]
     try:
-        link = _start(
+        superlink = [
             "superlink",
-            [
-                flower_tool("flower-superlink"),
-                "--insecure",
-                "--disable-runtime-dependency-installation",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-            ],
-            logs,
-            env,
-            procs,
-        )
+            "--insecure",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--runs",
+            str(runs),
+        ]
+        bare = {k: v for k, v in env.items() if k != "PATH"} | {"PATH": "/usr/bin:/bin"}  # not activated
+        link = _start("superlink", [str(BIN / "fedstock-planner"), *superlink], logs, bare, procs)
         wait_for_port(port, proc=link)
         for i, d in enumerate(dirs):
             join = [

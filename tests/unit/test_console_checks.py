@@ -303,3 +303,25 @@ def test_a_site_makes_its_own_supernode_key_and_join_uses_it_and_the_planner_mak
     )
     args = supernode_args(settings, cfg)
     assert args[args.index("--auth-supernode-private-key") + 1] == str(private.resolve())
+
+
+def test_the_planners_superlink_command_checks_certificates_and_port_before_starting(tmp_path):
+    certs = tmp_path / "certs"
+    missing = CliRunner().invoke(planner, ["superlink", "--certs", str(certs), "--dry-run"])
+    assert (
+        _error(missing)
+        == f"Error: {certs / 'server.pem'} not found: make it with fedstock-planner certs --out {certs}"
+    )
+    make_certificates(certs, ["127.0.0.1"])
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as running:
+        running.bind(("127.0.0.1", 0))
+        port = str(running.getsockname()[1])
+        taken = CliRunner().invoke(
+            planner, ["superlink", "--insecure", "--host", "127.0.0.1", "--port", port]
+        )
+        assert "is a SuperLink running already? Choose another --port" in _error(taken)
+    dry = CliRunner().invoke(planner, ["superlink", "--certs", str(certs), "--port", port, "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    assert "--ssl-certfile" in dry.output and "--enable-supernode-auth" in dry.output
+    assert "--disable-runtime-dependency-installation" in dry.output
+    assert "or --insecure" in _error(CliRunner().invoke(planner, ["superlink", "--dry-run"]))
