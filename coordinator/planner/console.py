@@ -296,6 +296,13 @@ def _print_status(status: dict, info: dict | None) -> None:
             str(len(r["refused"])),
         )
     console.print(table)
+    trained = [
+        f"round {r['round']}: {', '.join(r['trained_sites'])}"
+        for r in status["rounds"]
+        if "trained_sites" in r
+    ]
+    if trained:  # sites registered with `site add`: who trained, by name (whole, at any width)
+        console.print("sites that trained: " + "; ".join(trained), soft_wrap=True)
     absent = [
         f"round {r['round']}: {', '.join(r['sites_not_trained'])}"
         for r in status["rounds"]

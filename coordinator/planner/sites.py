@@ -102,7 +102,7 @@ def list_(superlink: str | None, tls_ca: str | None, insecure: bool, runs_dir: s
         return
     table = Table(title=f"SuperNodes ({len(sites)})")
     for col in ("site", "node-id", "status", "online-at", "deleted-at"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold", min_width=20 if col == "node-id" else None)  # ids whole
     for s in sites:
         table.add_row(
             *(str(s.get(col, "")) or "-" for col in ("site", "node-id", "status", "online-at", "deleted-at"))

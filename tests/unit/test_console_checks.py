@@ -325,3 +325,18 @@ def test_the_planners_superlink_command_checks_certificates_and_port_before_star
     assert "--ssl-certfile" in dry.output and "--enable-supernode-auth" in dry.output
     assert "--disable-runtime-dependency-installation" in dry.output
     assert "or --insecure" in _error(CliRunner().invoke(planner, ["superlink", "--dry-run"]))
+
+
+def test_status_names_the_registered_sites_that_trained_in_its_table(planner_keys, tmp_path):
+    runs = tmp_path / "runs"
+    (runs / ".flwr").mkdir(parents=True)
+    (runs / ".flwr" / "sites.json").write_text(json.dumps({"north": 101, "south": 202, "east": 303}))
+    fingerprint = crypto.load_public(planner_keys).fingerprint
+    history = [{"round": 1, "phase": "train", "replies": 2, "refused": [], "nodes": [101, 202]}]
+    progress = {"fingerprint": fingerprint, "last_round": 1, "planned_rounds": 3, "history": history}
+    (runs / "5").mkdir()
+    (runs / "5" / "progress.json").write_text(json.dumps(progress))
+    shown = CliRunner().invoke(planner, ["status", "5", "--keys", str(planner_keys), "--runs", str(runs)])
+    assert shown.exit_code == 0, shown.output
+    assert "sites that trained: round 1: north, south" in shown.output
+    assert "registered sites that did not train: round 1: east" in shown.output
