@@ -129,6 +129,16 @@ def _history_until(sales: pd.DataFrame, date: str, until: str | None) -> pd.Data
     return kept
 
 
+def _chosen(sales: pd.DataFrame, column: str, only: list[int] | None):
+    """The rows of the stores in ``only`` (all without it), by store; a store the data lacks is
+    an error."""
+    held = sorted(int(v) for v in sales[column].unique())
+    if only is not None and (missing := sorted(set(only) - set(held))):
+        raise ConfigError(f"no store {missing[0]} in the data: its stores are {held[0]}..{held[-1]}")
+    chosen = sales if only is None else sales[sales[column].isin(only)]
+    return chosen.groupby(column, sort=True)
+
+
 def _toml(name: str, data: dict[str, object]) -> str:
     def value(v: object) -> str:
         if isinstance(v, list):
@@ -150,8 +160,11 @@ def walmart_calendar(features: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({"date": weeks.dt.strftime("%Y-%m-%d"), "holiday": names}).sort_values("date")
 
 
-def write_walmart_nodes(data_dir: Path, out: Path, until: str | None = None) -> list[Path]:
-    """One node folder per store with history up to ``until`` (inclusive; default: all)."""
+def write_walmart_nodes(
+    data_dir: Path, out: Path, until: str | None = None, only: list[int] | None = None
+) -> list[Path]:
+    """One node folder per store (``only``: those stores) with history up to ``until`` (inclusive;
+    default: all)."""
     data_dir = Path(data_dir)
     sales = load_sales("walmart", data_dir)
     features = _read(data_dir, "features", ["Store", "Date", "IsHoliday", *MARKDOWNS, *OBSERVED])
@@ -165,7 +178,7 @@ def write_walmart_nodes(data_dir: Path, out: Path, until: str | None = None) -> 
     calendar = walmart_calendar(features)
     past = features[features["Date"] <= last]
     dirs = []
-    for store, rows in sales.groupby("Store", sort=True):
+    for store, rows in _chosen(sales, "Store", only):
         node = Path(out) / f"store-{int(store):02d}"
         raw = node / "raw"
         raw.mkdir(parents=True, exist_ok=True)
@@ -202,12 +215,14 @@ def write_walmart_nodes(data_dir: Path, out: Path, until: str | None = None) -> 
     return dirs
 
 
-def write_store_item_nodes(data_dir: Path, out: Path, until: str | None = None) -> list[Path]:
+def write_store_item_nodes(
+    data_dir: Path, out: Path, until: str | None = None, only: list[int] | None = None
+) -> list[Path]:
     """One node folder per store (daily units per item), history up to ``until``."""
     sales = load_sales("store_item", Path(data_dir))
     sales = _history_until(sales, "date", until)
     dirs = []
-    for store, rows in sales.groupby("store", sort=True):
+    for store, rows in _chosen(sales, "store", only):
         node = Path(out) / f"store-{int(store):02d}"
         (node / "raw").mkdir(parents=True, exist_ok=True)
         rows.to_parquet(node / "raw" / "sales.parquet", index=False)

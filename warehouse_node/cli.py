@@ -272,6 +272,48 @@ def join(
 
 
 @cli.command()
+@click.option(
+    "--out", "out_dir", required=True, type=click.Path(file_okay=False), help="The new site folder."
+)
+@click.option(
+    "--dataset", type=click.Choice(["walmart", "store_item"]), help="One store of a public dataset."
+)
+@click.option(
+    "--data", "data_dir", type=click.Path(exists=True, file_okay=False), help="The dataset's folder."
+)
+@click.option("--store", type=int, help="Which store of the dataset.")
+@click.option("--synthetic", type=click.IntRange(0), help="A generated warehouse instead: its number.")
+@click.option("--seed", default=7, show_default=True, help="The synthetic warehouse's seed.")
+@click.option("--name", default=None, help="The site's name [default: the folder's name].")
+@click.option(
+    "--keys",
+    "keys_dir",
+    type=click.Path(exists=True, file_okay=False),
+    help="The federation's keys folder: its keys.json fingerprint goes into node.toml.",
+)
+@one_line_errors
+def init(
+    out_dir: str,
+    dataset: str | None,
+    data_dir: str | None,
+    store: int | None,
+    synthetic: int | None,
+    seed: int,
+    name: str | None,
+    keys_dir: str | None,
+) -> None:
+    """Make a site folder from one store of a public dataset or a synthetic warehouse: raw/ and a
+    node.toml to read and edit."""
+    from warehouse_node.init import init_site
+
+    toml = init_site(Path(out_dir), dataset, _file(data_dir), store, synthetic, seed, name, _file(keys_dir))
+    console.print(
+        f"site folder {toml.parent}: edit {toml}, put the federation's secret.ctx and keys.json in "
+        f"{toml.parent / 'keys'}, then fedstock-node authkey --node {toml.parent} and fedstock-node join"
+    )
+
+
+@cli.command()
 @node_option
 @one_line_errors
 def authkey(node_dir: str) -> None:
