@@ -223,7 +223,7 @@ def report(
     default=None,
     type=click.IntRange(1, 65535),
     help="This SuperNode's local ClientApp port on 127.0.0.1 (one per SuperNode on a machine) "
-    "[default: the first free one from 9094].",
+    "[default: a free one the system gives].",
 )
 @click.option("--torch-threads", default=0, type=click.IntRange(0, 256), help="0: torch's default.")
 @click.option("--verbose", is_flag=True, help="Show every line of Flower's output too.")
@@ -284,6 +284,12 @@ def join(
 @click.option("--store", type=int, help="Which store of the dataset.")
 @click.option("--synthetic", type=click.IntRange(0), help="A generated warehouse instead: its number.")
 @click.option("--seed", default=7, show_default=True, help="The synthetic warehouse's seed.")
+@click.option(
+    "--items", default=16, show_default=True, type=click.IntRange(1, 10_000), help="Synthetic skus."
+)
+@click.option(
+    "--days", default=730, show_default=True, type=click.IntRange(120, 3650), help="Synthetic days."
+)
 @click.option("--name", default=None, help="The site's name [default: the folder's name].")
 @click.option(
     "--keys",
@@ -299,14 +305,20 @@ def init(
     store: int | None,
     synthetic: int | None,
     seed: int,
+    items: int,
+    days: int,
     name: str | None,
     keys_dir: str | None,
 ) -> None:
     """Make a site folder from one store of a public dataset or a synthetic warehouse: raw/ and a
     node.toml to read and edit."""
+    from common.synthetic import SyntheticSpec
     from warehouse_node.init import init_site
 
-    toml = init_site(Path(out_dir), dataset, _file(data_dir), store, synthetic, seed, name, _file(keys_dir))
+    spec = SyntheticSpec(items=items, days=days)
+    toml = init_site(
+        Path(out_dir), dataset, _file(data_dir), store, synthetic, seed, name, _file(keys_dir), spec
+    )
     console.print(
         f"site folder {toml.parent}: edit {toml}, put the federation's secret.ctx and keys.json in "
         f"{toml.parent / 'keys'}, then fedstock-node authkey --node {toml.parent} and fedstock-node join"

@@ -14,7 +14,7 @@ from pathlib import Path
 from common import crypto
 from common.config import ConfigError
 from common.public_data import WRITERS
-from common.synthetic import write_warehouse
+from common.synthetic import SyntheticSpec, write_warehouse
 
 
 def init_site(
@@ -26,6 +26,7 @@ def init_site(
     seed: int = 7,
     name: str | None = None,
     keys: Path | None = None,
+    spec: SyntheticSpec | None = None,
 ) -> Path:
     """Write the site folder ``out`` (new or empty); return its node.toml."""
     out = Path(out)
@@ -34,7 +35,7 @@ def init_site(
     if (dataset is None) == (synthetic is None):
         raise ConfigError("choose one: --dataset NAME --data FOLDER --store N, or --synthetic N")
     if synthetic is not None:
-        write_warehouse(out, synthetic, seed=seed)
+        write_warehouse(out, synthetic, spec or SyntheticSpec(), seed=seed)
     else:
         if data is None or store is None:
             raise ConfigError(f"--dataset {dataset} needs --data FOLDER and --store N")

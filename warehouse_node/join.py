@@ -126,9 +126,6 @@ def check_transport(s: JoinSettings) -> str:
     return line
 
 
-FIRST_PORT, PORTS = 9094, 100  # without --port: the first free port of 9094..9193
-
-
 def port_free(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         try:
@@ -139,21 +136,19 @@ def port_free(port: int) -> bool:
 
 
 def check_port(s: JoinSettings) -> tuple[int, str]:
-    """This SuperNode's local port: the one asked for if it is free, else the first free one from
-    FIRST_PORT (several sites on one machine: a 3PL's clients, or a trial)."""
+    """This SuperNode's local port: the one asked for if it is free, else one the system gives
+    (several sites on one machine, even started at the same moment, never pick the same)."""
     if s.port is not None:
         if not port_free(s.port):
             raise JoinError(
                 f"port {s.port} on 127.0.0.1 is in use (another SuperNode on this machine?): pass a free "
-                f"--port, or leave --port out to take the first free one from {FIRST_PORT}"
+                "--port, or leave --port out to take one the system gives"
             )
         return s.port, f"SuperNode port {s.port} on 127.0.0.1 is free"
-    for port in range(FIRST_PORT, FIRST_PORT + PORTS):
-        if port_free(port):
-            taken = f" ({FIRST_PORT}..{port - 1} are in use on this machine)" if port > FIRST_PORT else ""
-            return port, f"SuperNode port {port} on 127.0.0.1{taken}"
-    last = FIRST_PORT + PORTS - 1
-    raise JoinError(f"ports {FIRST_PORT}..{last} on 127.0.0.1 are all in use: pass a free --port")
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return port, f"SuperNode port {port} on 127.0.0.1 (free, given by the system)"
 
 
 def check_training_device(cfg: NodeConfig) -> str:
@@ -218,7 +213,7 @@ def supernode_args(s: JoinSettings, cfg: NodeConfig) -> list[str]:
         flower_tool("flower-supernode"),
         *security,
         *("--superlink", s.superlink),
-        *("--host", "127.0.0.1", "--port", str(s.port or FIRST_PORT)),
+        *("--host", "127.0.0.1", "--port", str(s.port)),
         *("--node-config", node_config),
     ]
 

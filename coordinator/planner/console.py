@@ -320,8 +320,14 @@ def _print_status(status: dict, info: dict | None) -> None:
 @keys_option
 @runs_option
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
+@click.option(
+    "--follow",
+    "follow_run",
+    is_flag=True,
+    help="Show each round as it ends, until the run finishes (as `run`).",
+)
 @one_line_errors
-def status_cmd(run_id: str | None, keys_dir: str, runs_dir: str, as_json: bool) -> None:
+def status_cmd(run_id: str | None, keys_dir: str, runs_dir: str, as_json: bool, follow_run: bool) -> None:
     """Rounds done and planned, nodes that answered, the aggregate losses of RUN_ID (default: the
     latest) as the sites opened them."""
     runs = Path(runs_dir).resolve()
@@ -329,6 +335,12 @@ def status_cmd(run_id: str | None, keys_dir: str, runs_dir: str, as_json: bool) 
     if not (runs / run_id).is_dir():
         raise click.ClickException(f"no run {run_id} in {runs}")
     key, _ = planner_keys(keys_dir)
+    if follow_run and run_id.isdigit():  # a run started with --detach, or another terminal's
+        finished = follow(runs, int(run_id), runs / run_id, key.fingerprint)
+        if finished.get("status") != "finished:completed":
+            raise click.ClickException(
+                f"run {run_id} {finished.get('status')}: {finished.get('status-details', '')}"
+            )
     status = _with_site_names(run_status(runs / run_id, key.fingerprint), control.site_names(runs))
     try:
         info = control.run_info(runs, int(run_id)) if run_id.isdigit() else None
