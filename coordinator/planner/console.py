@@ -297,7 +297,7 @@ def _print_status(status: dict, info: dict | None) -> None:
         )
     console.print(table)
     trained = [
-        f"round {r['round']}: {', '.join(r['trained_sites'])}"
+        f"round {r['round']}: {', '.join(sorted(r['trained_sites']))}"
         for r in status["rounds"]
         if "trained_sites" in r
     ]

@@ -1,5 +1,5 @@
 """``fedstock-planner superlink``: start Flower's SuperLink with fedstock's flags, after checking
-what it needs, in the foreground (the process becomes the SuperLink).
+what it needs, and keep it in the foreground; Ctrl-C or SIGTERM stops it and everything it started.
 
 Started by its absolute path from an environment that is not activated, ``flower-superlink``
 fails later with Flower's raw traceback: it starts ``flower-superexec`` from PATH. This command
@@ -10,14 +10,17 @@ programs are there, the port is free and the certificates (``fedstock-planner ce
 from __future__ import annotations
 
 import datetime as dt
-import os
+import signal
 import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import click
 
 from common.cli_errors import one_line_errors
-from common.processes import flower_env, flower_tool
+from common.processes import flower_env, flower_tool, remember_descendants, stop_processes
 from coordinator.planner.console import runs_option
 
 PROGRAMS = ("flower-superlink", "flower-superexec")
@@ -111,4 +114,31 @@ def superlink_cmd(
     if dry_run:
         return
     env = flower_env(Path(runs_dir).resolve() / ".flwr")  # this environment's programs first on PATH
-    os.execve(args[0], args, env)
+    sys.exit(supervise(args, env))
+
+
+class _Stop(Exception):
+    """Ctrl-C or SIGTERM: stop the SuperLink and what it started."""
+
+
+def supervise(args: list[str], env: dict[str, str]) -> int:
+    """Run the SuperLink until it exits or we are stopped; then stop it and every process it
+    started: SuperExec runs in a session of its own and would outlive a SuperLink stopped alone."""
+    proc = subprocess.Popen(args, env=env, start_new_session=True)
+    seen: dict = {}
+
+    def on_stop(*_: object) -> None:
+        raise _Stop
+
+    previous = {sig: signal.signal(sig, on_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while proc.poll() is None:
+            remember_descendants([proc], seen)
+            time.sleep(1.0)
+    except _Stop:
+        pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        stop_processes([proc], seen, grace=15.0)
+    return 0 if proc.returncode in (0, -signal.SIGTERM) else proc.returncode

@@ -1,7 +1,7 @@
 """Flower's Deployment Engine: SuperLink + 3 SuperNodes on free loopback ports: TLS, node auth, failures.
 
-The plain path (sites joining with `fedstock-node join`, a run from `fedstock-planner run`) is in
-tests/deployment/test_planner_console_deployment.py."""
+The documented path (sites joining with `fedstock-node join`, a run from `fedstock-planner run`) is
+tests/deployment/test_journey.py."""
 
 import contextlib
 import json
