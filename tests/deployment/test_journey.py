@@ -101,6 +101,19 @@ def test_the_documented_journey_runs_as_written_and_keeps_every_secret_where_it_
         assert all(r["opened_by"] == 3 for r in body["rounds"])
         assert body["network_forecast"] == {"status": "opened", "sites": 3}
 
+        node_status = [
+            json.loads(
+                subprocess.run(
+                    [str(BIN / "fedstock-node"), "status", "--node", str(work / s), "--json"],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                ).stdout
+            )
+            for s in SITES
+        ]
+        assert all(n["rounds_answered"] == 2 and n["supernode"].startswith("running") for n in node_status)
+        assert len({n["last_model"]["model"] for n in node_status}) == 1  # one global model, everywhere
         ports = {
             re.search(r"SuperNode port (\d+)", (work / s / "join.log").read_text()).group(1) for s in SITES
         }
