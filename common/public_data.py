@@ -133,6 +133,8 @@ def _chosen(sales: pd.DataFrame, column: str, only: list[int] | None):
     """The rows of the stores in ``only`` (all without it), by store; a store the data lacks is
     an error."""
     held = sorted(int(v) for v in sales[column].unique())
+    if not held:
+        raise ConfigError("the sales table has no rows: no store to make a site of")
     if only is not None and (missing := sorted(set(only) - set(held))):
         raise ConfigError(f"no store {missing[0]} in the data: its stores are {held[0]}..{held[-1]}")
     chosen = sales if only is None else sales[sales[column].isin(only)]

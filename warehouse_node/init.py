@@ -34,6 +34,7 @@ def init_site(
         raise ConfigError(f"{out} is not empty: choose a new folder for the site")
     if (dataset is None) == (synthetic is None):
         raise ConfigError("choose one: --dataset NAME --data FOLDER --store N, or --synthetic N")
+    fingerprint = _fingerprint(Path(keys)) if keys is not None else None  # before anything is written
     if synthetic is not None:
         write_warehouse(out, synthetic, spec or SyntheticSpec(), seed=seed)
     else:
@@ -45,13 +46,18 @@ def init_site(
             shutil.copytree(made[0], out, dirs_exist_ok=True)
     toml = out / "node.toml"
     text = re.sub(r'^name = ".*"$', f'name = "{name or out.name}"', toml.read_text(), count=1, flags=re.M)
-    if keys is not None:
+    if fingerprint is not None:
         manifest = Path(keys) / crypto.MANIFEST_FILE
-        if not manifest.is_file():
-            raise ConfigError(f"{manifest} not found: --keys is the folder with the federation's keys.json")
-        fingerprint = json.loads(manifest.read_text())["fingerprint"]
-        text = text.replace(
-            "\n\n[data]", f'\nkey_fingerprint = "{fingerprint}"  # from {manifest}\n\n[data]', 1
-        )
+        line = f'key_fingerprint = "{fingerprint}"  # from {manifest}'
+        text = text.replace("\n\n[data]", f"\n{line}\n\n[data]", 1)
     toml.write_text(text)
     return toml
+
+
+def _fingerprint(keys: Path) -> str:
+    manifest = keys / crypto.MANIFEST_FILE
+    try:
+        value = json.loads(manifest.read_text())["fingerprint"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise ConfigError(f"{manifest} is not the federation's keys.json (with its fingerprint)") from None
+    return str(value)

@@ -127,7 +127,10 @@ def check_transport(s: JoinSettings) -> str:
 
 
 def port_free(port: int) -> bool:
+    """Whether a server could listen on ``port`` now (a port left in TIME_WAIT by a SuperNode that
+    just stopped counts as free: the servers set SO_REUSEADDR too)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind(("127.0.0.1", port))
         except OSError:
@@ -180,16 +183,16 @@ def check_site(s: JoinSettings) -> tuple[JoinSettings, NodeConfig, list[str]]:
     site_key = cfg.folder / "keys" / SITE_KEY_FILE
     if s.auth_key is None and s.tls_ca and site_key.is_file():  # the key pair `authkey` made here
         s = replace(s, auth_key=site_key)
-    port, port_line = check_port(s)
-    s = replace(s, port=port)
-    lines += [check_transport(s), check_training_device(cfg), port_line]
+    lines += [check_transport(s), check_training_device(cfg)]
     counts = prepare_node(cfg)
     quarantined = sum(v for k, v in counts.items() if k not in ("series", "periods", "dropped_columns"))
     lines.append(
         f"data de-identified: {counts.get('series', 0)} series, {counts.get('periods', 0)} series-periods; "
         f"{quarantined} rows quarantined or repaired ({cfg.private_dir / QUARANTINE_FILE})"
     )
-    return s, cfg, lines
+    port, port_line = check_port(s)  # last: the SuperNode starts right after, on this port
+    lines.append(port_line)
+    return replace(s, port=port), cfg, lines
 
 
 def superlink_reachable(address: str, timeout: float = 3.0) -> bool:

@@ -65,7 +65,12 @@ def _demand(ax, history: pd.DataFrame, fc: pd.DataFrame, legend: bool) -> None:
 
 def _position(ax, fc: pd.DataFrame, decision: pd.Series | None) -> None:
     if decision is None or "on_hand" not in decision or not len(fc):
-        ax.text(0.5, 0.5, "no decision for this sku", ha="center", va="center", transform=ax.transAxes)
+        said = (
+            "no decision for this sku"
+            if decision is None
+            else "decisions.csv predates on_hand:\nrerun replenish"
+        )
+        ax.text(0.5, 0.5, said, ha="center", va="center", transform=ax.transAxes)
         ax.set_axis_off()
         return
     position = float(decision["on_hand"]) + float(decision.get("on_order", 0.0))

@@ -49,10 +49,21 @@ class SiteFiles:
             require_columns(frame, columns, str(path))
             return frame
 
-        decisions = optional(decisions_dir / "decisions.csv", ["sku", "status", "order_qty", "reason"])
+        decisions_path = decisions_dir / "decisions.csv"
+        decisions = optional(decisions_path, ["sku", "status", "order_qty", "reason"])
+        if decisions is not None:
+            decisions = _numbers(decisions, DECISION_NUMBERS, decisions_path)
         fc = optional(forecasts, ["sku", "date", "mean", "q10", "q50", "q90"])
-        if fc is not None:
-            fc = fc.assign(sku=fc["sku"].astype(str), date=pd.to_datetime(fc["date"]))
+        if fc is not None:  # a CSV forecast's cells are text until made numbers
+            quantiles = [c for c in fc.columns if c[0] == "q" and c[1:].isdigit()]
+            fc = _numbers(fc, ["mean", *quantiles], forecasts)
+            fc = fc.assign(date=pd.to_datetime(fc["date"], errors="coerce"))
+            if "source_reason" in fc:
+                fc["source_reason"] = fc["source_reason"].fillna("")
+            if fc["date"].isna().any():
+                raise ConfigError(
+                    f"{forecasts}: row {int(fc['date'].isna().argmax()) + 2} has no readable date"
+                )
         cost = None
         if stock is not None:
             table = read_table(stock)
@@ -60,7 +71,7 @@ class SiteFiles:
             if "unit_cost" in table:
                 cost = pd.to_numeric(table["unit_cost"], errors="coerce").set_axis(table["sku"].astype(str))
         return cls(
-            _numbers(decisions),
+            decisions,
             optional(decisions_dir / "strategy.csv", ["sku", "availability", "promotion", "reason"]),
             optional(decisions_dir / "rejected.csv", ["reason"]),
             fc,
@@ -69,14 +80,29 @@ class SiteFiles:
         )
 
 
-def _numbers(frame: pd.DataFrame | None) -> pd.DataFrame | None:
-    """CSV cells are read as text: the columns that hold only numbers become numbers."""
-    if frame is None:
-        return None
-    for col in frame.columns:
+DECISION_NUMBERS = [
+    "order_qty",
+    "on_hand",
+    "on_order",
+    "reorder_point",
+    "order_up_to",
+    "safety_stock",
+    "stockout_risk",
+    "model_order_qty",
+]
+
+
+def _numbers(frame: pd.DataFrame, columns: list[str], path: Path) -> pd.DataFrame:
+    """``columns`` (those present) as numbers and ``sku`` as text ("001" stays "001"); a cell that
+    is not a number is refused, naming the file, the column and the row."""
+    frame = frame.assign(sku=frame["sku"].astype(str).str.strip())
+    for col in (c for c in columns if c in frame.columns):
         numbers = pd.to_numeric(frame[col], errors="coerce")
-        if numbers.notna().sum() == frame[col].notna().sum() and frame[col].notna().any():
-            frame[col] = numbers
+        bad = numbers.isna() & frame[col].notna() & (frame[col].astype(str).str.strip() != "")
+        if bad.any():
+            row = int(bad.to_numpy().argmax())
+            raise ConfigError(f"{path}: {col} is not a number in row {row + 2} ({frame[col].iloc[row]!r})")
+        frame[col] = numbers
     return frame
 
 

@@ -228,7 +228,7 @@ def _latest_run(runs: Path) -> str:
     found = [p for p in runs.iterdir() if p.is_dir() and _marker(p)] if runs.is_dir() else []
     if not found:
         raise click.ClickException(f"no runs in {runs}")
-    return max(found, key=lambda p: max(f.stat().st_mtime for f in p.iterdir() if f.is_file())).name
+    return max(found, key=lambda p: _marker(p).stat().st_mtime).name  # not a report written later
 
 
 def find_run(run: str | None, runs: Path) -> Path:
@@ -336,7 +336,9 @@ def status_cmd(run_id: str | None, keys_dir: str, runs_dir: str, as_json: bool, 
         raise click.ClickException(f"no run {run_id} in {runs}")
     key, _ = planner_keys(keys_dir)
     if follow_run and run_id.isdigit():  # a run started with --detach, or another terminal's
-        finished = follow(runs, int(run_id), runs / run_id, key.fingerprint)
+        started = runs / run_id / STARTED_FILE  # a resumed run keeps its folder under a new Flower id
+        flower_id = json.loads(started.read_text())["run"] if started.is_file() else int(run_id)
+        finished = follow(runs, int(flower_id), runs / run_id, key.fingerprint)
         if finished.get("status") != "finished:completed":
             raise click.ClickException(
                 f"run {run_id} {finished.get('status')}: {finished.get('status-details', '')}"

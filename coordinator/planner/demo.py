@@ -27,7 +27,7 @@ import pandas as pd
 from common import crypto
 from common.config import load_node_config
 from common.files import check_output
-from common.network import MIN_SITES
+from common.network import MIN_SITES, NetworkError
 from common.processes import write_run_config
 from common.synthetic import SyntheticSpec, write_warehouse
 from coordinator.checkpoints import NETWORK_META
@@ -189,7 +189,11 @@ def finish(
 def distribution_center(out: Path, report: Report) -> None:
     """The DC's decisions from the network forecast the sites opened, for a DC stock file made
     here (one 'total' row: two periods of network demand on hand, a 3-period lead time)."""
-    network = network_forecast(out / "checkpoints")
+    try:
+        network = network_forecast(out / "checkpoints")
+    except NetworkError as exc:  # the sites refused to open it: the reports say so
+        report(f"distribution center: no network forecast ({exc})")
+        return
     total = network[network["group"] == "total"]
     dc = out / "checkpoints" / "dc"
     dc.mkdir(parents=True, exist_ok=True)

@@ -19,6 +19,7 @@ from common import html_report as ui
 from common.config import require_columns
 from common.files import check_output
 from common.network import DEFAULT_DEPENDENCE, MIN_SITES, NetworkError
+from common.settings import MIN_PUBLISHED_SITES
 from common.tables import read_table
 from coordinator.checkpoints import NETWORK_META
 from coordinator.planner.report_charts import network_fans, round_curves
@@ -114,8 +115,10 @@ def participation(status: dict, names: dict[int, str]) -> str:
 
 def privacy_section(done: dict, min_sites: int) -> str:
     lines = [
-        f"The planner holds no secret key: every figure here is a sum that at least {min_sites} sites "
-        "opened together; no sku, pseudonym or one site's number reaches this folder."
+        "The planner holds no secret key: every figure here is a sum over sites that the sites opened "
+        f"together: each round's losses and hold-out errors over at least {MIN_PUBLISHED_SITES} sites "
+        "(the run config's publish-min-sites may raise it), the network forecast over at least "
+        f"{min_sites}. No sku, pseudonym or one site's number reaches this folder."
     ]
     p = done.get("privacy")
     if p:
@@ -187,7 +190,8 @@ def build_planner_report(
     from coordinator.planner.runs import network_forecast
 
     run_dir = Path(run_dir)
-    out = check_output(Path(out) if out else run_dir / "report.html")  # before anything is read
+    beside = run_dir.parent if run_dir.name == "checkpoints" else run_dir  # a demo's folder: its top
+    out = check_output(Path(out) if out else beside / "report.html")  # before anything is read
     status = run_status(run_dir, fingerprint)
     done = progress(run_dir)
     network, reason = None, "the run did not make one (network-forecast = true in its run config does)"

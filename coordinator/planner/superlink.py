@@ -37,6 +37,7 @@ def check_programs() -> None:
 
 def check_port(host: str, port: int) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT after a restart: free
         try:
             probe.bind((host, port))
         except OSError as exc:

@@ -91,7 +91,7 @@ def test_the_site_report_charts_the_top_skus_and_any_asked_for_and_shows_the_dat
     units = pd.read_parquet(node / "out" / "forecasts.parquet").groupby("sku")["mean"].sum()
     smallest = units.idxmin()  # without --stock, the skus are ranked by forecast units
     page = _site_report(node, "--top", "2", "--sku", smallest)
-    charts = re.findall(r'<img alt="sku (SKU-\d+)"', page)
+    charts = re.findall(r'<img alt="sku (SKU-\d+):', page)
     assert charts == [*units.nlargest(2).index, smallest]
     cfg = load_node_config(node)
     quarantined = pd.read_csv(cfg.private_dir / QUARANTINE_FILE)["reason"].value_counts()
@@ -128,11 +128,12 @@ def test_the_planner_report_holds_no_sku_pseudonym_or_site_figure(federation):
         cfg = load_node_config(d)
         names = pd.read_parquet(cfg.private_dir / MAP_FILE)
         leaks += [v for v in (*names["series"], *names["sku"]) if str(v) in page]
-        own = pd.read_parquet(cfg.out_dir / NETWORK_TOTALS_FILE)
-        figures = own.loc[own["group"] == "total", "mean"]
-        leaks += [f"{v:,.1f}" for v in figures if f">{v:,.1f}<" in page]  # a site's own total
+        own = pd.read_parquet(cfg.out_dir / NETWORK_TOTALS_FILE)  # a site's own totals, every cell
+        figures = own[["mean", "var_series", "var_site", "sd_site"]].to_numpy().ravel()
+        leaks += [v for v in figures if v and f'data-sort="{v}"' in page]  # a table cell holds its value
         for h in json.loads((cfg.private_dir / journal.HOLDOUT_FILE).read_text())["rounds"]:
-            leaks += [f"{h['mae']:.4f}"] if f"{h['mae']:.4f}" in page else []
+            shown = (f'data-sort="{h["mae"]}"', f">{h['mae']:.4f}<", f">{h['naive_mae']:.4f}<")
+            leaks += [h["mae"]] if any(text in page for text in shown) else []
     assert not leaks, f"the planner's report shows what only a site holds: {leaks[:5]}"
 
 

@@ -64,7 +64,7 @@ def test_a_second_site_on_one_machine_gets_a_free_port_and_a_port_in_use_is_name
         taken = first_site.getsockname()[1]
         settings = JoinSettings("127.0.0.1:9", nodes[0][0] / "node.toml", insecure=True)
         settings, _, lines = check_site(settings)
-        assert settings.port != taken and f"SuperNode port {settings.port} on 127.0.0.1 (free" in lines[-2]
+        assert settings.port != taken and f"SuperNode port {settings.port} on 127.0.0.1 (free" in lines[-1]
         assert supernode_args(settings, load_node_config(nodes[0][0]))[-3] == str(settings.port)
         assert _error(_join(nodes[0][0], "--insecure", "--port", str(taken))) == (
             f"Error: port {taken} on 127.0.0.1 is in use (another SuperNode on this machine?): pass a free "
@@ -312,6 +312,7 @@ def test_the_planners_superlink_command_checks_certificates_and_port_before_star
     make_certificates(certs, ["127.0.0.1"])
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as running:
         running.bind(("127.0.0.1", 0))
+        running.listen()
         port = str(running.getsockname()[1])
         taken = CliRunner().invoke(
             planner, ["superlink", "--insecure", "--host", "127.0.0.1", "--port", port]

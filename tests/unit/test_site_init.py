@@ -58,3 +58,15 @@ def test_init_asks_for_one_source(tmp_path):
     assert (
         both.output.strip() == "Error: choose one: --dataset NAME --data FOLDER --store N, or --synthetic N"
     )
+
+
+def test_a_keys_folder_without_keys_json_is_refused_before_anything_is_written(tmp_path):
+    site = tmp_path / "s"
+    refused = CliRunner().invoke(
+        cli, ["init", "--out", str(site), "--synthetic", "1", "--keys", str(tmp_path)]
+    )
+    assert (
+        refused.output.strip()
+        == f"Error: {tmp_path / 'keys.json'} is not the federation's keys.json (with its fingerprint)"
+    )
+    assert not site.exists()

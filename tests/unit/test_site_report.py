@@ -34,11 +34,18 @@ def test_a_forecast_from_the_fallback_baseline_is_named_on_every_chart_and_in_th
     assert page.count("forecast from the FALLBACK baseline") == 5  # each sku's chart says it too
 
 
-def test_a_decisions_file_without_its_columns_and_an_unknown_sku_are_named_in_one_line(site):
+def test_a_decisions_file_without_its_columns_or_with_a_bad_number_is_named_in_one_line(site):
     (site / "out" / "decisions.csv").write_text("sku,state\nSKU-0000,OBSERVE\n")
     result = CliRunner().invoke(cli, ["report", "--node", str(site)])
     assert result.exit_code == 1
     assert result.output.strip() == (
         f"Error: {site / 'out' / 'decisions.csv'} is missing columns: status, order_qty, reason "
         "(its columns: sku, state)"
+    )
+    (site / "out" / "decisions.csv").write_text("sku,status,order_qty,reason\nSKU-0000,OBSERVE,lots,x\n")
+    bad = CliRunner().invoke(cli, ["report", "--node", str(site)])
+    assert bad.exit_code == 1
+    assert (
+        bad.output.strip()
+        == f"Error: {site / 'out' / 'decisions.csv'}: order_qty is not a number in row 2 ('lots')"
     )
