@@ -66,7 +66,7 @@ def site() -> None:
 def add(
     public_key: str, name: str, superlink: str | None, tls_ca: str | None, insecure: bool, runs_dir: str
 ) -> None:
-    """Register a site's SuperNode public key (certs/nodes/NAME.key.pub)."""
+    """Register a site's SuperNode public key (its keys/supernode.key.pub, from `fedstock-node authkey`)."""
     runs = Path(runs_dir).resolve()
     _connect(runs, superlink, tls_ca, insecure)
     node = control.register_site(runs, Path(public_key), name)
