@@ -217,7 +217,9 @@ def report(
     "when `fedstock-node authkey` made it].",
 )
 @click.option("--insecure", is_flag=True, help="No TLS: for a test network on one machine only.")
-@click.option("--fingerprint", default=None, help="The federation's key fingerprint, from the planner.")
+@click.option(
+    "--fingerprint", default=None, help="The federation's key fingerprint (the key steward's keys.json)."
+)
 @click.option(
     "--port",
     default=None,
