@@ -27,6 +27,18 @@ from warehouse_node.overrides import apply_overrides, validate_overrides
 
 MAX_QUANTITY = 1e12  # larger on-hand, on-order, MOQ or pack figures are typos, not stock
 REQUIRED = ("sku", "on_hand", "lead_time")
+DECISION_COLUMNS = [  # decisions.csv, in order (an override adds model_status, model_order_qty, who, why)
+    "sku",
+    "status",
+    "order_qty",
+    "on_hand",
+    "on_order",
+    "reorder_point",
+    "order_up_to",
+    "safety_stock",
+    "stockout_risk",
+    "reason",
+]
 DEFAULTS = {"on_order": 0.0, "review_period": 1, "service_level": 0.95, "moq": 0.0, "pack_size": 1.0}
 NUMERIC = ("on_hand", "on_order", "lead_time", "review_period", "service_level", "moq", "pack_size")
 _QUANTILE_COL = re.compile(r"^q(\d{2})$")
@@ -222,21 +234,12 @@ def replenish(
         decision, strategy = decide(row, paths, origin, freq, cfg, policy, sd, pinned.get(row["sku"]))
         decisions.append(decision)
         strategies.append(strategy)
-    cols_d = [
-        "sku",
-        "status",
-        "order_qty",
-        "on_hand",
-        "on_order",
-        "reorder_point",
-        "order_up_to",
-        "safety_stock",
-        "stockout_risk",
-        "reason",
-    ]
     cols_s = ["sku", "availability", "restock_date", "promotion", "reason"]
     result = ReplenishResult(
-        pd.DataFrame(decisions, columns=cols_d), pd.DataFrame(strategies, columns=cols_s), rejected, good
+        pd.DataFrame(decisions, columns=DECISION_COLUMNS),
+        pd.DataFrame(strategies, columns=cols_s),
+        rejected,
+        good,
     )
     if usable is not None:
         result.decisions, result.strategy = apply_overrides(result.decisions, result.strategy, good, usable)

@@ -22,6 +22,7 @@ from common.tables import read_table
 from warehouse_node import journal
 from warehouse_node.join import status_lines
 from warehouse_node.pipeline import DEMAND_FILE, MAP_FILE, QUARANTINE_FILE
+from warehouse_node.replenish import DECISION_COLUMNS
 from warehouse_node.site_charts import sku_chart
 
 URGENT = ("REPLENISH_NOW", "WARNING")
@@ -80,16 +81,7 @@ class SiteFiles:
         )
 
 
-DECISION_NUMBERS = [
-    "order_qty",
-    "on_hand",
-    "on_order",
-    "reorder_point",
-    "order_up_to",
-    "safety_stock",
-    "stockout_risk",
-    "model_order_qty",
-]
+DECISION_NUMBERS = [c for c in DECISION_COLUMNS if c not in ("sku", "status", "reason")] + ["model_order_qty"]
 
 
 def _numbers(frame: pd.DataFrame, columns: list[str], path: Path) -> pd.DataFrame:
