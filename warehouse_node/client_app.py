@@ -251,7 +251,7 @@ def network_totals(msg: Message, context: Context) -> Message:
         "forecast",
         run=run,
         round=s.server_round,
-        model=model,
+        forecast_model=model,  # the run's best round's, not the last round's (``last_model``)
         start=start,
         end=end,
         periods=len(dates),

@@ -306,6 +306,7 @@ def status_lines(status: dict, holdout: dict | None = None) -> Iterator[tuple[st
     yield (
         "last forecast",
         f"{fc['start']}..{fc['end']} ({fc['periods']} periods, {fc['series']} series) at {fc['time']}"
+        + (f" with model {fc['forecast_model']}" if fc.get("forecast_model") else "")
         if fc
         else "-",
     )

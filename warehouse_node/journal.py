@@ -94,7 +94,7 @@ def record(cfg: NodeConfig, kind: str, **fields: object) -> dict:
             k: event.get(k) for k in ("run", "round", "decision", "best-round", "stop-reason", "kept_model")
         }
     if kind == "forecast":
-        shown = ("start", "end", "periods", "series", "time", "source", "source_reason")
+        shown = ("start", "end", "periods", "series", "time", "source", "source_reason", "forecast_model")
         status["last_forecast"] = {k: event.get(k) for k in shown}
     write_json_atomic(status_path(cfg), status)
     return status

@@ -37,7 +37,7 @@ def _compose() -> tuple[str | None, str]:
     return tool, ""
 
 
-def test_the_compose_deployment_runs_under_podman_and_leaves_nothing_behind():
+def test_the_compose_deployment_runs_under_podman_and_leaves_nothing_behind(capsys):
     tool, why = _compose()
     if tool is None:
         pytest.skip(why)
@@ -51,5 +51,9 @@ def test_the_compose_deployment_runs_under_podman_and_leaves_nothing_behind():
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
     assert "2 rounds of 3 sites, network forecast and report written" in done.stdout
     assert "no site secret at the planner's" in done.stdout
+    assert "each site decided in its own container" in done.stdout
+    assert "no container, network or volume left behind" in done.stdout
+    with capsys.disabled():  # how long the image and the run took, in CI's log
+        print(f"\ncompose check: {done.stdout.strip().splitlines()[-1]}")
     left = subprocess.run(["podman", "ps", "-a", "-q"], capture_output=True, text=True).stdout.split()
     assert not left, f"containers left behind: {left}"

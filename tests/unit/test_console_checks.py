@@ -127,12 +127,13 @@ def test_node_status_reports_rounds_model_and_forecast_from_the_journal(nodes):
     assert fresh.exit_code == 0 and json.loads(fresh.output)["supernode"] == "never joined"
     journal.record(cfg, "train", run=7, round=1, bytes=100)
     journal.record(cfg, "evaluate", run=7, round=1, model="abc", bytes=10)
+    journal.record(cfg, "evaluate", run=7, round=2, model="def", bytes=10)
     journal.record(
         cfg,
         "forecast",
         run=7,
-        round=1,
-        model="abc",
+        round=2,
+        forecast_model="abc",  # round 1's was the best: the last round's model stays "def"
         start="2024-01-01",
         end="2024-01-14",
         periods=14,
@@ -140,10 +141,12 @@ def test_node_status_reports_rounds_model_and_forecast_from_the_journal(nodes):
     )
     journal.record(cfg, "joined", superlink="127.0.0.1:9", pid=2**22 + 12345)  # no such process
     body = json.loads(CliRunner().invoke(node, ["status", "--config", str(cfg.folder), "--json"]).output)
-    assert body["rounds_answered"] == 1 and body["last_model"]["model"] == "abc"
+    assert body["rounds_answered"] == 1
+    assert (body["last_model"]["model"], body["last_model"]["round"]) == ("def", 2)
     assert body["last_forecast"]["start"] == "2024-01-01" and body["supernode"].startswith("gone")
     table = CliRunner().invoke(node, ["status", "--config", str(cfg.folder)])
     assert table.exit_code == 0 and "2024-01-01..2024-01-14" in table.output
+    assert "def (run 7 round 2)" in table.output and "with model abc" in table.output
 
 
 def test_join_shows_the_nodes_own_lines_and_flower_errors_only():

@@ -1,6 +1,8 @@
 """docker-compose.yml names what a deployment needs and mounts in each container only what its party
 may hold. It is run for real, under Podman, by scripts/compose_check.sh."""
 
+import re
+
 import yaml
 
 from tests.conftest import ROOT
@@ -46,13 +48,47 @@ def test_each_container_mounts_only_what_its_party_may_hold():
     assert "./deploy/planner/site-keys:/site-keys:ro" in services["register"]["volumes"]
 
 
-def test_the_header_gives_the_steps_with_each_site_making_its_own_keys():
+def test_the_header_gives_the_steps_with_each_site_making_its_own_keys_and_decisions():
     text = COMPOSE.read_text()
     for step in (
         "fedstock-node keygen",
         "fedstock-node authkey",
         "scripts/build_images.sh",
         "scripts/compose_check.sh",
+        "exec supernode-0 fedstock-node replenish",
+        "exec supernode-0 fedstock-node report",
     ):
         assert step in text
     assert "certs --node" not in text
+
+
+_UNCHECKED = ("logs", "down", "build")  # reading logs, stopping, building: not a step to check
+
+
+def _compose_steps(text: str, prefix: str) -> set[str]:
+    """The compose commands a text gives after ``prefix``, continuation lines joined, in one form:
+    no options that only quiet or speed a script, sites as supernode-N, no redirections."""
+    steps = set()
+    for line in re.sub(r"\\\n\s*", " ", text).splitlines():
+        if prefix not in line:
+            continue
+        step = line.split(prefix, 1)[1].split("#")[0].split(">")[0]
+        step = re.sub(r"\s(-T|--no-build)\b", "", step)
+        step = re.sub(r"supernode-(\$n|\d)", "supernode-N", step)
+        step = re.sub(r"supernode-N(\s+supernode-N)+", "supernode-N", step)  # several sites at once
+        step = " ".join(step.split())
+        if step and not step.startswith(_UNCHECKED):
+            steps.add(step)
+    return steps
+
+
+def test_the_documented_container_commands_are_those_the_compose_check_runs():
+    script = (ROOT / "scripts" / "compose_check.sh").read_text()
+    checked = _compose_steps(script, "$PC -f docker-compose.yml ")
+    for doc in ("planner.md", "operator.md"):
+        text = (ROOT / "docs" / doc).read_text()
+        section = text[text.index("\n## With containers") :].split("\n## ", 2)[1]
+        code = "\n".join(re.findall(r"```bash\n(.*?)```", section, flags=re.S))
+        documented = _compose_steps(code, "docker compose ")
+        assert documented, doc
+        assert documented <= checked, f"{doc}: {sorted(documented - checked)} not run by compose_check.sh"
