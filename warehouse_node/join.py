@@ -242,11 +242,14 @@ def shown(line: str, verbose: bool) -> str | None:
 
 
 EXIT_SESSION_ENDED = 4  # the SuperNode stopped by itself without an error: the site is out
+EXIT_SUPERNODE_FAILED = 5  # Flower's SuperNode stopped with an error; Flower's own code is said
+FLOWER_EXIT = re.compile(r"Exit Code: (\d+)")  # Flower logs its code; its process exits 1
 
 
 def run_supernode(s: JoinSettings, cfg: NodeConfig, say: Callable[[str], None]) -> int:
     """Start the SuperNode, relay its output until it exits or we are stopped; return the exit
-    code: 0 when stopped here (Ctrl-C, SIGTERM), the SuperNode's own code when it failed, and
+    code: 0 when stopped here (Ctrl-C, SIGTERM), EXIT_SUPERNODE_FAILED when it failed (Flower's
+    own code, e.g. 305, is said and journaled: a process exits 1 for all of them), and
     EXIT_SESSION_ENDED when it ended by itself without an error."""
     log_path = cfg.folder / "logs" / "supernode.log"
     proc = subprocess.Popen(
@@ -265,13 +268,19 @@ def run_supernode(s: JoinSettings, cfg: NodeConfig, say: Callable[[str], None]) 
 
     # Both set here: a process started in the background may inherit SIGINT as ignored.
     previous = {sig: signal.signal(sig, on_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    flower_code = None
     try:
         for line in _lines(proc, log_path):
+            if found := FLOWER_EXIT.search(line):
+                flower_code = int(found[1])
             if (text := shown(line, s.verbose)) is not None:
                 say(text)
         code = proc.wait()
-        say(f"SuperNode exited with code {code}; see {log_path}")
-        if code == 0:  # it ends by itself, without an error, when the SuperLink drops its key
+        told = f", Flower's exit code {flower_code}" if flower_code is not None else ""
+        say(f"SuperNode exited with code {code}{told}; see {log_path}")
+        if code != 0:
+            code = EXIT_SUPERNODE_FAILED
+        else:  # it ends by itself, without an error, when the SuperLink drops its key
             say(
                 "the SuperNode stopped by itself without an error: the SuperLink no longer accepts "
                 "this site's key (the planner removed it with fedstock-planner site remove), or "
@@ -288,7 +297,7 @@ def run_supernode(s: JoinSettings, cfg: NodeConfig, say: Callable[[str], None]) 
             signal.signal(sig, handler)
         if proc.poll() is None:
             stop_group(proc)
-    journal.record(cfg, "left", superlink=s.superlink, exit_code=code)
+    journal.record(cfg, "left", superlink=s.superlink, exit_code=code, flower_exit_code=flower_code)
     return code
 
 
@@ -348,7 +357,8 @@ def supernode_state(status: dict) -> str:
         return "never joined"
     last = joins[-1]
     if last["kind"] == "left":
-        return f"left {last['superlink']} at {last['time']} (exit code {last.get('exit_code')})"
+        flower = f", Flower's {last['flower_exit_code']}" if last.get("flower_exit_code") is not None else ""
+        return f"left {last['superlink']} at {last['time']} (exit code {last.get('exit_code')}{flower})"
     if _alive(int(last.get("pid", 0))):
         return f"running (pid {last['pid']}), joined {last['superlink']} at {last['time']}"
     return f"gone without a clean stop (pid {last.get('pid')}), joined {last['superlink']} at {last['time']}"

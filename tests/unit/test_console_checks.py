@@ -281,6 +281,20 @@ def test_a_supernode_that_ends_by_itself_says_the_site_is_out_and_exits_non_zero
     assert (left["kind"], left["exit_code"]) == ("left", join_module.EXIT_SESSION_ENDED)
 
 
+def test_a_supernode_refused_by_flower_says_flowers_code_and_exits_with_joins_own(nodes, monkeypatch):
+    cfg = load_node_config(nodes[0][0])
+    refused = (  # what Flower does for an unregistered key: logs its code, exits 1
+        "import sys; print('ERROR :     Exit Code: 305', flush=True); sys.exit(1)"
+    )
+    monkeypatch.setattr(join_module, "supernode_args", lambda s, cfg: [sys.executable, "-c", refused])
+    settings = JoinSettings("127.0.0.1:9", cfg.folder / "node.toml", insecure=True)
+    said: list[str] = []
+    assert join_module.run_supernode(settings, cfg, said.append) == join_module.EXIT_SUPERNODE_FAILED
+    assert any("SuperNode exited with code 1, Flower's exit code 305" in line for line in said), said
+    left = journal.read_status(cfg)["events"][-1]
+    assert (left["exit_code"], left["flower_exit_code"]) == (join_module.EXIT_SUPERNODE_FAILED, 305)
+
+
 def test_a_site_makes_its_own_supernode_key_and_join_uses_it_and_the_planner_makes_none(nodes, tmp_path):
     node_dir = nodes[0][0]
     made = CliRunner().invoke(node, ["authkey", "--node", str(node_dir)])
