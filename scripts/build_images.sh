@@ -27,7 +27,8 @@ mounts=() args=(--build-arg "BASE=$BASE")
 for folder in /opt/wheels /opt/pypi /opt/pypi-more; do
   [ -d "$folder" ] && mounts+=(-v "$folder:$folder:ro")
 done
-[ -d /opt/wheels ] && args+=(--build-arg PIP_FIND_LINKS=/opt/wheels)
+# the machine's wheel folder holds CPU torch: PyTorch's own index is not needed (nor reachable)
+[ -d /opt/wheels ] && args+=(--build-arg PIP_FIND_LINKS=/opt/wheels --build-arg TORCH_INDEX=)
 index=""
 for folder in /opt/pypi /opt/pypi-more; do [ -d "$folder/simple" ] && index="$index file://$folder/simple"; done
 [ -n "$index" ] && args+=(--build-arg "PIP_EXTRA_INDEX_URL=${index# }")

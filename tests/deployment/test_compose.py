@@ -37,23 +37,35 @@ def _compose() -> tuple[str | None, str]:
     return tool, ""
 
 
+PROJECT = "io.podman.compose.project=fedstock-check"  # compose_check.sh's project
+
+
+def _containers_of_the_check() -> list[str]:
+    listed = ["podman", "ps", "-a", "-q", "--filter", f"label={PROJECT}"]
+    return subprocess.run(listed, capture_output=True, text=True).stdout.split()
+
+
 def test_the_compose_deployment_runs_under_podman_and_leaves_nothing_behind(capsys):
     tool, why = _compose()
     if tool is None:
         pytest.skip(why)
-    done = subprocess.run(
-        ["bash", str(ROOT / "scripts" / "compose_check.sh")],
-        env={**os.environ, "PODMAN_COMPOSE": tool},
-        capture_output=True,
-        text=True,
-        timeout=1800,
-    )
+    try:
+        done = subprocess.run(
+            ["bash", str(ROOT / "scripts" / "compose_check.sh")],
+            env={**os.environ, "PODMAN_COMPOSE": tool},
+            capture_output=True,
+            text=True,
+            timeout=1800,
+        )
+    finally:  # a timeout kills the script before its own teardown: remove what it left, and say so
+        left = _containers_of_the_check()
+        if left:
+            subprocess.run(["podman", "rm", "-f", "-t", "5", *left], capture_output=True)
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
     assert "2 rounds of 3 sites, network forecast and report written" in done.stdout
     assert "no site secret at the planner's" in done.stdout
     assert "each site decided in its own container" in done.stdout
     assert "no container, network or volume left behind" in done.stdout
+    assert not left, f"containers left behind: {left}"
     with capsys.disabled():  # how long the image and the run took, in CI's log
         print(f"\ncompose check: {done.stdout.strip().splitlines()[-1]}")
-    left = subprocess.run(["podman", "ps", "-a", "-q"], capture_output=True, text=True).stdout.split()
-    assert not left, f"containers left behind: {left}"

@@ -2,6 +2,7 @@
 may hold. It is run for real, under Podman, by scripts/compose_check.sh."""
 
 import re
+from pathlib import Path
 
 import yaml
 
@@ -10,8 +11,11 @@ from tests.conftest import ROOT
 COMPOSE = ROOT / "docker-compose.yml"
 
 
-def _services() -> dict:
-    return yaml.safe_load(COMPOSE.read_text())["services"]
+def _services(env: dict[str, str] | None = None) -> dict:
+    """The services as compose reads them: ``${VAR:-default}`` from ``env``, else its default."""
+    env = env or {}
+    text = re.sub(r"\$\{(\w+):-([^}]*)\}", lambda m: env.get(m[1], m[2]), COMPOSE.read_text())
+    return yaml.safe_load(text)["services"]
 
 
 def test_every_service_runs_the_image_the_containerfile_builds_on_the_hosts_loopback():
@@ -33,19 +37,29 @@ def test_every_service_runs_the_image_the_containerfile_builds_on_the_hosts_loop
 
 def test_each_container_mounts_only_what_its_party_may_hold():
     services = _services()
-    folders = set()
-    for name in ("supernode-0", "supernode-1", "supernode-2"):
-        mounts = services[name]["volumes"]
-        site = [m for m in mounts if m.endswith(":/node")]
-        assert len(site) == 1 and len(mounts) == 2  # its own site folder and the CA certificate
-        folders.update(site)
-    assert len(folders) == 3  # no site's folder in another's container
-    for name in ("superlink", "register", "planner"):  # the planner's side: no secret of a site
-        mounts = " ".join(services[name]["volumes"])
-        assert "warehouse-" not in mounts and "secret.ctx" not in mounts and "ca.key" not in mounts
+    sites = {f"supernode-{n}": Path(f"deploy/warehouse-0{n}") for n in range(3)}
+    site_secrets = [folder / "keys" / "secret.ctx" for folder in sites.values()]
+    secrets = [Path("deploy/planner/certs/ca.key"), *site_secrets]
+    for name, svc in services.items():
+        sources = [Path(m.split(":")[0]) for m in svc["volumes"]]
+
+        def holds(target: Path, sources: list[Path] = sources) -> bool:  # the path or a folder above it
+            return any(s == target or s in target.parents for s in sources)
+
+        for site, folder in sites.items():
+            assert holds(folder) == (site == name), f"{name} and {folder}"
+        assert not any(holds(secret) for secret in secrets if not secret.is_relative_to(sites.get(name, "-")))
+        if name in sites:
+            assert len(sources) == 2  # its own site folder and the CA certificate
     register = " ".join(services["register"]["command"])
     assert "fedstock-planner site add /site-keys/$$n.pub" in register
     assert "./deploy/planner/site-keys:/site-keys:ro" in services["register"]["volumes"]
+
+
+def test_a_site_on_its_own_machine_names_the_planners_address_and_its_ca():
+    away = _services({"SUPERLINK": "planner.example.com:9600", "SITE_CA": "./ca.crt"})["supernode-0"]
+    assert "--superlink planner.example.com:9600" in " ".join(away["command"])
+    assert "./ca.crt:/certs/ca.crt:ro" in away["volumes"]
 
 
 def test_the_header_gives_the_steps_with_each_site_making_its_own_keys_and_decisions():
@@ -65,11 +79,15 @@ def test_the_header_gives_the_steps_with_each_site_making_its_own_keys_and_decis
 _UNCHECKED = ("logs", "down", "build")  # reading logs, stopping, building: not a step to check
 
 
+def _joined(text: str) -> list[str]:
+    return [line for line in re.sub(r"\\\n\s*", " ", text).splitlines() if not line.lstrip().startswith("#")]
+
+
 def _compose_steps(text: str, prefix: str) -> set[str]:
     """The compose commands a text gives after ``prefix``, continuation lines joined, in one form:
     no options that only quiet or speed a script, sites as supernode-N, no redirections."""
     steps = set()
-    for line in re.sub(r"\\\n\s*", " ", text).splitlines():
+    for line in _joined(text):
         if prefix not in line:
             continue
         step = line.split(prefix, 1)[1].split("#")[0].split(">")[0]
@@ -77,18 +95,31 @@ def _compose_steps(text: str, prefix: str) -> set[str]:
         step = re.sub(r"supernode-(\$n|\d)", "supernode-N", step)
         step = re.sub(r"supernode-N(\s+supernode-N)+", "supernode-N", step)  # several sites at once
         step = " ".join(step.split())
-        if step and not step.startswith(_UNCHECKED):
+        if step and not re.sub(r"^(--profile \S+ )+", "", step).startswith(_UNCHECKED):
             steps.add(step)
     return steps
+
+
+def _folder_steps(text: str) -> list[str]:
+    """The lines that make the deployment's folders (mkdir, fedstock-..., cp, cd), in order."""
+    made = re.compile(r"^\s*(mkdir|fedstock-|cp |cd |for n in|done$)")
+    return [line.strip() for line in _joined(text) if made.match(line) and "compose" not in line]
+
+
+def _section(doc: str) -> str:
+    text = (ROOT / "docs" / doc).read_text()
+    section = text[text.index("\n## With containers") :].split("\n## ", 2)[1]
+    return "\n".join(re.findall(r"```bash\n(.*?)```", section, flags=re.S))
 
 
 def test_the_documented_container_commands_are_those_the_compose_check_runs():
     script = (ROOT / "scripts" / "compose_check.sh").read_text()
     checked = _compose_steps(script, "$PC -f docker-compose.yml ")
+    documented: set[str] = set()
     for doc in ("planner.md", "operator.md"):
-        text = (ROOT / "docs" / doc).read_text()
-        section = text[text.index("\n## With containers") :].split("\n## ", 2)[1]
-        code = "\n".join(re.findall(r"```bash\n(.*?)```", section, flags=re.S))
-        documented = _compose_steps(code, "docker compose ")
-        assert documented, doc
-        assert documented <= checked, f"{doc}: {sorted(documented - checked)} not run by compose_check.sh"
+        mine = _compose_steps(_section(doc), "docker compose ")
+        assert mine <= checked, f"{doc}: {sorted(mine - checked)} not run by compose_check.sh"
+        documented |= mine
+    assert documented == checked, f"run by compose_check.sh, in no doc: {sorted(checked - documented)}"
+    folders = script[script.index("{  # the folders") : script.index('} > "$WORK/folders.log"')]
+    assert _folder_steps(_section("planner.md"))[: len(_folder_steps(folders))] == _folder_steps(folders)
