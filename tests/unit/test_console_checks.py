@@ -269,29 +269,31 @@ def test_ctrl_c_stops_the_supernode_cleanly_even_when_sigint_was_inherited_as_ig
     assert not join_module._alive(events[-2]["pid"])  # the SuperNode's process is gone too
 
 
-def test_a_supernode_that_ends_by_itself_says_the_site_is_out_and_exits_non_zero(nodes, monkeypatch):
-    cfg = load_node_config(nodes[0][0])
-    ends = "print('SuperNode terminated gracefully.', flush=True)"  # what Flower does once unregistered
-    monkeypatch.setattr(join_module, "supernode_args", lambda s, cfg: [sys.executable, "-c", ends])
+def _join_a_fake_supernode(node_dir, monkeypatch, program: str) -> tuple[int, list[str], dict]:
+    """run_supernode over a stand-in SuperNode: (join's code, what it said, the journal's last event)."""
+    cfg = load_node_config(node_dir)
+    monkeypatch.setattr(join_module, "supernode_args", lambda s, cfg: [sys.executable, "-c", program])
     settings = JoinSettings("127.0.0.1:9", cfg.folder / "node.toml", insecure=True)
     said: list[str] = []
-    assert join_module.run_supernode(settings, cfg, said.append) == join_module.EXIT_SESSION_ENDED
+    code = join_module.run_supernode(settings, cfg, said.append)
+    return code, said, journal.read_status(cfg)["events"][-1]
+
+
+def test_a_supernode_that_ends_by_itself_says_the_site_is_out_and_exits_non_zero(nodes, monkeypatch):
+    ends = "print('SuperNode terminated gracefully.', flush=True)"  # what Flower does once unregistered
+    code, said, left = _join_a_fake_supernode(nodes[0][0], monkeypatch, ends)
+    assert code == join_module.EXIT_SESSION_ENDED
     assert any("fedstock-planner site remove" in line for line in said), said
-    left = journal.read_status(cfg)["events"][-1]
     assert (left["kind"], left["exit_code"]) == ("left", join_module.EXIT_SESSION_ENDED)
 
 
 def test_a_supernode_refused_by_flower_says_flowers_code_and_exits_with_joins_own(nodes, monkeypatch):
-    cfg = load_node_config(nodes[0][0])
     refused = (  # what Flower does for an unregistered key: logs its code, exits 1
         "import sys; print('ERROR :     Exit Code: 305', flush=True); sys.exit(1)"
     )
-    monkeypatch.setattr(join_module, "supernode_args", lambda s, cfg: [sys.executable, "-c", refused])
-    settings = JoinSettings("127.0.0.1:9", cfg.folder / "node.toml", insecure=True)
-    said: list[str] = []
-    assert join_module.run_supernode(settings, cfg, said.append) == join_module.EXIT_SUPERNODE_FAILED
+    code, said, left = _join_a_fake_supernode(nodes[0][0], monkeypatch, refused)
+    assert code == join_module.EXIT_SUPERNODE_FAILED
     assert any("SuperNode exited with code 1, Flower's exit code 305" in line for line in said), said
-    left = journal.read_status(cfg)["events"][-1]
     assert (left["exit_code"], left["flower_exit_code"]) == (join_module.EXIT_SUPERNODE_FAILED, 305)
 
 
